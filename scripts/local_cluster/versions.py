@@ -1,0 +1,20 @@
+"""Every pinned version of the local cluster, in one place.
+
+Build artefacts are cached under a key made from these, so bumping a version
+here is all it takes to rebuild that component.
+"""
+
+KUBERNETES = "v1.34.4"
+# etcd is linked into the kubernetes binary at the server version that
+# k8s.io/kubernetes itself requires, so client and server match.
+ETCD = "v3.6.4"
+METALLB = "v0.15.2"
+LOCAL_PATH_PROVISIONER = "v0.0.30"
+CERT_MANAGER = "v1.21.2"
+DISTRIBUTION = "v3.0.0"
+
+# The image names the manifests use. The registry's is the upstream name, so
+# the default config works unchanged on a real cluster.
+REGISTRY_IMAGE = "docker.io/library/registry:3.0.0"
+PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
+HELPER_IMAGE = "local.test/busybox:static"
