@@ -61,3 +61,44 @@ def distribution() -> GoComponent:
         requires={"github.com/distribution/distribution/v3": versions.DISTRIBUTION},
         package="github.com/distribution/distribution/v3/cmd/registry",
     )
+
+
+def metallb() -> GoComponent:
+    """MetalLB's controller alone: it assigns LoadBalancer IPs, nothing needs announcing."""
+    return GoComponent(
+        name="metallb",
+        requires={"go.universe.tf/metallb": versions.METALLB},
+        package="go.universe.tf/metallb/controller",
+    )
+
+
+def local_path_provisioner() -> GoComponent:
+    """The dynamic provisioner behind the local-path and longhorn StorageClasses."""
+    return GoComponent(
+        name="local-path-provisioner",
+        requires={"github.com/rancher/local-path-provisioner": versions.LOCAL_PATH_PROVISIONER},
+        package="github.com/rancher/local-path-provisioner",
+        ldflags=(f"-X main.VERSION={versions.LOCAL_PATH_PROVISIONER}",),
+    )
+
+
+def cert_manager() -> GoComponent:
+    """cert-manager's controllers, from our own main in go/cert-manager.
+
+    Upstream's main is a nested module the proxy cannot serve, so go/cert-manager
+    wires the root module's public pkg/controller packages itself.
+    """
+    return GoComponent(
+        name="cert-manager",
+        requires={"github.com/cert-manager/cert-manager": versions.CERT_MANAGER},
+        ldflags=(
+            f"-X github.com/cert-manager/cert-manager/pkg/util.AppVersion={versions.CERT_MANAGER}",
+        ),
+        # The module itself declares go 1.26.0; ours may not be older.
+        go_directive="1.26.0",
+    )
+
+
+def pause() -> GoComponent:
+    """The pause image's only binary; offline, the upstream image cannot be pulled."""
+    return GoComponent(name="pause", requires={})

@@ -5,6 +5,9 @@ The namespace has no default route, so nothing the cluster does can leave the
 machine; the host routes only the cluster's own ranges into it.
 """
 
+import subprocess
+from pathlib import Path
+
 NETNS = "registry-local-cluster"
 HOST_VETH = "rlc-host"
 NODE_VETH = "rlc-node"
@@ -21,3 +24,36 @@ KUBERNETES_SERVICE_IP = "10.215.0.1"
 APISERVER_PORT = 6443
 # Ranges the host routes into the namespace; nothing else is routed there.
 ROUTED_INTO_CLUSTER = (LOADBALANCER_CIDR, POD_CIDR, SERVICE_CIDR)
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], check=check, capture_output=True, text=True)
+
+
+def namespace_exists() -> bool:
+    return Path("/var/run/netns", NETNS).exists()
+
+
+def create_namespace() -> None:
+    """The namespace, its veth link to the host, and host routes to the cluster's ranges."""
+    _ip("netns", "add", NETNS)
+    _ip("link", "add", HOST_VETH, "type", "veth", "peer", "name", NODE_VETH, "netns", NETNS)
+    _ip("addr", "add", f"{HOST_IP}/24", "dev", HOST_VETH)
+    _ip("link", "set", HOST_VETH, "up")
+    _ip("-n", NETNS, "addr", "add", f"{NODE_IP}/24", "dev", NODE_VETH)
+    _ip("-n", NETNS, "link", "set", NODE_VETH, "up")
+    _ip("-n", NETNS, "link", "set", "lo", "up")
+    # No default route inside: a packet for anywhere else has nowhere to go.
+    for cidr in ROUTED_INTO_CLUSTER:
+        _ip("route", "replace", cidr, "via", NODE_IP, "dev", HOST_VETH)
+    subprocess.run(
+        ["ip", "netns", "exec", NETNS, "sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True
+    )
+
+
+def delete_namespace() -> None:
+    """Deleting the namespace takes its veth pair, routes and iptables rules with it."""
+    if namespace_exists():
+        _ip("netns", "delete", NETNS)
+    if _ip("link", "show", HOST_VETH, check=False).returncode == 0:
+        _ip("link", "delete", HOST_VETH)

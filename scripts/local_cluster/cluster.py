@@ -1,0 +1,147 @@
+"""Bring the local cluster up and down.
+
+`up` is idempotent: a healthy cluster is left alone, the remains of a crashed
+one are cleared first. `down` leaves no process, mount, interface, iptables
+rule, cgroup or namespace behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from . import control_plane, network, supervisor
+from .build import build
+from .components import kubernetes
+from .node_config import NodeLayout, write_node_config
+from .paths import KUBECONFIG, LOG_DIR, STATE_DIR
+from .pki import Pki, ensure_pki
+from .progress import step
+from .supervisor import Supervisor
+
+CORE = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "containerd",
+    "kubelet",
+    "kube-proxy",
+)
+
+
+class ClusterStartError(RuntimeError):
+    """A component did not come up; carries the tail of its log."""
+
+
+def _layout() -> tuple[Supervisor, NodeLayout, Pki]:
+    return Supervisor(STATE_DIR, LOG_DIR), NodeLayout(STATE_DIR / "node"), Pki(STATE_DIR / "pki")
+
+
+def is_running() -> bool:
+    processes, _, _ = _layout()
+    return all(processes.running(name) for name in (supervisor.HOLDER, *CORE))
+
+
+def _api_client(pki: Pki) -> httpx.Client:
+    context = ssl.create_default_context(cafile=str(pki.ca_cert))
+    context.load_cert_chain(pki.cert("admin"), pki.key("admin"))
+    return httpx.Client(
+        base_url=f"https://{network.NODE_IP}:{network.APISERVER_PORT}", verify=context, timeout=5
+    )
+
+
+def wait_until(
+    what: str, check: Callable[[], bool], timeout: float, processes: Supervisor, component: str
+) -> None:
+    """Poll `check` until true; on timeout, or if `component` dies, raise with its log."""
+    with step(f"waiting for {what} (up to {timeout:.0f}s)", every=15):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not processes.running(component):
+                raise ClusterStartError(
+                    f"{component} exited while waiting for {what}. Last lines of "
+                    f"{processes.log_path(component)}:\n{processes.log_tail(component)}"
+                )
+            try:
+                if check():
+                    return
+            except (httpx.HTTPError, OSError):
+                pass
+            time.sleep(0.5)
+    raise ClusterStartError(
+        f"timed out after {timeout:.0f}s waiting for {what}. Last lines of "
+        f"{processes.log_path(component)}:\n{processes.log_tail(component)}"
+    )
+
+
+def _node_ready(api: httpx.Client) -> bool:
+    node = api.get(f"/api/v1/nodes/{network.NODE_NAME}")
+    if node.status_code != 200:
+        return False
+    conditions = node.json().get("status", {}).get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def up() -> Path:
+    """Start the cluster (building what is missing) and return the kubeconfig path."""
+    if is_running():
+        print(f"local cluster already running; kubeconfig: {KUBECONFIG}")
+        return KUBECONFIG
+    if STATE_DIR.exists() or network.namespace_exists():
+        with step("clearing the remains of an earlier run"):
+            down()
+    kube = build(kubernetes())
+    started = time.monotonic()
+    processes, node, _ = _layout()
+    pki = ensure_pki(STATE_DIR / "pki")
+    write_node_config(node, pki)
+    network.create_namespace()
+    processes.start_holder()
+    processes.start(control_plane.etcd(kube, STATE_DIR / "etcd"))
+    processes.start(control_plane.kube_apiserver(kube, pki))
+    with _api_client(pki) as api:
+        wait_until(
+            "the API server to be ready",
+            lambda: api.get("/readyz").status_code == 200,
+            120,
+            processes,
+            "kube-apiserver",
+        )
+        processes.start(control_plane.kube_controller_manager(kube, pki))
+        processes.start(control_plane.kube_scheduler(kube, pki))
+        processes.start(control_plane.containerd(node))
+        socket = node.containerd_socket
+        wait_until("containerd's socket", socket.exists, 60, processes, "containerd")
+        processes.start(control_plane.kubelet(kube, node, pki))
+        processes.start(control_plane.kube_proxy(kube, node))
+        wait_until("the node to be Ready", lambda: _node_ready(api), 120, processes, "kubelet")
+    shutil.copy(pki.kubeconfig("admin"), KUBECONFIG)
+    print(f"local cluster up in {time.monotonic() - started:.0f}s; kubeconfig: {KUBECONFIG}")
+    return KUBECONFIG
+
+
+def down() -> None:
+    """Stop everything and remove all state except the build cache."""
+    processes, _, _ = _layout()
+    # The kubelet first, so it does not restart containers as they are ended.
+    for name in ("kubelet", "kube-proxy"):
+        processes.stop(name)
+    supervisor.stop_all()
+    network.delete_namespace()
+    _unmount_under(STATE_DIR)
+    shutil.rmtree(STATE_DIR, ignore_errors=True)
+    print("local cluster down; no process, namespace or state left behind")
+
+
+def _unmount_under(root: Path) -> None:
+    """Mounts live in the holder's namespace, but a crash may have left some here."""
+    mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    for mount in sorted((m for m in mounts if m.startswith(f"{root}/")), key=len, reverse=True):
+        subprocess.run(["umount", "-l", mount], check=False)

@@ -1,0 +1,114 @@
+"""The command lines of the cluster's core processes, in start order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import network
+from .node_config import NodeLayout
+from .pki import Pki
+from .processes import ProcessSpec
+
+
+def etcd(kube: Path, data_dir: Path) -> ProcessSpec:
+    # Loopback only: inside the namespace, nothing but the apiserver reaches it.
+    return ProcessSpec(
+        "etcd",
+        (
+            str(kube), "etcd",
+            "--data-dir", str(data_dir),
+            "--listen-client-urls", "http://127.0.0.1:2379",
+            "--advertise-client-urls", "http://127.0.0.1:2379",
+            "--listen-peer-urls", "http://127.0.0.1:2380",
+            "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
+            "--initial-cluster", "default=http://127.0.0.1:2380",
+            "--listen-metrics-urls", "http://127.0.0.1:2381",
+            "--quota-backend-bytes", str(2 * 1024**3),
+            "--unsafe-no-fsync",  # a throwaway test cluster: speed over crash safety
+        ),
+    )
+
+
+def kube_apiserver(kube: Path, pki: Pki) -> ProcessSpec:
+    return ProcessSpec(
+        "kube-apiserver",
+        (
+            str(kube), "kube-apiserver",
+            "--etcd-servers", "http://127.0.0.1:2379",
+            "--advertise-address", network.NODE_IP,
+            "--bind-address", "0.0.0.0",
+            "--secure-port", str(network.APISERVER_PORT),
+            "--service-cluster-ip-range", network.SERVICE_CIDR,
+            "--client-ca-file", str(pki.ca_cert),
+            "--tls-cert-file", str(pki.cert("apiserver")),
+            "--tls-private-key-file", str(pki.key("apiserver")),
+            "--kubelet-client-certificate", str(pki.cert("apiserver-kubelet-client")),
+            "--kubelet-client-key", str(pki.key("apiserver-kubelet-client")),
+            "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
+            "--service-account-key-file", str(pki.service_account_pub),
+            "--service-account-signing-key-file", str(pki.service_account_key),
+            "--authorization-mode", "Node,RBAC",
+            "--allow-privileged", "true",
+            "--enable-priority-and-fairness", "false",
+            "--profiling", "false",
+        ),
+    )
+
+
+def kube_controller_manager(kube: Path, pki: Pki) -> ProcessSpec:
+    return ProcessSpec(
+        "kube-controller-manager",
+        (
+            str(kube), "kube-controller-manager",
+            "--kubeconfig", str(pki.kubeconfig("admin")),
+            "--authentication-kubeconfig", str(pki.kubeconfig("admin")),
+            "--authorization-kubeconfig", str(pki.kubeconfig("admin")),
+            "--bind-address", "127.0.0.1",
+            "--leader-elect", "false",
+            "--service-account-private-key-file", str(pki.service_account_key),
+            "--root-ca-file", str(pki.ca_cert),
+            "--cluster-signing-cert-file", str(pki.ca_cert),
+            "--cluster-signing-key-file", str(pki.ca_key),
+            "--service-cluster-ip-range", network.SERVICE_CIDR,
+            "--controllers", "*,-cloud-node-lifecycle,-service-lb-controller,-route",
+        ),
+    )
+
+
+def kube_scheduler(kube: Path, pki: Pki) -> ProcessSpec:
+    return ProcessSpec(
+        "kube-scheduler",
+        (
+            str(kube), "kube-scheduler",
+            "--kubeconfig", str(pki.kubeconfig("admin")),
+            "--authentication-kubeconfig", str(pki.kubeconfig("admin")),
+            "--authorization-kubeconfig", str(pki.kubeconfig("admin")),
+            "--bind-address", "127.0.0.1",
+            "--leader-elect", "false",
+        ),
+    )
+
+
+def containerd(node: NodeLayout) -> ProcessSpec:
+    return ProcessSpec("containerd", ("containerd", "--config", str(node.containerd_config)))
+
+
+def kubelet(kube: Path, node: NodeLayout, pki: Pki) -> ProcessSpec:
+    return ProcessSpec(
+        "kubelet",
+        (
+            str(kube), "kubelet",
+            "--config", str(node.kubelet_config),
+            "--kubeconfig", str(pki.kubeconfig("kubelet")),
+            "--root-dir", str(node.kubelet_root),
+            "--cert-dir", str(node.kubelet_root / "pki"),
+            "--hostname-override", network.NODE_NAME,
+            "--node-ip", network.NODE_IP,
+        ),
+    )
+
+
+def kube_proxy(kube: Path, node: NodeLayout) -> ProcessSpec:
+    return ProcessSpec(
+        "kube-proxy", (str(kube), "kube-proxy", "--config", str(node.kube_proxy_config))
+    )
