@@ -145,3 +145,34 @@ def _unmount_under(root: Path) -> None:
     mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
     for mount in sorted((m for m in mounts if m.startswith(f"{root}/")), key=len, reverse=True):
         subprocess.run(["umount", "-l", mount], check=False)
+
+
+class LocalCluster:
+    """The same interface as pytest-kind's KindCluster, for the local cluster.
+
+    One fixture can then hand tests either cluster.
+    """
+
+    name = "registry-local-cluster"
+    kubeconfig_path = KUBECONFIG
+
+    def create(self) -> None:
+        up()
+
+    def delete(self) -> None:
+        down()
+
+    def kubectl(self, *args: str) -> str:
+        command = [str(build(kubernetes())), "kubectl", f"--kubeconfig={self.kubeconfig_path}"]
+        return subprocess.run(
+            [*command, *args], check=True, capture_output=True, text=True
+        ).stdout
+
+    def load_docker_image(self, archive: Path) -> None:
+        """Import an OCI archive into the node's containerd (kind loads from Docker)."""
+        _, node, _ = _layout()
+        subprocess.run(
+            ["ctr", "--address", str(node.containerd_socket), "-n", "k8s.io",
+             "images", "import", str(archive)],
+            check=True, capture_output=True,
+        )

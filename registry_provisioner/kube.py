@@ -1,0 +1,141 @@
+"""Apply, wait on and delete manifests with kr8s, the one place that writes to the cluster.
+
+Objects are applied server-side under our own field manager, so a re-run
+with the same config is a no-op the API server itself confirms (the
+resourceVersion does not move), and a dry run is the server's own dry run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import kr8s
+import kr8s.asyncio
+from kr8s.asyncio.objects import APIObject, object_from_spec
+
+FIELD_MANAGER = "registry-provisioner"
+# Workloads go last, so their pods start with every volume they mount in place
+# instead of backing off on a missing Secret or claim.
+_STAGE_OF_KIND = {"Namespace": 0, "Deployment": 2, "DaemonSet": 2, "StatefulSet": 2}
+# Fields the server owns; a dry run's answer is compared without them.
+_SERVER_FIELDS = ("resourceVersion", "managedFields", "generation", "creationTimestamp", "uid")
+
+
+@dataclass(frozen=True)
+class Change:
+    """What applying (or deleting) one object did, or would do."""
+
+    kind: str
+    name: str
+    namespace: str | None
+    action: str  # created | configured | unchanged | deleted | absent (and "would ..." forms)
+
+    def __str__(self) -> str:
+        where = f" in {self.namespace}" if self.namespace else ""
+        return f"{self.kind}/{self.name}{where}: {self.action}"
+
+
+async def connect(context: str | None = None, kubeconfig: str | None = None) -> kr8s.asyncio.Api:
+    """An API client; KUBECONFIG is honoured when no kubeconfig path is given."""
+    return await kr8s.asyncio.api(context=context, kubeconfig=kubeconfig)
+
+
+def stages(manifests: Sequence[dict]) -> list[list[dict]]:
+    """Group manifests into apply stages, keeping the rendered order inside each."""
+    grouped: dict[int, list[dict]] = {}
+    for manifest in manifests:
+        grouped.setdefault(_STAGE_OF_KIND.get(manifest["kind"], 1), []).append(manifest)
+    return [grouped[stage] for stage in sorted(grouped)]
+
+
+def _object(api: kr8s.asyncio.Api, manifest: dict) -> APIObject:
+    return object_from_spec(manifest, api=api, allow_unknown_type=True)
+
+
+async def _current(obj: APIObject) -> dict | None:
+    async with obj.api.call_api(
+        "GET",
+        version=obj.version,
+        url=f"{obj.endpoint}/{obj.name}",
+        namespace=obj.namespace,
+        raise_for_status=False,
+    ) as response:
+        return response.json() if response.status_code == 200 else None
+
+
+async def _server_side_apply(obj: APIObject, manifest: dict, dry_run: bool) -> dict:
+    params = {"fieldManager": FIELD_MANAGER, "force": "true"}
+    if dry_run:
+        params["dryRun"] = "All"
+    async with obj.api.call_api(
+        "PATCH",
+        version=obj.version,
+        url=f"{obj.endpoint}/{obj.name}",
+        namespace=obj.namespace,
+        content=json.dumps(manifest),
+        headers={"Content-Type": "application/apply-patch+yaml"},
+        params=params,
+    ) as response:
+        return response.json()
+
+
+def _comparable(obj: dict) -> dict:
+    clean = {k: v for k, v in obj.items() if k != "status"}
+    clean["metadata"] = {
+        k: v for k, v in obj.get("metadata", {}).items() if k not in _SERVER_FIELDS
+    }
+    return clean
+
+
+async def apply_object(api: kr8s.asyncio.Api, manifest: dict, dry_run: bool = False) -> Change:
+    obj = _object(api, manifest)
+    before = await _current(obj)
+    after = await _server_side_apply(obj, manifest, dry_run)
+    if before is None:
+        action = "created"
+    elif dry_run:
+        action = "unchanged" if _comparable(before) == _comparable(after) else "configured"
+    else:
+        same = before["metadata"]["resourceVersion"] == after["metadata"]["resourceVersion"]
+        action = "unchanged" if same else "configured"
+    if dry_run:
+        action = f"would be {action}" if action != "unchanged" else action
+    return Change(manifest["kind"], obj.name, obj.namespace, action)
+
+
+async def apply_manifests(
+    api: kr8s.asyncio.Api, manifests: Sequence[dict], dry_run: bool = False
+) -> list[Change]:
+    """Apply stage by stage; the objects inside a stage are independent and go at once."""
+    changes: list[Change] = []
+    for stage in stages(manifests):
+        changes += await asyncio.gather(*(apply_object(api, m, dry_run) for m in stage))
+    return changes
+
+
+async def delete_object(api: kr8s.asyncio.Api, manifest: dict, timeout: float) -> Change:
+    """Delete and wait until it is gone, so an immediate re-provision does not collide."""
+    obj = _object(api, manifest)
+    try:
+        await obj.delete(propagation_policy="Foreground")
+    except kr8s.NotFoundError:
+        return Change(manifest["kind"], obj.name, obj.namespace, "absent")
+    await obj.wait("delete", timeout=timeout)
+    return Change(manifest["kind"], obj.name, obj.namespace, "deleted")
+
+
+async def delete_manifests(
+    api: kr8s.asyncio.Api, manifests: Sequence[dict], timeout: float = 180
+) -> list[Change]:
+    """Delete in reverse apply order, each stage at once."""
+    changes: list[Change] = []
+    for stage in reversed(stages(manifests)):
+        changes += await asyncio.gather(*(delete_object(api, m, timeout) for m in stage))
+    return changes
+
+
+def summarize(changes: Iterable[Change]) -> str:
+    return "\n".join(f"  {change}" for change in changes)

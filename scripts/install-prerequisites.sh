@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what the tasks and the local cluster need on a Debian machine:
+# the node's runtime pieces from Debian, and the Python packages.
+# Go (>= 1.24) must already be on PATH: it builds the cluster's components.
+set -euo pipefail
+
+debian_packages=(
+  containerd runc containernetworking-plugins  # the node's container runtime and pod network
+  iptables conntrack iproute2 util-linux       # kube-proxy, namespaces (nsenter, unshare)
+  umoci busybox-static                          # building the cluster's images without Docker
+  skopeo                                        # a real OCI client for the tests and the demo
+)
+
+if ! command -v go >/dev/null; then
+  echo "error: Go is not on PATH; install Go 1.24 or newer first" >&2
+  exit 1
+fi
+
+missing=()
+for package in "${debian_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
+done
+if ((${#missing[@]})); then
+  echo "==> installing Debian packages: ${missing[*]}"
+  # Keep the packaged containerd service from starting: the cluster runs its own.
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+echo "==> installing Python packages from requirements.txt"
+python3 -m pip install -q --disable-pip-version-check -r "$(dirname "$0")/../requirements.txt"

@@ -1,0 +1,139 @@
+"""The local cluster does what the registry needs from a real one."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import httpx
+import kr8s.asyncio
+import pytest
+from kr8s.asyncio.objects import (
+    Node,
+    PersistentVolumeClaim,
+    Pod,
+    Secret,
+    Service,
+    new_class,
+)
+
+from scripts.local_cluster import network, versions
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
+
+Certificate = new_class("Certificate", "cert-manager.io/v1", namespaced=True)
+
+
+def busybox_pod(name: str, namespace: str, command: str, **spec) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
+        "spec": {
+            "containers": [
+                {
+                    "name": "main",
+                    "image": versions.HELPER_IMAGE,
+                    "imagePullPolicy": "Never",
+                    "command": ["sh", "-c", command],
+                }
+            ],
+            "terminationGracePeriodSeconds": 1,
+            **spec,
+        },
+    }
+
+
+async def test_node_is_ready(api: kr8s.asyncio.Api) -> None:
+    node = await Node.get(network.NODE_NAME, api=api)
+    await node.wait("condition=Ready", timeout=60)
+
+
+async def test_a_pod_runs_to_completion(api: kr8s.asyncio.Api, namespace: str) -> None:
+    pod = await Pod(busybox_pod("hello", namespace, "echo hello-from-pod"), api=api)
+    pod.raw["spec"]["restartPolicy"] = "Never"
+    await pod.create()
+    await pod.wait("jsonpath='{.status.phase}'=Succeeded", timeout=120)
+    assert "hello-from-pod" in "".join([line async for line in pod.logs()])
+
+
+async def test_loadbalancer_gets_pool_ip_and_answers_from_host(
+    api: kr8s.asyncio.Api, namespace: str
+) -> None:
+    serve = "mkdir -p /www && echo lb-ok > /www/index.html && exec httpd -f -p 8080 -h /www"
+    pod = await Pod(busybox_pod("web", namespace, serve), api=api)
+    await pod.create()
+    service = await Service(
+        {
+            "metadata": {"name": "web", "namespace": namespace},
+            "spec": {
+                "type": "LoadBalancer",
+                "selector": {"app": "web"},
+                "ports": [{"port": 80, "targetPort": 8080}],
+            },
+        },
+        api=api,
+    )
+    await service.create()
+    await service.wait("jsonpath='{.status.loadBalancer.ingress[0].ip}'", timeout=60)
+    await service.refresh()
+    ip = service.raw["status"]["loadBalancer"]["ingress"][0]["ip"]
+    assert ipaddress.ip_address(ip) in ipaddress.ip_network(network.LOADBALANCER_CIDR)
+    await pod.wait("condition=Ready", timeout=120)
+    async with httpx.AsyncClient(timeout=5) as client:
+        response = await client.get(f"http://{ip}/")
+    assert response.text.strip() == "lb-ok"
+
+
+async def test_pvc_on_default_storage_class_binds(api: kr8s.asyncio.Api, namespace: str) -> None:
+    claim = await PersistentVolumeClaim(
+        {
+            "metadata": {"name": "data", "namespace": namespace},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "16Mi"}},
+            },
+        },
+        api=api,
+    )
+    await claim.create()
+    writer = busybox_pod(
+        "writer",
+        namespace,
+        "echo persisted > /data/file && cat /data/file",
+        restartPolicy="Never",
+        volumes=[{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
+    )
+    writer["spec"]["containers"][0]["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
+    pod = await Pod(writer, api=api)
+    await pod.create()
+    await claim.wait("jsonpath='{.status.phase}'=Bound", timeout=120)
+    await pod.wait("jsonpath='{.status.phase}'=Succeeded", timeout=120)
+    assert "persisted" in "".join([line async for line in pod.logs()])
+
+
+async def test_certificate_from_ca_cluster_issuer_becomes_ready(
+    api: kr8s.asyncio.Api, namespace: str
+) -> None:
+    certificate = await Certificate(
+        {
+            "apiVersion": "cert-manager.io/v1",
+            "kind": "Certificate",
+            "metadata": {"name": "example", "namespace": namespace},
+            "spec": {
+                "secretName": "example-tls",
+                "commonName": "example.test",
+                "dnsNames": ["example.test"],
+                "ipAddresses": ["10.213.1.99"],
+                "issuerRef": {
+                    "name": "cert-manager-issuer",
+                    "kind": "ClusterIssuer",
+                    "group": "cert-manager.io",
+                },
+            },
+        },
+        api=api,
+    )
+    await certificate.create()
+    await certificate.wait("condition=Ready", timeout=120)
+    secret = await Secret.get("example-tls", namespace=namespace, api=api)
+    assert {"tls.crt", "tls.key", "ca.crt"} <= set(secret.raw["data"])

@@ -1,0 +1,63 @@
+"""The cluster the integration tests run on.
+
+By default the project's own local cluster (started if it is not running).
+`--kubeconfig PATH` uses an existing cluster instead, and `--use-kind` (or
+REGISTRY_TEST_CLUSTER=kind) a kind cluster through pytest-kind, for machines
+with Docker and internet.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--use-kind",
+        action="store_true",
+        default=os.environ.get("REGISTRY_TEST_CLUSTER") == "kind",
+        help="run cluster tests on a kind cluster (pytest-kind; needs Docker and internet)",
+    )
+
+
+class ExistingCluster:
+    """A cluster someone else runs, named by a kubeconfig."""
+
+    name = "existing"
+
+    def __init__(self, kubeconfig: Path) -> None:
+        self.kubeconfig_path = kubeconfig
+
+    def kubectl(self, *args: str) -> str:
+        return subprocess.run(
+            ["kubectl", f"--kubeconfig={self.kubeconfig_path}", *args],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+
+
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest):
+    """Anything with .kubeconfig_path and .kubectl(*args), like pytest-kind's KindCluster."""
+    if request.config.getoption("use_kind"):
+        yield request.getfixturevalue("kind_cluster")
+        return
+    kubeconfig = request.config.getoption("kubeconfig")
+    if kubeconfig:
+        yield ExistingCluster(Path(kubeconfig))
+        return
+    from scripts.local_cluster.cluster import LocalCluster
+
+    local = LocalCluster()
+    local.create()  # idempotent: a running cluster is reused
+    yield local
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(cluster) -> str:
+    return str(cluster.kubeconfig_path)
