@@ -1,0 +1,338 @@
+"""Loading and validating settings: defaults, both file shapes, and every rule."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from registry_provisioner.config import (
+    DEFAULT_CONFIG,
+    SEED_KEYS,
+    Settings,
+    load_settings,
+    parse_quantity,
+)
+from registry_provisioner.errors import ConfigError
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+SEED_VARS = DATA / "seed_group_vars.yaml"
+SEED_ORG = Path("/work/shared/seed/provision-docker-registry.org")
+
+
+def _get(settings: Settings, dotted: str) -> Any:
+    value: Any = settings
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _write(tmp_path: Path, data: Any) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def test_code_defaults_are_the_seeds_values() -> None:
+    seed = yaml.safe_load(SEED_VARS.read_text(encoding="utf-8"))
+    assert set(seed) == set(SEED_KEYS)
+    defaults = Settings()
+    for seed_key, dotted in SEED_KEYS.items():
+        assert _get(defaults, dotted) == seed[seed_key], seed_key
+
+
+def test_seed_data_copy_matches_the_notebook() -> None:
+    if not SEED_ORG.is_file():
+        pytest.skip("the seed notebook is not on this machine")
+    block = re.search(
+        r"#\+begin_src yaml :tangle group_vars/all\n(.*?)#\+end_src", SEED_ORG.read_text(), re.S
+    )
+    assert block is not None
+    assert yaml.safe_load(block.group(1)) == yaml.safe_load(SEED_VARS.read_text())
+
+
+def test_config_yaml_documents_every_setting_at_its_default() -> None:
+    data = yaml.safe_load(DEFAULT_CONFIG.read_text(encoding="utf-8"))
+    assert load_settings(DEFAULT_CONFIG) == Settings()
+    assert load_settings(None) == Settings()
+
+    def keys(tree: dict[str, Any], prefix: str = "") -> set[str]:
+        out: set[str] = set()
+        for k, v in tree.items():
+            if isinstance(v, dict) and v and k not in ("node_selector", "affinity"):
+                out |= keys(v, f"{prefix}{k}.")
+            else:
+                out.add(f"{prefix}{k}")
+        return out
+
+    def fields(value: Any, prefix: str = "") -> set[str]:
+        out: set[str] = set()
+        for name, v in vars(value).items():
+            if hasattr(v, "__dataclass_fields__"):
+                out |= fields(v, f"{prefix}{name}.")
+            else:
+                out.add(f"{prefix}{name}")
+        return out
+
+    assert keys(data) == fields(Settings())
+
+
+def test_seed_group_vars_load_as_is() -> None:
+    settings = load_settings(SEED_VARS)
+    assert settings == Settings()
+    assert settings.service.ip == "172.17.1.62"
+    assert settings.tls.issuer_name == "cert-manager-issuer"
+
+
+def test_seed_group_vars_map_onto_settings(tmp_path: Path) -> None:
+    custom = {
+        "docker_reg_label": "reg",
+        "docker_reg_namespace": "infra",
+        "docker_reg_pvc_name": "reg-data",
+        "docker_reg_pvc_size": "20Gi",
+        "docker_reg_replicas": 1,
+        "docker_reg_container_port": 5443,
+        "docker_reg_service_name": "reg-svc",
+        "docker_reg_service_ip": "192.168.10.5",
+        "cert_manager_issuer": "home-ca",
+    }
+    settings = load_settings(_write(tmp_path, custom))
+    for seed_key, dotted in SEED_KEYS.items():
+        assert _get(settings, dotted) == custom[seed_key]
+
+
+def test_empty_file_means_defaults(tmp_path: Path) -> None:
+    assert load_settings(_write(tmp_path, "")) == Settings()
+
+
+def test_overrides_accept_dotted_keys_and_cli_strings(tmp_path: Path) -> None:
+    settings = load_settings(
+        _write(tmp_path, {"namespace": "infra"}),
+        {
+            "service.ip": "10.0.0.9",
+            "replicas": "2",
+            "storage": {"access_mode": "ReadWriteMany"},
+            "node_trust.enabled": "false",
+            "tls.mode": None,  # an unset CLI option
+        },
+    )
+    assert settings.namespace == "infra"
+    assert settings.service.ip == "10.0.0.9"
+    assert settings.replicas == 2
+    assert settings.storage.access_mode == "ReadWriteMany"
+    assert settings.storage.size == "5Gi"  # siblings of an override keep their values
+    assert settings.node_trust.enabled is False
+    assert settings.tls.mode == "cert-manager"
+
+
+def test_derived_helpers() -> None:
+    s = Settings()
+    assert s.registry_host == "172.17.1.62:5000"
+    assert s.cluster_dns_names == (
+        "docker-registry-service.docker-registry.svc",
+        "docker-registry-service.docker-registry.svc.cluster.local",
+        "docker-registry-service.docker-registry",
+    )
+    assert s.cluster_host == "docker-registry-service.docker-registry.svc:5000"
+    assert s.deployment_strategy == "Recreate"
+    assert s.node_trust_image == s.image
+    assert s.node_registry_dir == (
+        "/var/lib/rancher/k3s/agent/etc/containerd/certs.d/172.17.1.62:5000"
+    )
+    v6 = load_settings(None, {"service.ip": "fd00::62"})
+    assert v6.registry_host == "[fd00::62]:5000"
+    assert v6.ip_family == "IPv6"
+    rwx = load_settings(None, {"replicas": 2, "storage.access_mode": "ReadWriteMany"})
+    assert rwx.deployment_strategy == "RollingUpdate"
+    rwop = load_settings(None, {"storage.access_mode": "ReadWriteOncePod"})
+    assert rwop.deployment_strategy == "Recreate"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("5Gi", 5 * 1024**3), ("500m", 0.5), ("1.5G", 1.5e9), ("2e3", 2000), ("64Mi", 64 * 2**20)],
+)
+def test_parse_quantity(text: str, expected: float) -> None:
+    assert float(parse_quantity(text) or 0) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("text", ["", "5 Gi", "5GB", "Gi", "-1Gi", "5gi", "1.2.3"])
+def test_parse_quantity_rejects(text: str) -> None:
+    assert parse_quantity(text) is None
+
+
+# (overrides, field named in the message, words the message must contain)
+BAD_CONFIGS: list[tuple[dict[str, Any], str, list[str]]] = [
+    ({"namespace": "Docker_Registry"}, "namespace", ["DNS-1123 label"]),
+    ({"namespace": "a" * 64}, "namespace", ["1-63 chars"]),
+    ({"name": "-registry"}, "name", ["DNS-1123 label"]),
+    ({"replicas": 0}, "replicas", ["at least 1"]),
+    ({"replicas": 3}, "replicas", ["ReadWriteMany", "share the same storage", "ReadWriteOnce"]),
+    ({"replicas": "three"}, "replicas", ["whole number"]),
+    ({"replicas": True}, "replicas", ["whole number"]),
+    ({"image": "docker.io/library/registry"}, "image", ["pinned tag or digest"]),
+    ({"image": "registry:latest"}, "image", ["pinned version tag"]),
+    ({"image": "registry@sha256:abc"}, "image", ["sha256"]),
+    ({"container_port": 80}, "container_port", ["1024 to 65535", "non-root"]),
+    ({"container_port": 70000}, "container_port", ["1024 to 65535"]),
+    ({"metrics_port": 5000}, "metrics_port", ["other than container_port (5000)"]),
+    ({"service.port": 0}, "service.port", ["1 to 65535"]),
+    ({"service.port": "https"}, "service.port", ["whole number"]),
+    ({"service.name": "1registry"}, "service.name", ["DNS-1035", "start with a letter"]),
+    ({"service.ip": "172.17.1.300"}, "service.ip", ["IPv4 or IPv6", "MetalLB"]),
+    ({"service.ip": "registry.lan"}, "service.ip", ["IPv4 or IPv6"]),
+    ({"service.ip": "127.0.0.1"}, "service.ip", ["loopback"]),
+    ({"service.ip": "0.0.0.0"}, "service.ip", ["unspecified"]),
+    ({"service.address_pool": "Default Pool"}, "service.address_pool", ["IPAddressPool"]),
+    ({"storage.size": "5GB"}, "storage.size", ["quantity", "5Gi"]),
+    ({"storage.size": "512m"}, "storage.size", ["'m' means milli"]),
+    ({"storage.size": 5}, "storage.size", ["a string"]),
+    ({"storage.claim_name": "Data_PVC"}, "storage.claim_name", ["DNS-1123 subdomain"]),
+    ({"storage.storage_class": "Longhorn"}, "storage.storage_class", ["default class"]),
+    (
+        {"storage.access_mode": "RWO"},
+        "storage.access_mode",
+        ["ReadWriteOnce, ReadWriteMany, ReadWriteOncePod"],
+    ),
+    ({"tls.mode": "letsencrypt"}, "tls.mode", ["cert-manager, self-signed, existing-secret"]),
+    ({"tls.issuer_kind": "clusterissuer"}, "tls.issuer_kind", ["Issuer, ClusterIssuer"]),
+    ({"tls.issuer_name": ""}, "tls.issuer_name", ["existing cert-manager ClusterIssuer"]),
+    (
+        {"tls.mode": "existing-secret", "tls.secret_name": ""},
+        "tls.secret_name",
+        ["existing kubernetes.io/tls Secret"],
+    ),
+    ({"tls.extra_dns_names": ["172.17.1.62"]}, "tls.extra_dns_names[0]", ["service.ip"]),
+    ({"tls.extra_dns_names": ["bad name"]}, "tls.extra_dns_names[0]", ["DNS name"]),
+    ({"tls.extra_dns_names": "registry.lan"}, "tls.extra_dns_names", ["list of strings"]),
+    ({"auth.username": "re:gistry"}, "auth.username", ["htpasswd forbids ':'"]),
+    ({"auth.secret_name": "docker-registry-tls"}, "auth.secret_name", ["different from"]),
+    ({"pull_secret.namespaces": ["default", "Apps"]}, "pull_secret.namespaces[1]", ["label"]),
+    ({"pull_secret.namespaces": ["a", "a"]}, "pull_secret.namespaces[1]", ["each namespace once"]),
+    ({"node_trust.certs_dir": "etc/containerd/certs.d"}, "node_trust.certs_dir", ["absolute"]),
+    ({"node_trust.certs_dir": "/"}, "node_trust.certs_dir", ["not '/'"]),
+    ({"node_trust.enabled": "maybe"}, "node_trust.enabled", ["true or false"]),
+    ({"node_trust.image": "busybox"}, "node_trust.image", ["reuse the registry image"]),
+    ({"discovery.help_url": "README.md"}, "discovery.help_url", ["http(s) URL"]),
+    ({"resources.requests.cpu": "fast"}, "resources.requests.cpu", ["quantity", "50m"]),
+    ({"resources.limits.memory": "512m"}, "resources.limits.memory", ["'m' means milli"]),
+    ({"resources.requests.memory": "1Gi"}, "resources.requests.memory", ["at most the limit"]),
+    ({"resources.requests.gpu": "1"}, "resources.requests.gpu", ["unknown setting"]),
+    (
+        {"scheduling.node_selector": {"node-type": True}},
+        "scheduling.node_selector",
+        ["mapping of strings to strings"],
+    ),
+    (
+        {"scheduling.tolerations": [{"key": "x", "operator": "Is"}]},
+        "scheduling.tolerations[0].operator",
+        ["Exists, Equal"],
+    ),
+    (
+        {"scheduling.affinity": {"nodeAfinity": {}}},
+        "scheduling.affinity.nodeAfinity",
+        ["nodeAffinity"],
+    ),
+    ({"storage.szie": "10Gi"}, "storage.szie", ["did you mean 'storage.size'?"]),
+    ({"replica": 2}, "replica", ["did you mean 'replicas'?"]),
+    ({"servce": {"ip": "10.0.0.1"}}, "servce", ["did you mean 'service'?"]),
+    ({"storage": "10Gi"}, "storage", ["mapping of storage settings"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "words"), BAD_CONFIGS, ids=[c[1] for c in BAD_CONFIGS]
+)
+def test_each_rule_names_field_value_and_fix(
+    tmp_path: Path, overrides: dict[str, Any], field: str, words: list[str]
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(_write(tmp_path, ""), overrides)
+    error = info.value
+    assert field in error.fields, str(error)
+    line = next(str(p) for p in error.problems if p.field == field)
+    assert line.startswith(f"config: {field}: ")
+    assert " is not valid: " in line
+    for word in words:
+        assert word in line, line
+    assert "\n" not in line
+
+
+def test_bad_file_values_are_reported_too(tmp_path: Path) -> None:
+    path = _write(tmp_path, {"service": {"ip": "10.0.0.256"}})
+    with pytest.raises(ConfigError, match=r"config: service\.ip: '10\.0\.0\.256' is not valid"):
+        load_settings(path)
+
+
+def test_all_problems_are_reported_at_once(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        {"namespace": "Bad", "storage": {"size": "lots", "acess_mode": "ReadWriteOnce"}},
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, {"service.ip": "nope"})
+    assert set(info.value.fields) == {
+        "namespace",
+        "storage.size",
+        "storage.acess_mode",
+        "service.ip",
+    }
+    assert len(str(info.value).splitlines()) == 4
+
+
+def test_seed_shape_typos_suggest_the_seed_name(tmp_path: Path) -> None:
+    seed = yaml.safe_load(SEED_VARS.read_text())
+    seed["docker_reg_servce_ip"] = seed.pop("docker_reg_service_ip")
+    seed["docker_reg_pvc_size"] = "5 GB"
+    with pytest.raises(ConfigError) as info:
+        load_settings(_write(tmp_path, seed))
+    text = str(info.value)
+    assert "did you mean 'docker_reg_service_ip'?" in text
+    # Problems in a seed file quote the name the user actually wrote.
+    assert "config: docker_reg_pvc_size (storage.size): '5 GB' is not valid" in text
+
+
+def test_seed_shape_mixed_with_sections_is_explained(tmp_path: Path) -> None:
+    seed = yaml.safe_load(SEED_VARS.read_text())
+    seed["storage"] = {"access_mode": "ReadWriteMany"}
+    with pytest.raises(ConfigError) as info:
+        load_settings(_write(tmp_path, seed))
+    assert info.value.fields == ("storage",)
+    assert "flat docker_reg_* names" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "accepted"),
+    [("a: [unclosed", "valid YAML"), ("- a\n- b\n", "mapping of settings, not a list")],
+)
+def test_unusable_files(tmp_path: Path, content: str, accepted: str) -> None:
+    with pytest.raises(ConfigError, match=accepted):
+        load_settings(_write(tmp_path, content))
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"config: file: .* readable YAML file"):
+        load_settings(tmp_path / "absent.yaml")
+
+
+def test_good_non_default_values_pass() -> None:
+    settings = load_settings(
+        None,
+        {
+            "image": "registry.lan:5000/mirror/registry@sha256:" + "a" * 64,
+            "service.ip": "fd00::10",
+            "service.port": 443,
+            "tls.mode": "self-signed",
+            "tls.extra_dns_names": ["registry.home.lan", "*.home.lan"],
+            "storage.storage_class": "",
+            "resources.limits.cpu": "1",
+            "scheduling.tolerations": [{"key": "dedicated", "operator": "Exists"}],
+            "scheduling.node_selector": {"kubernetes.io/arch": "amd64"},
+            "node_trust.certs_dir": "/var/lib/rancher/k3s/agent/etc/containerd/certs.d",
+        },
+    )
+    assert settings.registry_host == "[fd00::10]:443"
+    assert settings.tls.extra_dns_names == ("registry.home.lan", "*.home.lan")

@@ -1,0 +1,557 @@
+"""Rendering: schema-valid objects, in dependency order, with the seed's defects fixed."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import fnmatch
+import functools
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import kubernetes_validate
+import pytest
+import yaml
+from kubernetes_validate import utils as kv_utils
+from kubernetes_validate.utils import VersionNotSupportedError
+
+from registry_provisioner.config import Settings, load_settings
+from registry_provisioner.errors import ProvisionError
+from registry_provisioner.render import (
+    APPLY_ORDER,
+    CHECKSUM_ANNOTATION,
+    PLACEHOLDER,
+    common_labels,
+    label_selector,
+    manifests_yaml,
+    render_manifests,
+)
+from registry_provisioner.secrets import Credentials, generate_credentials, htpasswd_line
+
+K8S_VERSION = "1.34"
+NS_OBJ = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "probe"}}
+
+
+def _schema_version() -> str:
+    """1.34, or the newest schemas the installed kubernetes-validate bundles.
+
+    kubernetes-validate 1.34.0 ships schemas only up to 1.33; the core kinds used
+    here did not change between the two.
+    """
+    try:
+        kubernetes_validate.validate(NS_OBJ, K8S_VERSION, strict=True)
+    except VersionNotSupportedError:
+        return kubernetes_validate.latest_version()
+    return K8S_VERSION
+
+
+SCHEMA_VERSION = _schema_version()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cached_schemas() -> Iterator[None]:
+    """kubernetes-validate rereads its large JSON schemas on every call; read them once."""
+    original = kv_utils.schema_contents
+    kv_utils.schema_contents = functools.cache(original)
+    yield
+    kv_utils.schema_contents = original
+
+
+def _settings(**overrides: Any) -> Settings:
+    return load_settings(None, overrides)
+
+
+def _creds(settings: Settings, password: str = "pw-for-tests") -> Credentials:
+    """Deterministic credentials; a real CA only where the mode needs one."""
+    pem = ("", "", "")
+    if settings.tls.mode == "self-signed":
+        pem = ("CA PEM", "CERT PEM", "KEY PEM")
+    return Credentials(
+        username=settings.auth.username,
+        password=password,
+        htpasswd=f"{settings.auth.username}:$2y$10$fixedhashfortests",
+        http_secret="http-secret-for-tests",
+        ca_pem=pem[0],
+        cert_pem=pem[1],
+        key_pem=pem[2],
+    )
+
+
+def _find(objs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [o for o in objs if o["kind"] == kind and name in (None, o["metadata"]["name"])]
+    assert len(found) == 1, f"{kind} {name}: {len(found)} found"
+    return found[0]
+
+
+def _secret_value(secret: dict[str, Any], key: str) -> str:
+    return base64.b64decode(secret["data"][key]).decode()
+
+
+def _pod_spec(objs: list[dict[str, Any]], kind: str = "Deployment") -> dict[str, Any]:
+    return _find(objs, kind)["spec"]["template"]["spec"]
+
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "self-signed": {"tls.mode": "self-signed", "tls.extra_dns_names": ["registry.home.lan"]},
+    "existing-secret": {"tls.mode": "existing-secret", "tls.secret_name": "my-cert"},
+    "rwx-ha": {
+        "replicas": 3,
+        "storage.access_mode": "ReadWriteMany",
+        "storage.storage_class": "",
+        "service.address_pool": "lan",
+        "resources.limits.cpu": "1",
+        "scheduling.node_selector": {"kubernetes.io/arch": "amd64"},
+        "scheduling.tolerations": [{"key": "dedicated", "operator": "Exists"}],
+        "scheduling.affinity": {
+            "podAntiAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "weight": 100,
+                        "podAffinityTerm": {
+                            "topologyKey": "kubernetes.io/hostname",
+                            "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "r"}},
+                        },
+                    }
+                ]
+            }
+        },
+    },
+    "ipv6-no-extras": {
+        "service.ip": "fd00::62",
+        "node_trust.enabled": False,
+        "discovery.publish_local_registry_hosting": False,
+        "pull_secret.namespaces": [],
+        "namespace": "infra",
+    },
+}
+
+
+@pytest.mark.parametrize("with_creds", [True, False], ids=["credentials", "preview"])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_every_object_is_schema_valid(variant: str, with_creds: bool) -> None:
+    settings = _settings(**VARIANTS[variant])
+    objs = render_manifests(settings, _creds(settings) if with_creds else None)
+    assert objs
+    for obj in objs:
+        if obj["apiVersion"].startswith("cert-manager.io/"):
+            continue  # a CRD: its shape is checked in test_certificate_shape
+        kubernetes_validate.validate(obj, SCHEMA_VERSION, strict=True)
+
+
+def test_certificate_shape() -> None:
+    settings = _settings(namespace="infra", **{"tls.extra_dns_names": ["registry.home.lan"]})
+    cert = _find(render_manifests(settings, None), "Certificate")
+    assert cert["apiVersion"] == "cert-manager.io/v1"
+    assert cert["metadata"]["namespace"] == "infra"
+    spec = cert["spec"]
+    assert set(spec) == {
+        "secretName",
+        "secretTemplate",
+        "commonName",
+        "dnsNames",
+        "ipAddresses",
+        "duration",
+        "renewBefore",
+        "privateKey",
+        "usages",
+        "issuerRef",
+    }
+    assert spec["ipAddresses"] == ["172.17.1.62"]
+    assert spec["commonName"] == "docker-registry-service.infra.svc"
+    assert spec["commonName"] in spec["dnsNames"]
+    assert spec["dnsNames"] == [*settings.cluster_dns_names, "registry.home.lan"]
+    assert spec["issuerRef"] == {
+        "name": "cert-manager-issuer",
+        "kind": "ClusterIssuer",
+        "group": "cert-manager.io",
+    }
+    assert spec["privateKey"]["rotationPolicy"] == "Always"
+    assert spec["duration"] == "8760h"
+    assert spec["renewBefore"] == "720h"
+    assert "server auth" in spec["usages"]
+    assert spec["secretTemplate"]["labels"]["app.kubernetes.io/instance"] == "infra"
+
+
+def test_issuer_kind_is_honoured() -> None:
+    cert = _find(render_manifests(_settings(**{"tls.issuer_kind": "Issuer"}), None), "Certificate")
+    assert cert["spec"]["issuerRef"]["kind"] == "Issuer"
+
+
+def test_apply_order_for_defaults() -> None:
+    objs = render_manifests(Settings(), None)
+    assert [(o["kind"], o["metadata"]["name"]) for o in objs] == [
+        ("Namespace", "docker-registry"),
+        ("Certificate", "docker-registry"),
+        ("Secret", "docker-registry-auth"),
+        ("ConfigMap", "docker-registry-config"),
+        ("PersistentVolumeClaim", "docker-registry-pvc"),
+        ("Deployment", "docker-registry"),
+        ("Service", "docker-registry-service"),
+        ("Secret", "docker-registry-pull"),
+        ("ConfigMap", "docker-registry-node-trust"),
+        ("DaemonSet", "docker-registry-node-trust"),
+        ("ConfigMap", "local-registry-hosting"),
+    ]
+    assert APPLY_ORDER[0][0] == "namespace.yaml.j2"
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_everything_a_workload_uses_comes_before_it(variant: str) -> None:
+    settings = _settings(**VARIANTS[variant])
+    objs = render_manifests(settings, _creds(settings))
+    position = {(o["kind"], o["metadata"]["name"]): i for i, o in enumerate(objs)}
+    assert position[("Namespace", settings.namespace)] == 0
+    for kind in ("Deployment", "DaemonSet"):
+        if not any(o["kind"] == kind for o in objs):
+            continue
+        here = position[(kind, _find(objs, kind)["metadata"]["name"])]
+        for volume in _pod_spec(objs, kind)["volumes"]:
+            if "configMap" in volume:
+                assert position[("ConfigMap", volume["configMap"]["name"])] < here
+            if "persistentVolumeClaim" in volume:
+                claim = volume["persistentVolumeClaim"]["claimName"]
+                assert position[("PersistentVolumeClaim", claim)] < here
+            secret = volume.get("secret", {}).get("secretName")
+            if secret and settings.tls.mode != "existing-secret":
+                producer = ("Secret", secret)
+                if secret == settings.tls.secret_name and settings.tls.mode == "cert-manager":
+                    producer = ("Certificate", settings.name)
+                assert position[producer] < here, secret
+
+
+def test_certificate_and_deployment_share_the_secret_even_in_another_namespace() -> None:
+    # The seed's Certificate wrote "<namespace>-secret" while its Deployment mounted the
+    # literal "docker-registry-secret": they only matched for the default namespace.
+    settings = _settings(namespace="infra")
+    objs = render_manifests(settings, None)
+    cert = _find(objs, "Certificate")
+    volumes = {v["name"]: v for v in _pod_spec(objs)["volumes"]}
+    assert volumes["certs"]["secret"]["secretName"] == cert["spec"]["secretName"]
+    assert cert["spec"]["secretName"] == settings.tls.secret_name
+    node_trust_volumes = {v["name"]: v for v in _pod_spec(objs, "DaemonSet")["volumes"]}
+    assert node_trust_volumes["registry-tls"]["secret"]["secretName"] == settings.tls.secret_name
+
+
+def test_no_node_selector_or_placement_by_default() -> None:
+    spec = _pod_spec(render_manifests(Settings(), None))
+    assert "nodeSelector" not in spec
+    assert "tolerations" not in spec
+    assert "affinity" not in spec
+
+
+def test_placement_is_rendered_when_set() -> None:
+    overrides = VARIANTS["rwx-ha"]
+    spec = _pod_spec(render_manifests(_settings(**overrides), None))
+    assert spec["nodeSelector"] == {"kubernetes.io/arch": "amd64"}
+    assert spec["tolerations"] == overrides["scheduling.tolerations"]
+    assert spec["affinity"] == overrides["scheduling.affinity"]
+
+
+def test_service_pins_the_ip_with_metallb_annotation_only() -> None:
+    svc = _find(render_manifests(Settings(), None), "Service")
+    assert svc["metadata"]["annotations"] == {"metallb.io/loadBalancerIPs": "172.17.1.62"}
+    assert "loadBalancerIP" not in svc["spec"]
+    assert svc["spec"]["type"] == "LoadBalancer"
+    assert svc["spec"]["externalTrafficPolicy"] == "Cluster"
+    pooled = _find(render_manifests(_settings(**{"service.address_pool": "lan"}), None), "Service")
+    assert pooled["metadata"]["annotations"]["metallb.io/address-pool"] == "lan"
+
+
+def test_service_exposes_only_the_registry_port() -> None:
+    settings = _settings(**{"service.port": 443})
+    objs = render_manifests(settings, None)
+    svc = _find(objs, "Service")
+    assert svc["spec"]["ports"] == [
+        {"name": "registry", "protocol": "TCP", "port": 443, "targetPort": "registry"}
+    ]
+    container = _pod_spec(objs)["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"registry": 5000, "metrics": 5001}
+    assert all(p["port"] != 5001 and p["targetPort"] != "metrics" for p in svc["spec"]["ports"])
+    pod_labels = _find(objs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert svc["spec"]["selector"].items() <= pod_labels.items()
+
+
+def test_ipv6_service_asks_for_the_ipv6_family() -> None:
+    svc = _find(render_manifests(_settings(**{"service.ip": "fd00::62"}), None), "Service")
+    assert svc["spec"]["ipFamilies"] == ["IPv6"]
+
+
+def test_strategy_follows_access_mode() -> None:
+    rwo = _find(render_manifests(Settings(), None), "Deployment")
+    assert rwo["spec"]["strategy"] == {"type": "Recreate"}
+    rwx = _find(render_manifests(_settings(**VARIANTS["rwx-ha"]), None), "Deployment")
+    assert rwx["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert rwx["spec"]["replicas"] == 3
+
+
+def test_registry_pod_hardening_and_probes() -> None:
+    objs = render_manifests(Settings(), None)
+    spec = _pod_spec(objs)
+    assert spec["enableServiceLinks"] is False
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["fsGroup"] == 1000
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = spec["containers"]
+    assert container["command"] == ["registry", "serve", "/etc/distribution/config.yml"]
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/", "port": "registry", "scheme": "HTTPS"}
+    env = {e["name"]: e for e in container["env"]}
+    assert env["OTEL_TRACES_EXPORTER"]["value"] == "none"
+    ref = env["REGISTRY_HTTP_SECRET"]["valueFrom"]["secretKeyRef"]
+    auth = _find(objs, "Secret", ref["name"])
+    assert ref["key"] in auth["stringData"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert mounts == {
+        "/etc/distribution": "config",
+        "/certs": "certs",
+        "/auth": "auth",
+        "/var/lib/registry": "data",
+        "/tmp": "tmp",
+    }
+    assert container["resources"] == {
+        "requests": {"cpu": "50m", "memory": "64Mi"},
+        "limits": {"memory": "512Mi"},
+    }
+
+
+def test_distribution_config() -> None:
+    objs = render_manifests(_settings(container_port=5443, metrics_port=5444), None)
+    config_map = _find(objs, "ConfigMap", "docker-registry-config")
+    config = yaml.safe_load(config_map["data"]["config.yml"])
+    assert config["version"] == 0.1
+    assert config["storage"]["filesystem"]["rootdirectory"] == "/var/lib/registry"
+    assert config["storage"]["delete"]["enabled"] is True
+    http = config["http"]
+    assert http["addr"] == ":5443"
+    assert "secret" not in http  # it comes from REGISTRY_HTTP_SECRET
+    assert http["tls"] == {"certificate": "/certs/tls.crt", "key": "/certs/tls.key"}
+    assert http["debug"] == {
+        "addr": ":5444",
+        "prometheus": {"enabled": True, "path": "/metrics"},
+    }
+    assert config["auth"]["htpasswd"]["path"] == "/auth/htpasswd"
+    assert config["health"]["storagedriver"]["enabled"] is True
+    assert config["log"]["level"] == "info"
+
+
+def test_credentials_land_in_secrets() -> None:
+    settings = _settings(**{"pull_secret.namespaces": ["default", "apps"]})
+    creds = generate_credentials(settings)
+    objs = render_manifests(settings, creds)
+    auth = _find(objs, "Secret", "docker-registry-auth")
+    assert "stringData" not in auth
+    user, hashed = _secret_value(auth, "htpasswd").split(":", 1)
+    assert user == "registry"
+    assert bcrypt.checkpw(_secret_value(auth, "password").encode(), hashed.encode())
+    assert _secret_value(auth, "http-secret") == creds.http_secret
+    pulls = [o for o in objs if o["metadata"]["name"] == "docker-registry-pull"]
+    assert [p["metadata"]["namespace"] for p in pulls] == ["default", "apps"]
+    for pull in pulls:
+        assert pull["type"] == "kubernetes.io/dockerconfigjson"
+        auths = json.loads(_secret_value(pull, ".dockerconfigjson"))["auths"]
+        assert auths["172.17.1.62:5000"]["password"] == creds.password
+
+
+def test_preview_needs_no_credentials() -> None:
+    for variant in VARIANTS.values():
+        objs = render_manifests(_settings(**variant), None)
+        for secret in (o for o in objs if o["kind"] == "Secret"):
+            assert "data" not in secret
+            values = set(secret["stringData"].values()) - {"registry"}
+            assert values == {PLACEHOLDER}
+
+
+def test_pod_checksum_tracks_config_and_credentials() -> None:
+    settings = Settings()
+
+    def checksum(creds: Credentials | None, s: Settings = settings) -> str:
+        deployment = _find(render_manifests(s, creds), "Deployment")
+        return deployment["spec"]["template"]["metadata"]["annotations"][CHECKSUM_ANNOTATION]
+
+    creds = _creds(settings)
+    assert checksum(creds) == checksum(creds)  # pure: same inputs, same objects
+    assert checksum(creds) != checksum(dataclasses.replace(creds, htpasswd="registry:$2y$other"))
+    assert checksum(creds) != checksum(dataclasses.replace(creds, http_secret="rotated"))
+    assert checksum(creds) != checksum(creds, _settings(metrics_port=5002))
+
+
+def test_self_signed_mode_ships_its_own_tls_secret() -> None:
+    settings = _settings(**{"tls.mode": "self-signed"})
+    objs = render_manifests(settings, _creds(settings))
+    assert not any(o["kind"] == "Certificate" for o in objs)
+    tls = _find(objs, "Secret", settings.tls.secret_name)
+    assert tls["type"] == "kubernetes.io/tls"
+    assert {k: _secret_value(tls, k) for k in tls["data"]} == {
+        "tls.crt": "CERT PEM",
+        "tls.key": "KEY PEM",
+        "ca.crt": "CA PEM",
+    }
+    with pytest.raises(ProvisionError, match="self-signed"):
+        render_manifests(settings, dataclasses.replace(_creds(settings), ca_pem=""))
+
+
+def test_existing_secret_mode_creates_no_tls_objects() -> None:
+    settings = _settings(**VARIANTS["existing-secret"])
+    objs = render_manifests(settings, None)
+    assert not any(o["kind"] == "Certificate" for o in objs)
+    assert not any(o["metadata"]["name"] == "my-cert" for o in objs)
+    volumes = {v["name"]: v for v in _pod_spec(objs)["volumes"]}
+    assert volumes["certs"]["secret"]["secretName"] == "my-cert"
+
+
+def test_credentials_for_another_user_are_refused() -> None:
+    settings = Settings()
+    with pytest.raises(ProvisionError, match=r"auth\.username"):
+        render_manifests(settings, dataclasses.replace(_creds(settings), username="admin"))
+
+
+def test_node_trust_writes_host_port_dir_from_the_tls_secret_ca() -> None:
+    certs_dir = "/var/lib/rancher/k3s/agent/etc/containerd/certs.d"
+    settings = _settings(**{"node_trust.certs_dir": certs_dir})
+    objs = render_manifests(settings, None)
+    config = _find(objs, "ConfigMap", "docker-registry-node-trust")["data"]
+    hosts = config["hosts.toml"]
+    assert 'server = "https://172.17.1.62:5000"' in hosts
+    assert '[host."https://172.17.1.62:5000"]' in hosts
+    assert 'capabilities = ["pull", "resolve", "push"]' in hosts
+    assert f'ca = "{certs_dir}/172.17.1.62:5000/ca.crt"' in hosts
+    assert "ca = " not in config["hosts-system-trust.toml"]
+    for text in (hosts, config["hosts-system-trust.toml"]):
+        assert "# File generated by k3s" not in text  # k3s would delete it on restart
+    spec = _pod_spec(objs, "DaemonSet")
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["host-certs"]["hostPath"] == {"path": certs_dir, "type": "DirectoryOrCreate"}
+    # Only ca.crt reaches the nodes' pods; the private key never does.
+    assert volumes["registry-tls"]["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
+    assert volumes["registry-tls"]["secret"]["optional"] is True
+    (container,) = spec["containers"]
+    assert container["image"] == settings.image
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["REGISTRY_HOST"] == "172.17.1.62:5000"
+    assert spec["tolerations"] == [{"operator": "Exists"}]
+    assert "while :" in config["sync.sh"]
+
+
+def test_node_trust_can_be_turned_off_and_use_its_own_image() -> None:
+    off = render_manifests(_settings(**{"node_trust.enabled": False}), None)
+    assert not any(o["kind"] == "DaemonSet" for o in off)
+    own = render_manifests(_settings(**{"node_trust.image": "busybox:1.37"}), None)
+    assert _pod_spec(own, "DaemonSet")["containers"][0]["image"] == "busybox:1.37"
+
+
+def test_registry_and_node_trust_selectors_do_not_overlap() -> None:
+    objs = render_manifests(Settings(), None)
+    svc_selector = _find(objs, "Service")["spec"]["selector"]
+    trust_labels = _find(objs, "DaemonSet")["spec"]["template"]["metadata"]["labels"]
+    assert not svc_selector.items() <= trust_labels.items()
+
+
+def test_local_registry_hosting_configmap() -> None:
+    settings = _settings(**{"discovery.help_url": "https://example.invalid/readme"})
+    cm = _find(render_manifests(settings, None), "ConfigMap", "local-registry-hosting")
+    assert cm["metadata"]["namespace"] == "kube-public"
+    assert list(cm["data"]) == ["localRegistryHosting.v1"]
+    assert yaml.safe_load(cm["data"]["localRegistryHosting.v1"]) == {
+        "host": "172.17.1.62:5000",
+        "hostFromContainerRuntime": "172.17.1.62:5000",
+        "hostFromClusterNetwork": "docker-registry-service.docker-registry.svc:5000",
+        "help": "https://example.invalid/readme",
+    }
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_common_labels_on_every_object(variant: str) -> None:
+    settings = _settings(**VARIANTS[variant])
+    labels = common_labels(settings)
+    assert labels["app.kubernetes.io/managed-by"] == "registry-provisioner"
+    for obj in render_manifests(settings, None):
+        assert labels.items() <= obj["metadata"]["labels"].items(), obj["kind"]
+    assert label_selector(settings).count("=") == 3
+
+
+def test_manifests_yaml_round_trips() -> None:
+    objs = render_manifests(Settings(), None)
+    text = manifests_yaml(objs)
+    assert list(yaml.safe_load_all(text)) == objs
+    assert "config.yml: |" in text  # multi-line text prints as a readable block
+
+
+# What the seed notebook's five objects meant, field by field (from its templates).
+SEED_INTENT = {
+    "namespace": "docker-registry",
+    "dns_wildcards": ["*.docker-registry.svc.cluster.local", "*.docker-registry"],
+    "ip": "172.17.1.62",
+    "issuer": "cert-manager-issuer",
+    "pvc": ("docker-registry-pvc", "5Gi", "longhorn", ["ReadWriteOnce"]),
+    "deployment": "docker-registry",
+    "replicas": 1,
+    "container_port": 5000,
+    "service": ("docker-registry-service", 5000),
+}
+
+
+def test_seed_variables_render_the_seeds_intent_with_defects_fixed() -> None:
+    settings = load_settings(Path(__file__).resolve().parents[1] / "data/seed_group_vars.yaml")
+    objs = render_manifests(settings, None)
+    i = SEED_INTENT
+
+    assert _find(objs, "Namespace")["metadata"]["name"] == i["namespace"]
+
+    cert = _find(objs, "Certificate")["spec"]
+    assert cert["ipAddresses"] == [i["ip"]]
+    assert cert["issuerRef"]["name"] == i["issuer"]
+    # Every name we certify is one the seed's wildcards aimed at, but spelled out:
+    # "*.ns" does not match "svc.ns.svc", and wildcards do not cover the bare service.
+    for name in cert["dnsNames"]:
+        assert name.startswith("docker-registry-service.docker-registry")
+    assert any(fnmatch.fnmatch(n, i["dns_wildcards"][0]) for n in cert["dnsNames"])
+    assert i["ip"] not in cert["dnsNames"]
+    assert cert["commonName"] != i["ip"]  # fixed: the seed put the IP in the CN
+
+    pvc = _find(objs, "PersistentVolumeClaim")
+    name, size, storage_class, modes = i["pvc"]
+    assert pvc["metadata"]["name"] == name
+    assert pvc["metadata"]["namespace"] == i["namespace"]
+    assert pvc["spec"]["resources"]["requests"]["storage"] == size
+    assert pvc["spec"]["storageClassName"] == storage_class
+    assert pvc["spec"]["accessModes"] == modes
+
+    deployment = _find(objs, "Deployment")
+    assert deployment["metadata"]["name"] == i["deployment"]
+    assert deployment["spec"]["replicas"] == i["replicas"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["ports"][0]["containerPort"] == i["container_port"]
+    assert container["image"] == "docker.io/library/registry:3.0.0"  # fixed: was registry:2
+    assert "nodeSelector" not in pod  # fixed: was a hard-coded node-type: worker
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["certs"]["secret"]["secretName"] == cert["secretName"]  # fixed: mismatch
+    assert volumes["data"]["persistentVolumeClaim"]["claimName"] == name
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"  # fixed: RWO + rolling
+
+    svc = _find(objs, "Service")
+    svc_name, svc_port = i["service"]
+    assert svc["metadata"]["name"] == svc_name
+    assert svc["spec"]["type"] == "LoadBalancer"
+    assert svc["spec"]["ports"][0]["port"] == svc_port
+    assert svc["spec"]["ports"][0]["targetPort"] == "registry"
+    assert "loadBalancerIP" not in svc["spec"]  # fixed: deprecated field
+    assert svc["metadata"]["annotations"]["metallb.io/loadBalancerIPs"] == i["ip"]
+    assert not any(a.startswith("metallb.universe.tf/") for a in svc["metadata"]["annotations"])
+
+
+def test_htpasswd_helper_output_is_what_the_secret_expects() -> None:
+    settings = Settings()
+    creds = dataclasses.replace(_creds(settings), htpasswd=htpasswd_line("registry", "pw"))
+    auth = _find(render_manifests(settings, creds), "Secret", "docker-registry-auth")
+    assert _secret_value(auth, "htpasswd").startswith("registry:$2y$")

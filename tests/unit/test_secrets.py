@@ -1,0 +1,187 @@
+"""Credential and certificate helpers: checked with the same libraries clients rely on."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import ipaddress
+import json
+import ssl
+from pathlib import Path
+
+import bcrypt
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from registry_provisioner.config import Settings
+from registry_provisioner.secrets import (
+    Credentials,
+    dockerconfigjson,
+    generate_credentials,
+    generate_http_secret,
+    generate_password,
+    htpasswd_line,
+    self_signed_ca_and_server_cert,
+)
+
+HOSTS = ["docker-registry-service.docker-registry.svc", "registry.home.lan"]
+IPS = ["172.17.1.62", "fd00::62"]
+
+
+@pytest.fixture(scope="module")
+def pems() -> tuple[str, str, str]:
+    return self_signed_ca_and_server_cert(HOSTS, IPS)
+
+
+@pytest.fixture(scope="module")
+def chain(pems: tuple[str, str, str]) -> tuple[x509.Certificate, x509.Certificate, str]:
+    ca_pem, cert_pem, key_pem = pems
+    ca = x509.load_pem_x509_certificate(ca_pem.encode())
+    cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    return ca, cert, key_pem
+
+
+def test_passwords_are_long_random_and_url_safe() -> None:
+    seen = {generate_password() for _ in range(20)}
+    assert len(seen) == 20
+    for password in seen:
+        assert len(password) >= 24
+        assert set(password) <= set(
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+        )
+    assert len(generate_http_secret()) >= 32
+    assert generate_http_secret() != generate_http_secret()
+
+
+def test_htpasswd_line_is_bcrypt_2y_and_verifies() -> None:
+    line = htpasswd_line("registry", "s3cret-pass")
+    user, hashed = line.split(":", 1)
+    assert user == "registry"
+    assert hashed.startswith("$2y$")
+    assert bcrypt.checkpw(b"s3cret-pass", hashed.encode())
+    assert not bcrypt.checkpw(b"wrong", hashed.encode())
+
+
+@pytest.mark.parametrize(
+    ("user", "password"),
+    [("", "pw"), ("a:b", "pw"), ("a b", "pw"), ("user", ""), ("user", "x" * 73)],
+)
+def test_htpasswd_line_refuses_unusable_input(user: str, password: str) -> None:
+    with pytest.raises(ValueError):
+        htpasswd_line(user, password)
+
+
+def test_server_cert_chains_to_the_ca(
+    chain: tuple[x509.Certificate, x509.Certificate, str],
+) -> None:
+    ca, cert, _ = chain
+    cert.verify_directly_issued_by(ca)  # raises on a bad signature or issuer mismatch
+    ca_constraints = ca.extensions.get_extension_for_class(x509.BasicConstraints).value
+    assert ca_constraints.ca is True
+    assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert ExtendedKeyUsageOID.SERVER_AUTH in eku
+
+
+def test_server_cert_has_dns_and_ip_sans(
+    chain: tuple[x509.Certificate, x509.Certificate, str],
+) -> None:
+    _, cert, _ = chain
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == HOSTS
+    assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address(ip) for ip in IPS]
+    # An IP must never hide in a DNS SAN: clients would not match it.
+    assert not set(IPS) & set(san.get_values_for_type(x509.DNSName))
+
+
+def test_server_cert_validity_is_a_year_and_key_matches(
+    chain: tuple[x509.Certificate, x509.Certificate, str],
+) -> None:
+    ca, cert, key_pem = chain
+    lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
+    assert dt.timedelta(days=365) <= lifetime <= dt.timedelta(days=366)
+    assert ca.not_valid_after_utc > cert.not_valid_after_utc
+    assert cert.not_valid_before_utc <= dt.datetime.now(dt.UTC)
+    key = load_pem_private_key(key_pem.encode(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    assert key.public_key().public_numbers() == cert.public_key().public_numbers()
+
+
+def _handshake(ca_pem: str, cert_pem: str, key_pem: str, tmp_path: Path, name: str) -> None:
+    """A TLS handshake in memory (no sockets), verified the way clients verify."""
+    (tmp_path / "cert.pem").write_text(cert_pem)
+    (tmp_path / "key.pem").write_text(key_pem)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    client_ctx = ssl.create_default_context(cadata=ca_pem)
+    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+    client = client_ctx.wrap_bio(c_in, c_out, server_hostname=name)
+    server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
+    done = {"client": False, "server": False}
+    for _ in range(10):
+        for side, obj in (("client", client), ("server", server)):
+            if not done[side]:
+                try:
+                    obj.do_handshake()
+                    done[side] = True
+                except ssl.SSLWantReadError:
+                    pass
+        s_in.write(c_out.read())
+        c_in.write(s_out.read())
+        if all(done.values()):
+            return
+    raise AssertionError("handshake did not finish")
+
+
+@pytest.mark.parametrize("name", ["172.17.1.62", "fd00::62", "registry.home.lan"])
+def test_clients_accept_the_cert_for_each_san(
+    pems: tuple[str, str, str], tmp_path: Path, name: str
+) -> None:
+    _handshake(*pems, tmp_path, name)
+
+
+def test_clients_reject_a_name_not_in_the_sans(pems: tuple[str, str, str], tmp_path: Path) -> None:
+    with pytest.raises(ssl.SSLCertVerificationError):
+        _handshake(*pems, tmp_path, "172.17.1.63")
+
+
+def test_self_signed_needs_a_name() -> None:
+    with pytest.raises(ValueError):
+        self_signed_ca_and_server_cert([], [])
+
+
+def test_dockerconfigjson_decodes_to_the_login() -> None:
+    payload = json.loads(dockerconfigjson("172.17.1.62:5000", "registry", "pw:with:colons"))
+    entry = payload["auths"]["172.17.1.62:5000"]
+    assert entry["username"] == "registry"
+    assert entry["password"] == "pw:with:colons"
+    assert base64.b64decode(entry["auth"]).decode() == "registry:pw:with:colons"
+
+
+def test_generate_credentials_matches_settings() -> None:
+    creds = generate_credentials(Settings())
+    assert creds.username == "registry"
+    assert bcrypt.checkpw(creds.password.encode(), creds.htpasswd.split(":", 1)[1].encode())
+    assert creds.ca_pem == creds.cert_pem == creds.key_pem == ""  # cert-manager mode
+
+
+def test_generate_credentials_self_signed_covers_ip_and_service_names() -> None:
+    base = Settings()
+    settings = dataclasses.replace(base, tls=dataclasses.replace(base.tls, mode="self-signed"))
+    creds = generate_credentials(settings)
+    cert = x509.load_pem_x509_certificate(creds.cert_pem.encode())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert ipaddress.ip_address("172.17.1.62") in san.get_values_for_type(x509.IPAddress)
+    assert set(settings.cluster_dns_names) <= set(san.get_values_for_type(x509.DNSName))
+
+
+def test_credentials_repr_hides_secrets() -> None:
+    creds = Credentials("registry", "hunter2", "registry:$2y$hash", "httpsecret", "ca", "c", "k")
+    text = repr(creds)
+    assert "registry" in text
+    for secret in ("hunter2", "$2y$hash", "httpsecret"):
+        assert secret not in text
