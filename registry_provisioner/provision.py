@@ -1,0 +1,240 @@
+"""Provision, unprovision and inspect the registry: the steps behind the tasks."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import kr8s
+import kr8s.asyncio
+from cryptography import x509
+
+from . import kube, render
+from .config import Settings
+from .errors import ProvisionError, RegistryError
+from .oci_client import RegistryClient
+from .preflight import run_preflight
+from .secrets import Credentials, generate_credentials, htpasswd_line
+from .waiting import diagnose_pods, poll, wait_for
+
+READY_TIMEOUT = 300.0
+_INGRESS_IP = "{.status.loadBalancer.ingress[0].ip}"
+
+
+@dataclass(frozen=True)
+class ProvisionResult:
+    changes: list[kube.Change]
+    ca_file: Path | None
+    ready_seconds: float
+
+    @property
+    def changed(self) -> bool:
+        return any(change.action != "unchanged" for change in self.changes)
+
+
+def _decode(secret: dict, key: str) -> str:
+    return base64.b64decode(secret.get("data", {}).get(key, "")).decode()
+
+
+async def _secret(api: kr8s.asyncio.Api, namespace: str, name: str) -> dict | None:
+    async with api.call_api(
+        "GET", url=f"secrets/{name}", namespace=namespace, raise_for_status=False
+    ) as response:
+        return response.json() if response.status_code == 200 else None
+
+
+async def existing_credentials(api: kr8s.asyncio.Api, settings: Settings) -> Credentials | None:
+    """Credentials from an earlier run, so a re-run keeps the password and the CA."""
+    auth = await _secret(api, settings.namespace, settings.auth.secret_name)
+    if auth is None or not _decode(auth, "password"):
+        return None
+    credentials = Credentials(
+        username=_decode(auth, "username"),
+        password=_decode(auth, "password"),
+        htpasswd=_decode(auth, "htpasswd"),
+        http_secret=_decode(auth, "http-secret"),
+    )
+    if credentials.username != settings.auth.username:
+        # The user name changed: keep the password, re-hash it for the new name.
+        credentials = replace(
+            credentials,
+            username=settings.auth.username,
+            htpasswd=htpasswd_line(settings.auth.username, credentials.password),
+        )
+    if settings.tls.mode == "self-signed":
+        tls = await _secret(api, settings.namespace, settings.tls.secret_name)
+        if tls is None:
+            return None
+        credentials = replace(
+            credentials,
+            ca_pem=_decode(tls, "ca.crt"),
+            cert_pem=_decode(tls, "tls.crt"),
+            key_pem=_decode(tls, "tls.key"),
+        )
+    return credentials
+
+
+async def credentials_for(
+    api: kr8s.asyncio.Api, settings: Settings, rotate_password: bool
+) -> Credentials:
+    existing = await existing_credentials(api, settings)
+    fresh = generate_credentials(settings)
+    if existing is None:
+        return fresh
+    if rotate_password:
+        return replace(existing, password=fresh.password, htpasswd=fresh.htpasswd)
+    return existing
+
+
+async def provision(
+    api: kr8s.asyncio.Api,
+    settings: Settings,
+    *,
+    dry_run: bool = False,
+    rotate_password: bool = False,
+    ca_dir: Path = Path("certs"),
+) -> ProvisionResult:
+    await run_preflight(api, settings)
+    credentials = await credentials_for(api, settings, rotate_password)
+    manifests = render.render_manifests(settings, credentials)
+    changes = await kube.apply_manifests(api, manifests, dry_run=dry_run)
+    if dry_run:
+        return ProvisionResult(changes, None, 0.0)
+    started = time.monotonic()
+    await wait_ready(api, settings)
+    ca_file = await write_client_ca(api, settings, ca_dir)
+    await wait_for(
+        f"the registry to answer on {settings.registry_url}",
+        lambda: poll(lambda: _registry_answers(settings, credentials, ca_file)),
+        READY_TIMEOUT,
+    )
+    return ProvisionResult(changes, ca_file, time.monotonic() - started)
+
+
+async def _registry_answers(settings: Settings, credentials: Credentials, ca_file: Path) -> bool:
+    async with RegistryClient(
+        settings.registry_url, credentials.username, credentials.password, ca_file, timeout=5
+    ) as client:
+        try:
+            await client.ping()
+        except RegistryError:
+            return False
+    return True
+
+
+async def wait_ready(api: kr8s.asyncio.Api, settings: Settings) -> None:
+    """Certificate, volume, Deployment and LoadBalancer IP, in the order they come."""
+    ns = settings.namespace
+    selector = render.label_selector(settings)
+
+    async def diagnose() -> str:
+        return await diagnose_pods(api, ns, selector)
+
+    if settings.tls.mode == "cert-manager":
+        certificate = await _one(api, "certificates.cert-manager.io", settings.name, ns)
+        await wait_for(
+            f"Certificate {settings.name} to be Ready",
+            lambda: certificate.wait("condition=Ready"),
+            READY_TIMEOUT,
+        )
+    deployment = await _one(api, "deployments", settings.name, ns)
+    await wait_for(
+        f"Deployment {settings.name} to be available",
+        lambda: deployment.wait("condition=Available"),
+        READY_TIMEOUT,
+        diagnose,
+    )
+    service = await _one(api, "services", settings.service.name, ns)
+    await wait_for(
+        f"Service {settings.service.name} to get LoadBalancer IP {settings.service.ip}",
+        lambda: service.wait(
+            f"jsonpath='{{.status.loadBalancer.ingress[0].ip}}'={settings.service.ip}"
+        ),
+        READY_TIMEOUT,
+        lambda: _service_diagnosis(api, settings),
+    )
+
+
+async def _one(api: kr8s.asyncio.Api, kind: str, name: str, namespace: str):
+    found = await api.async_get(kind, name, namespace=namespace)
+    if not found:
+        raise ProvisionError(f"{kind} {namespace}/{name} vanished right after it was applied")
+    return found[0] if isinstance(found, list) else found
+
+
+async def _service_diagnosis(api: kr8s.asyncio.Api, settings: Settings) -> str:
+    events = await api.async_get(
+        "events",
+        namespace=settings.namespace,
+        field_selector=f"involvedObject.name={settings.service.name}",
+    )
+    messages = [f"    {e.raw.get('reason')}: {e.raw.get('message')}" for e in events]
+    hint = "  is the IP inside one of MetalLB's IPAddressPools, and is service.address_pool right?"
+    return "\n".join([hint, *messages])
+
+
+async def fetch_ca(api: kr8s.asyncio.Api, settings: Settings) -> str:
+    """The CA that signed the serving certificate, as issued into the TLS Secret."""
+    tls = await _secret(api, settings.namespace, settings.tls.secret_name)
+    ca = _decode(tls, "ca.crt") if tls else ""
+    if not ca:
+        raise ProvisionError(
+            f"Secret {settings.namespace}/{settings.tls.secret_name} has no ca.crt: "
+            "clients need the CA; with a public issuer, the system trust store is used"
+        )
+    return ca
+
+
+async def write_client_ca(api: kr8s.asyncio.Api, settings: Settings, ca_dir: Path) -> Path:
+    """Write the CA where docker expects it, laid out as /etc/docker/certs.d/<host>/ca.crt."""
+    path = ca_dir / settings.registry_host / "ca.crt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(await fetch_ca(api, settings))
+    return path
+
+
+def summary(settings: Settings, result: ProvisionResult) -> str:
+    ns, secret, host = settings.namespace, settings.auth.secret_name, settings.registry_host
+    state = "changed" if result.changed else "no changes: everything was already as configured"
+    return "\n".join(
+        [
+            f"registry ready at {settings.registry_url} ({state})",
+            f"  user:      {settings.auth.username}",
+            "  password:  kubectl -n "
+            f"{ns} get secret {secret} -o jsonpath='{{.data.password}}' | base64 -d",
+            f"  CA cert:   {result.ca_file}",
+            "  docker:    sudo mkdir -p /etc/docker/certs.d/"
+            f"{host} && sudo cp {result.ca_file} /etc/docker/certs.d/{host}/ca.crt",
+            f"             docker login {host} -u {settings.auth.username}",
+            f"  in-cluster pulls: imagePullSecrets: [{{name: {settings.pull_secret.name}}}] "
+            f"(in {', '.join(settings.pull_secret.namespaces)})",
+        ]
+    )
+
+
+def _kept(settings: Settings, manifest: dict) -> bool:
+    """Unprovision without purge keeps the data and the login that protects it."""
+    kind, name = manifest["kind"], manifest["metadata"]["name"]
+    return (
+        kind == "Namespace"
+        or kind == "PersistentVolumeClaim"
+        or (kind == "Secret" and name == settings.auth.secret_name)
+        or (kind == "Secret" and name == settings.tls.secret_name)
+    )
+
+
+async def unprovision(
+    api: kr8s.asyncio.Api, settings: Settings, *, purge: bool = False
+) -> list[kube.Change]:
+    manifests = render.render_manifests(settings, None)
+    if purge:
+        # Deleting the namespace takes what cert-manager made in it (the TLS Secret).
+        return await kube.delete_manifests(api, manifests)
+    return await kube.delete_manifests(api, [m for m in manifests if not _kept(settings, m)])
+
+
+def certificate_expiry(pem: str) -> dt.datetime:
+    return x509.load_pem_x509_certificate(pem.encode()).not_valid_after_utc
