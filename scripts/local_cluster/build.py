@@ -16,8 +16,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from registry_provisioner.progress import step
+
 from .paths import CACHE_DIR, GO_SOURCES
-from .progress import step
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,14 @@ from pathlib import Path
 
 import httpx
 
+from registry_provisioner.progress import step
+
 from . import control_plane, network, supervisor
 from .build import build
 from .components import kubernetes
 from .node_config import NodeLayout, write_node_config
 from .paths import KUBECONFIG, LOG_DIR, STATE_DIR
 from .pki import Pki, ensure_pki
-from .progress import step
 from .supervisor import Supervisor
 
 CORE = (
