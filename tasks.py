@@ -2,9 +2,136 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import httpx
+import kr8s
+import yaml
 from invoke import Collection, Exit, task
 
+from registry_provisioner import ProvisionError, Settings, commands, load_settings
 from scripts.local_cluster import cluster as local_cluster
+
+LOCAL_CONFIG = Path(__file__).parent / "scripts" / "local_cluster" / "registry-config.yaml"
+
+COMMON_HELP = {
+    "config": "settings file: config.yaml (default) or the seed's group_vars file",
+    "context": "kubeconfig context to use (default: the current one; KUBECONFIG is honoured)",
+    "kubeconfig": "kubeconfig file (default: $KUBECONFIG or ~/.kube/config)",
+    "set": "override one setting, e.g. --set service.ip=10.0.0.5 (repeatable)",
+    "local": "target the local cluster from `invoke cluster.up` with its config overlay",
+}
+
+
+def _settings(config: str | None, set_: list[str], local: bool) -> Settings:
+    """Load and validate before anything talks to the cluster."""
+    overrides: dict[str, Any] = {}
+    if local:
+        overrides.update(load_settings_overlay(LOCAL_CONFIG))
+    for item in set_:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise Exit(f"--set {item!r}: expected KEY=VALUE, e.g. --set replicas=1", code=2)
+        overrides[key] = value
+    try:
+        return load_settings(Path(config) if config else None, overrides)
+    except ProvisionError as error:
+        raise Exit(str(error), code=2) from error
+
+
+def load_settings_overlay(path: Path) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def _kubeconfig(kubeconfig: str | None, local: bool) -> str | None:
+    return str(local_cluster.KUBECONFIG) if local and not kubeconfig else kubeconfig
+
+
+def _run(coroutine: Coroutine[Any, Any, None]) -> None:
+    """One asyncio.run per task; known failures become one clear line and exit 1."""
+    try:
+        asyncio.run(coroutine)
+    except ProvisionError as error:
+        raise Exit(f"error: {error}", code=1) from error
+    except (kr8s.ServerError, kr8s.NotFoundError, httpx.HTTPError, OSError) as error:
+        raise Exit(f"error: {type(error).__name__}: {error}", code=1) from error
+
+
+PROVISION_HELP = {
+    **COMMON_HELP,
+    "dry_run": "show what would change (server-side dry run); change nothing",
+    "rotate_password": "generate a new registry password",
+    "ca_dir": "where to write the registry's CA for clients (default ./certs)",
+}
+
+
+@task(help=PROVISION_HELP, iterable=["set_"])
+def provision(
+    c,
+    config=None,
+    context=None,
+    kubeconfig=None,
+    set_=None,
+    local=False,
+    dry_run=False,
+    rotate_password=False,
+    ca_dir="certs",
+):
+    """Install or update the registry; a re-run with the same config changes nothing."""
+    settings = _settings(config, set_ or [], local)
+    _run(
+        commands.provision_command(
+            settings,
+            context,
+            _kubeconfig(kubeconfig, local),
+            dry_run=dry_run,
+            rotate_password=rotate_password,
+            ca_dir=Path(ca_dir),
+        )
+    )
+
+
+@task(
+    help={**COMMON_HELP, "purge": "also delete the stored images, the login and the namespace"},
+    iterable=["set_"],
+)
+def unprovision(c, config=None, context=None, kubeconfig=None, set_=None, local=False, purge=False):
+    """Remove the registry, keeping its images unless --purge."""
+    settings = _settings(config, set_ or [], local)
+    _run(
+        commands.unprovision_command(settings, context, _kubeconfig(kubeconfig, local), purge=purge)
+    )
+
+
+@task(
+    name="smoke-test",
+    help={**COMMON_HELP, "ca_dir": "where to write the registry's CA"},
+    iterable=["set_"],
+)
+def smoke_test(
+    c, config=None, context=None, kubeconfig=None, set_=None, local=False, ca_dir="certs"
+):
+    """Push a fresh random image through the LoadBalancer IP, pull it back, delete it."""
+    settings = _settings(config, set_ or [], local)
+    _run(
+        commands.smoke_test_command(settings, context, _kubeconfig(kubeconfig, local), Path(ca_dir))
+    )
+
+
+@task(help=COMMON_HELP, iterable=["set_"])
+def status(c, config=None, context=None, kubeconfig=None, set_=None, local=False):
+    """Show what is installed, readiness, the IP, certificate expiry and storage used."""
+    settings = _settings(config, set_ or [], local)
+    _run(commands.status_command(settings, context, _kubeconfig(kubeconfig, local)))
+
+
+@task(help={k: COMMON_HELP[k] for k in ("config", "set", "local")}, iterable=["set_"])
+def render(c, config=None, set_=None, local=False):
+    """Print the manifests provision would apply (secrets as placeholders); no cluster needed."""
+    commands.render_command(_settings(config, set_ or [], local))
 
 
 @task
@@ -26,4 +153,4 @@ cluster = Collection("cluster")
 cluster.add_task(cluster_up, name="up")
 cluster.add_task(cluster_down, name="down")
 
-ns = Collection(cluster)
+ns = Collection(provision, unprovision, smoke_test, status, render, cluster)

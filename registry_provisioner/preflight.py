@@ -6,6 +6,7 @@ Every problem found is reported at once, each with what to do about it.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 
 import httpx
@@ -147,6 +148,42 @@ async def _ip_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
                 f"{meta['namespace']}/{meta['name']}: pick a free IP from your MetalLB pool"
             ]
     return []
+
+
+def _pool_contains(pool: dict, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    for block in pool.get("spec", {}).get("addresses", []):
+        if "-" in block:
+            first, last = (ipaddress.ip_address(part.strip()) for part in block.split("-"))
+            if first.version == ip.version and first <= ip <= last:
+                return True
+        elif ip in ipaddress.ip_network(block, strict=False):
+            return True
+    return False
+
+
+async def _pool_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
+    """An IP outside every MetalLB pool would stay pending forever; say so up front."""
+    pools = await _get(api, "ipaddresspools", version="metallb.io/v1beta1")
+    if pools is None or not pools.get("items"):
+        return []  # not MetalLB, or MetalLB without pools: nothing to check against
+    ip = ipaddress.ip_address(settings.service.ip)
+    items = pools["items"]
+    if settings.service.address_pool:
+        items = [p for p in items if p["metadata"]["name"] == settings.service.address_pool]
+        if not items:
+            return [
+                f"service.address_pool: MetalLB has no IPAddressPool "
+                f"{settings.service.address_pool!r}: leave it empty or name an existing pool"
+            ]
+    if any(_pool_contains(pool, ip) for pool in items):
+        return []
+    ranges = "; ".join(
+        f"{p['metadata']['name']}: {', '.join(p['spec'].get('addresses', []))}" for p in items
+    )
+    return [
+        f"service.ip: {ip} is in no MetalLB IPAddressPool ({ranges}): pick an IP from a pool, "
+        "or add one that covers it"
+    ]
 
 
 async def _secret_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
