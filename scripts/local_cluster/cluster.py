@@ -165,15 +165,22 @@ class LocalCluster:
 
     def kubectl(self, *args: str) -> str:
         command = [str(build(kubernetes())), "kubectl", f"--kubeconfig={self.kubeconfig_path}"]
-        return subprocess.run(
-            [*command, *args], check=True, capture_output=True, text=True
-        ).stdout
+        return subprocess.run([*command, *args], check=True, capture_output=True, text=True).stdout
 
     def load_docker_image(self, archive: Path) -> None:
         """Import an OCI archive into the node's containerd (kind loads from Docker)."""
         _, node, _ = _layout()
         subprocess.run(
-            ["ctr", "--address", str(node.containerd_socket), "-n", "k8s.io",
-             "images", "import", str(archive)],
-            check=True, capture_output=True,
+            [
+                "ctr",
+                "--address",
+                str(node.containerd_socket),
+                "-n",
+                "k8s.io",
+                "images",
+                "import",
+                str(archive),
+            ],
+            check=True,
+            capture_output=True,
         )

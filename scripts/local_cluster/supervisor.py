@@ -54,16 +54,35 @@ class Supervisor:
         """The idle process whose mount namespace every other process joins."""
         self._spawn(
             HOLDER,
-            ["ip", "netns", "exec", network.NETNS,
-             "unshare", "--mount", "--propagation", "private", "sleep", "infinity"],
+            [
+                "ip",
+                "netns",
+                "exec",
+                network.NETNS,
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "sleep",
+                "infinity",
+            ],
         )
         holder = self._require_pid(HOLDER)
         _wait_for_exec(holder, "sleep")
         # Pod network namespaces are files under /var/run/netns: keep them on a
         # tmpfs of our own so they disappear with the mount namespace.
         subprocess.run(
-            ["nsenter", f"--target={holder}", "--mount", "--",
-             "mount", "-t", "tmpfs", "tmpfs", "/var/run/netns"],
+            [
+                "nsenter",
+                f"--target={holder}",
+                "--mount",
+                "--",
+                "mount",
+                "-t",
+                "tmpfs",
+                "tmpfs",
+                "/var/run/netns",
+            ],
             check=True,
         )
 
