@@ -14,6 +14,7 @@ from invoke import Collection, Exit, task
 
 from registry_provisioner import ProvisionError, Settings, commands, load_settings
 from scripts.local_cluster import cluster as local_cluster
+from scripts.local_cluster import demo as local_demo
 
 LOCAL_CONFIG = Path(__file__).parent / "scripts" / "local_cluster" / "registry-config.yaml"
 
@@ -149,8 +150,29 @@ def cluster_down(c):
     local_cluster.down()
 
 
+@task
+def demo(c):
+    """The whole story on the local cluster: provision, push from outside, run it, show it."""
+    cluster_up(c)
+    settings = _settings(None, [], local=True)
+    _run(local_demo.demo_command(settings, str(local_cluster.KUBECONFIG), Path("certs")))
+
+
+@task(help={"keep_cluster": "leave the local cluster running afterwards"})
+def test(c, keep_cluster=False):
+    """Lint, then every test: unit, loopback registry, and the local cluster (started here)."""
+    c.run("ruff check .")
+    c.run("ruff format --check .")
+    try:
+        cluster_up(c)
+        c.run("pytest -p no:cacheprovider -ra")
+    finally:
+        if not keep_cluster:
+            local_cluster.down()
+
+
 cluster = Collection("cluster")
 cluster.add_task(cluster_up, name="up")
 cluster.add_task(cluster_down, name="down")
 
-ns = Collection(provision, unprovision, smoke_test, status, render, cluster)
+ns = Collection(provision, unprovision, smoke_test, status, render, demo, test, cluster)

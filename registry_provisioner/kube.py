@@ -8,13 +8,15 @@ resourceVersion does not move), and a dry run is the server's own dry run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import kr8s
 import kr8s.asyncio
-from kr8s.asyncio.objects import APIObject, object_from_spec
+from kr8s.asyncio.objects import APIObject, new_class, object_from_spec
 
 FIELD_MANAGER = "registry-provisioner"
 # Workloads go last, so their pods start with every volume they mount in place
@@ -51,8 +53,19 @@ def stages(manifests: Sequence[dict]) -> list[list[dict]]:
     return [grouped[stage] for stage in sorted(grouped)]
 
 
-def _object(api: kr8s.asyncio.Api, manifest: dict) -> APIObject:
-    return object_from_spec(manifest, api=api, allow_unknown_type=True)
+async def object_for(api: kr8s.asyncio.Api, manifest: dict) -> APIObject:
+    """A kr8s object for any manifest; custom kinds are scoped by asking the server."""
+    try:
+        return object_from_spec(manifest, api=api)
+    except KeyError:
+        pass
+    kind = f"{manifest['kind']}.{manifest['apiVersion']}"
+    try:
+        _, plural, namespaced = await api.async_lookup_kind(kind)
+    except ValueError:  # a CRD created moments ago is not in the discovery cache yet
+        _, plural, namespaced = await api.async_lookup_kind(kind, skip_cache=True)
+    cls = new_class(manifest["kind"], manifest["apiVersion"], namespaced=namespaced, plural=plural)
+    return cls(manifest, api=api)
 
 
 async def _current(obj: APIObject) -> dict | None:
@@ -91,7 +104,7 @@ def _comparable(obj: dict) -> dict:
 
 
 async def apply_object(api: kr8s.asyncio.Api, manifest: dict, dry_run: bool = False) -> Change:
-    obj = _object(api, manifest)
+    obj = await object_for(api, manifest)
     before = await _current(obj)
     after = await _server_side_apply(obj, manifest, dry_run)
     if before is None:
@@ -118,7 +131,7 @@ async def apply_manifests(
 
 async def delete_object(api: kr8s.asyncio.Api, manifest: dict, timeout: float) -> Change:
     """Delete and wait until it is gone, so an immediate re-provision does not collide."""
-    obj = _object(api, manifest)
+    obj = await object_for(api, manifest)
     try:
         await obj.delete(propagation_policy="Foreground")
     except kr8s.NotFoundError:
@@ -139,3 +152,46 @@ async def delete_manifests(
 
 def summarize(changes: Iterable[Change]) -> str:
     return "\n".join(f"  {change}" for change in changes)
+
+
+def condition_is(condition: str, status: str = "True") -> Callable[[dict], bool]:
+    """A predicate on an object's status.conditions, e.g. condition_is("Ready")."""
+
+    def check(raw: dict) -> bool:
+        conditions = (raw.get("status") or {}).get("conditions") or []
+        return any(c.get("type") == condition and c.get("status") == status for c in conditions)
+
+    return check
+
+
+def field_is(path: str, expected: object) -> Callable[[dict], bool]:
+    """A predicate on a dotted path (list indexes as numbers), absent counting as unequal."""
+
+    def check(raw: dict) -> bool:
+        value: Any = raw
+        for part in path.split("."):
+            if isinstance(value, list) and part.isdigit() and int(part) < len(value):
+                value = value[int(part)]
+            elif isinstance(value, dict) and part in value:
+                value = value[part]
+            else:
+                return False
+        return value == expected
+
+    return check
+
+
+async def wait_until(obj: APIObject, predicate: Callable[[dict], bool]) -> None:
+    """Watch the object until `predicate(raw)` holds; bound it with a timeout outside.
+
+    kr8s's own wait() raises on objects whose status is not filled in yet, which
+    is exactly when one waits on them.
+    """
+    while True:
+        await obj.refresh()
+        if predicate(obj.raw):
+            return
+        async with contextlib.aclosing(obj.async_watch()) as events:
+            async for _event, _ in events:
+                if predicate(obj.raw):
+                    return

@@ -21,7 +21,6 @@ from .secrets import Credentials, generate_credentials, htpasswd_line
 from .waiting import diagnose_pods, poll, wait_for
 
 READY_TIMEOUT = 300.0
-_INGRESS_IP = "{.status.loadBalancer.ingress[0].ip}"
 
 
 @dataclass(frozen=True)
@@ -137,21 +136,21 @@ async def wait_ready(api: kr8s.asyncio.Api, settings: Settings) -> None:
         certificate = await _one(api, "certificates.cert-manager.io", settings.name, ns)
         await wait_for(
             f"Certificate {settings.name} to be Ready",
-            lambda: certificate.wait("condition=Ready"),
+            lambda: kube.wait_until(certificate, kube.condition_is("Ready")),
             READY_TIMEOUT,
         )
     deployment = await _one(api, "deployments", settings.name, ns)
     await wait_for(
         f"Deployment {settings.name} to be available",
-        lambda: deployment.wait("condition=Available"),
+        lambda: kube.wait_until(deployment, kube.condition_is("Available")),
         READY_TIMEOUT,
         diagnose,
     )
     service = await _one(api, "services", settings.service.name, ns)
     await wait_for(
         f"Service {settings.service.name} to get LoadBalancer IP {settings.service.ip}",
-        lambda: service.wait(
-            f"jsonpath='{{.status.loadBalancer.ingress[0].ip}}'={settings.service.ip}"
+        lambda: kube.wait_until(
+            service, kube.field_is("status.loadBalancer.ingress.0.ip", settings.service.ip)
         ),
         READY_TIMEOUT,
         lambda: _service_diagnosis(api, settings),

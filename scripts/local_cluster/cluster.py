@@ -7,6 +7,7 @@ rule, cgroup or namespace behind.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import ssl
 import subprocess
@@ -15,15 +16,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import kr8s.asyncio
 
+from registry_provisioner import kube
 from registry_provisioner.progress import step
+from registry_provisioner.waiting import wait_for
 
-from . import control_plane, network, supervisor
+from . import addons, control_plane, images, network, supervisor
 from .build import build
 from .components import kubernetes
 from .node_config import NodeLayout, write_node_config
 from .paths import KUBECONFIG, LOG_DIR, STATE_DIR
 from .pki import Pki, ensure_pki
+from .processes import ProcessSpec
 from .supervisor import Supervisor
 
 CORE = (
@@ -99,6 +104,8 @@ def up() -> Path:
         with step("clearing the remains of an earlier run"):
             down()
     kube = build(kubernetes())
+    archives = images.build_images()
+    addon_specs = addons.addon_processes(KUBECONFIG, STATE_DIR)  # builds them if needed
     started = time.monotonic()
     processes, node, _ = _layout()
     pki = ensure_pki(STATE_DIR / "pki")
@@ -120,12 +127,43 @@ def up() -> Path:
         processes.start(control_plane.containerd(node))
         socket = node.containerd_socket
         wait_until("containerd's socket", socket.exists, 60, processes, "containerd")
+        with step("importing the pause, helper and registry images into containerd"):
+            images.import_images(socket, archives)
         processes.start(control_plane.kubelet(kube, node, pki))
         processes.start(control_plane.kube_proxy(kube, node))
         wait_until("the node to be Ready", lambda: _node_ready(api), 120, processes, "kubelet")
     shutil.copy(pki.kubeconfig("admin"), KUBECONFIG)
+    asyncio.run(_start_addons(processes, KUBECONFIG, addon_specs))
     print(f"local cluster up in {time.monotonic() - started:.0f}s; kubeconfig: {KUBECONFIG}")
     return KUBECONFIG
+
+
+async def _start_addons(processes: Supervisor, kubeconfig: Path, specs: list[ProcessSpec]) -> None:
+    """CRDs, then the addons' objects and controllers, then proof that each works."""
+    api = await kr8s.asyncio.api(kubeconfig=str(kubeconfig))
+    crds = addons.crd_manifests()
+    await kube.apply_manifests(api, crds)
+    for crd in crds:
+        found = await kube.object_for(api, crd)
+        await wait_for(
+            f"CRD {crd['metadata']['name']} to be established",
+            lambda found=found: kube.wait_until(found, kube.condition_is("Established")),
+            60,
+        )
+    await kube.apply_manifests(api, addons.addon_manifests(STATE_DIR))
+    for spec in specs:
+        processes.start(spec)
+    issuer = await kube.object_for(api, addons.cluster_issuers()[-1])
+    await wait_for(
+        f"cert-manager's ClusterIssuer {addons.CLUSTER_ISSUER} to be Ready",
+        lambda: kube.wait_until(issuer, kube.condition_is("Ready")),
+        120,
+        lambda: _log_tails(processes, "cert-manager-controller"),
+    )
+
+
+async def _log_tails(processes: Supervisor, *names: str) -> str:
+    return "\n".join(f"{name}:\n{processes.log_tail(name)}" for name in names)
 
 
 def down() -> None:

@@ -65,6 +65,7 @@ def distribution() -> GoComponent:
 
 def metallb() -> GoComponent:
     """MetalLB's controller alone: it assigns LoadBalancer IPs, nothing needs announcing."""
+    # v0.15.2's go.mod has no replace lines, so its main builds from a plain require.
     return GoComponent(
         name="metallb",
         requires={"go.universe.tf/metallb": versions.METALLB},

@@ -64,6 +64,8 @@ def kube_apiserver(kube: Path, pki: Pki) -> ProcessSpec:
             str(pki.cert("apiserver-kubelet-client")),
             "--kubelet-client-key",
             str(pki.key("apiserver-kubelet-client")),
+            # The node's name resolves nowhere; its InternalIP is routable.
+            "--kubelet-preferred-address-types=InternalIP",
             "--service-account-issuer",
             "https://kubernetes.default.svc.cluster.local",
             "--service-account-key-file",
@@ -72,12 +74,9 @@ def kube_apiserver(kube: Path, pki: Pki) -> ProcessSpec:
             str(pki.service_account_key),
             "--authorization-mode",
             "Node,RBAC",
-            "--allow-privileged",
-            "true",
-            "--enable-priority-and-fairness",
-            "false",
-            "--profiling",
-            "false",
+            "--allow-privileged=true",
+            "--enable-priority-and-fairness=false",
+            "--profiling=false",
         ),
     )
 
@@ -96,8 +95,7 @@ def kube_controller_manager(kube: Path, pki: Pki) -> ProcessSpec:
             str(pki.kubeconfig("admin")),
             "--bind-address",
             "127.0.0.1",
-            "--leader-elect",
-            "false",
+            "--leader-elect=false",
             "--service-account-private-key-file",
             str(pki.service_account_key),
             "--root-ca-file",
@@ -128,8 +126,7 @@ def kube_scheduler(kube: Path, pki: Pki) -> ProcessSpec:
             str(pki.kubeconfig("admin")),
             "--bind-address",
             "127.0.0.1",
-            "--leader-elect",
-            "false",
+            "--leader-elect=false",
         ),
     )
 

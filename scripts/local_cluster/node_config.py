@@ -78,6 +78,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{versions.PAUSE_IMAGE}"
+  # This machine withholds CAP_SYS_RESOURCE, so the kubelet's negative OOM scores
+  # for pods cannot be set; clamp them to containerd's own instead of failing.
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"

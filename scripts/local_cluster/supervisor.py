@@ -11,6 +11,7 @@ killed by name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import subprocess
@@ -45,20 +46,21 @@ class Supervisor:
         except (FileNotFoundError, ValueError):
             return None
         pid = int(pid_text)
-        return pid if _start_time(pid) == start_time else None
+        return pid if _start_time(pid) == start_time and _alive(pid) else None
 
     def running(self, name: str) -> bool:
         return self.pid(name) is not None
 
     def start_holder(self) -> None:
         """The idle process whose mount namespace every other process joins."""
+        # Not `ip netns exec`: it remounts /sys, which hides the cgroup mounts the
+        # kubelet needs. The host's /sys is kept; only the network is the namespace's.
         self._spawn(
             HOLDER,
             [
-                "ip",
-                "netns",
-                "exec",
-                network.NETNS,
+                "nsenter",
+                f"--net=/var/run/netns/{network.NETNS}",
+                "--",
                 "unshare",
                 "--mount",
                 "--propagation",
@@ -154,16 +156,29 @@ def stop_all(timeout: float = 15.0) -> None:
     remove_cgroups()
 
 
-def remove_cgroups() -> None:
+def remove_cgroups(timeout: float = 10.0) -> None:
     roots = [OUR_CGROUP] + [h / KUBELET_CGROUP for h in CGROUP_HIERARCHIES.iterdir()]
     for root in roots:
         if root.is_dir():
             # Deepest first: a cgroup can only be removed once it has no children.
-            for cgroup in sorted(
+            cgroups = sorted(
                 (p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)
-            ):
-                cgroup.rmdir()
-            root.rmdir()
+            )
+            for cgroup in [*cgroups, root]:
+                _rmdir_when_empty(cgroup, timeout)
+
+
+def _rmdir_when_empty(cgroup: Path, timeout: float) -> None:
+    """A killed task leaves its cgroup a moment after it is reaped."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            cgroup.rmdir()
+            return
+        except OSError as error:
+            if error.errno != errno.EBUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def _terminate(pids: Iterable[int], timeout: float) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 
 import httpx
@@ -16,11 +17,17 @@ from kr8s.asyncio.objects import (
     new_class,
 )
 
+from registry_provisioner.kube import condition_is, field_is, wait_until
+from registry_provisioner.waiting import poll
 from scripts.local_cluster import network, versions
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
 Certificate = new_class("Certificate", "cert-manager.io/v1", namespaced=True)
+
+
+def has_ingress_ip(raw: dict) -> bool:
+    return bool((raw.get("status") or {}).get("loadBalancer", {}).get("ingress"))
 
 
 def busybox_pod(name: str, namespace: str, command: str, **spec) -> dict:
@@ -45,14 +52,14 @@ def busybox_pod(name: str, namespace: str, command: str, **spec) -> dict:
 
 async def test_node_is_ready(api: kr8s.asyncio.Api) -> None:
     node = await Node.get(network.NODE_NAME, api=api)
-    await node.wait("condition=Ready", timeout=60)
+    await asyncio.wait_for(wait_until(node, condition_is("Ready")), 60)
 
 
 async def test_a_pod_runs_to_completion(api: kr8s.asyncio.Api, namespace: str) -> None:
     pod = await Pod(busybox_pod("hello", namespace, "echo hello-from-pod"), api=api)
     pod.raw["spec"]["restartPolicy"] = "Never"
     await pod.create()
-    await pod.wait("jsonpath='{.status.phase}'=Succeeded", timeout=120)
+    await asyncio.wait_for(wait_until(pod, field_is("status.phase", "Succeeded")), 120)
     assert "hello-from-pod" in "".join([line async for line in pod.logs()])
 
 
@@ -74,14 +81,20 @@ async def test_loadbalancer_gets_pool_ip_and_answers_from_host(
         api=api,
     )
     await service.create()
-    await service.wait("jsonpath='{.status.loadBalancer.ingress[0].ip}'", timeout=60)
-    await service.refresh()
+    await asyncio.wait_for(wait_until(service, has_ingress_ip), 60)
     ip = service.raw["status"]["loadBalancer"]["ingress"][0]["ip"]
     assert ipaddress.ip_address(ip) in ipaddress.ip_network(network.LOADBALANCER_CIDR)
-    await pod.wait("condition=Ready", timeout=120)
-    async with httpx.AsyncClient(timeout=5) as client:
-        response = await client.get(f"http://{ip}/")
-    assert response.text.strip() == "lb-ok"
+    await asyncio.wait_for(wait_until(pod, condition_is("Ready")), 120)
+    # Ready pod, then kube-proxy programs the endpoint: wait for the answer itself.
+    async with httpx.AsyncClient(timeout=2) as client:
+
+        async def answers() -> bool:
+            try:
+                return (await client.get(f"http://{ip}/")).text.strip() == "lb-ok"
+            except httpx.TransportError:
+                return False
+
+        await asyncio.wait_for(poll(answers), 30)
 
 
 async def test_pvc_on_default_storage_class_binds(api: kr8s.asyncio.Api, namespace: str) -> None:
@@ -106,8 +119,8 @@ async def test_pvc_on_default_storage_class_binds(api: kr8s.asyncio.Api, namespa
     writer["spec"]["containers"][0]["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
     pod = await Pod(writer, api=api)
     await pod.create()
-    await claim.wait("jsonpath='{.status.phase}'=Bound", timeout=120)
-    await pod.wait("jsonpath='{.status.phase}'=Succeeded", timeout=120)
+    await asyncio.wait_for(wait_until(claim, field_is("status.phase", "Bound")), 120)
+    await asyncio.wait_for(wait_until(pod, field_is("status.phase", "Succeeded")), 120)
     assert "persisted" in "".join([line async for line in pod.logs()])
 
 
@@ -134,6 +147,6 @@ async def test_certificate_from_ca_cluster_issuer_becomes_ready(
         api=api,
     )
     await certificate.create()
-    await certificate.wait("condition=Ready", timeout=120)
+    await asyncio.wait_for(wait_until(certificate, condition_is("Ready")), 120)
     secret = await Secret.get("example-tls", namespace=namespace, api=api)
     assert {"tls.crt", "tls.key", "ca.crt"} <= set(secret.raw["data"])

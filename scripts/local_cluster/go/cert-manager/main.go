@@ -27,7 +27,7 @@ import (
 	logsapi "k8s.io/component-base/logs/api/v1"
 
 	"github.com/cert-manager/cert-manager/pkg/controller"
-	"github.com/cert-manager/cert-manager/pkg/controller/certificate-shim/ingresses"
+	shimingresses "github.com/cert-manager/cert-manager/pkg/controller/certificate-shim/ingresses"
 	"github.com/cert-manager/cert-manager/pkg/controller/certificaterequests/approver"
 	crca "github.com/cert-manager/cert-manager/pkg/controller/certificaterequests/ca"
 	crselfsigned "github.com/cert-manager/cert-manager/pkg/controller/certificaterequests/selfsigned"
@@ -53,7 +53,7 @@ import (
 // CertificateRequests nobody approved; ingress-shim turns an Ingress's
 // cert-manager.io/cluster-issuer annotation into a Certificate, as upstream does.
 var defaultControllers = []string{
-	ingresses.ControllerName,
+	shimingresses.ControllerName,
 	issuers.ControllerName,
 	clusterissuers.ControllerName,
 	approver.ControllerName,

@@ -1,0 +1,339 @@
+"""Build the local cluster's container images without Docker, and import them.
+
+Nothing can be pulled offline, so the few images the cluster runs are made
+here with umoci from binaries built on this machine and Debian's static
+busybox. Each is written as an OCI layout tar whose index names the image, so
+`ctr images import` files it under the name the manifests use. Archives are
+cached under a key of everything that goes into them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from registry_provisioner.progress import step
+
+from . import build, components, versions
+from .paths import CACHE_DIR
+
+IMAGES_DIR = CACHE_DIR / "images"
+BUSYBOX = Path("/bin/busybox")
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+# Fixed timestamps keep layer digests stable across rebuilds.
+EPOCH = 946684800  # 2000-01-01T00:00:00Z
+EPOCH_RFC3339 = "2000-01-01T00:00:00Z"
+PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Bump when the way images are assembled changes, so cached archives are rebuilt.
+RECIPE_VERSION = "1"
+CONTAINERD_NAME_ANNOTATION = "io.containerd.image.name"
+OCI_REF_ANNOTATION = "org.opencontainers.image.ref.name"
+
+REGISTRY_CONFIG = """\
+version: 0.1
+log:
+  fields:
+    service: registry
+storage:
+  delete:
+    enabled: true
+  cache:
+    blobdescriptor: inmemory
+  filesystem:
+    rootdirectory: /var/lib/registry
+  tag:
+    concurrencylimit: 8
+http:
+  addr: :5000
+  debug:
+    addr: :5001
+    prometheus:
+      enabled: true
+      path: /metrics
+  headers:
+    X-Content-Type-Options: [nosniff]
+health:
+  storagedriver:
+    enabled: true
+    interval: 10s
+    threshold: 3
+"""
+
+# Same dispatch as the official image's entrypoint: a config path alone means
+# `registry serve <path>`, a registry subcommand or flag gets `registry` put in
+# front, anything else (sh, ls...) runs as given.
+REGISTRY_ENTRYPOINT = """\
+#!/bin/sh
+set -e
+case "$1" in
+  *.yaml | *.yml) set -- registry serve "$@" ;;
+  serve | garbage-collect | help | -*) set -- registry "$@" ;;
+esac
+exec "$@"
+"""
+
+PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
+GROUP = "root:x:0:\nnobody:x:65534:\n"
+
+# A layer is filled in by a function that writes into an empty directory.
+LayerWriter = Callable[[Path], None]
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """What goes into one image: its layers, its config, and what the cache key covers."""
+
+    name: str
+    layers: tuple[LayerWriter, ...]
+    inputs: tuple[Path, ...]  # files whose content the layers copy
+    texts: tuple[str, ...] = ()  # literal contents the layers write
+    entrypoint: tuple[str, ...] = ()
+    cmd: tuple[str, ...] = ()
+    env: tuple[str, ...] = (PATH_ENV,)
+    user: str = ""
+    volumes: tuple[str, ...] = ()
+    exposed_ports: tuple[str, ...] = ()
+
+    def cache_key(self) -> str:
+        digest = hashlib.sha256(RECIPE_VERSION.encode())
+        config = (
+            self.name,
+            self.entrypoint,
+            self.cmd,
+            self.env,
+            self.user,
+            self.volumes,
+            self.exposed_ports,
+            [layer.__name__ for layer in self.layers],
+        )
+        digest.update(repr(config).encode())
+        for text in self.texts:
+            digest.update(text.encode())
+        for path in self.inputs:
+            digest.update(_file_digest(path).encode())
+        return digest.hexdigest()[:16]
+
+    def archive(self) -> Path:
+        slug = self.name.rsplit("/", 1)[-1].replace(":", "-")
+        return IMAGES_DIR / f"{slug}-{self.cache_key()}.tar"
+
+
+def _file_digest(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _tag_of(name: str) -> str:
+    """The tag part of an image name; umoci tags may not contain / or :."""
+    last = name.rsplit("/", 1)[-1]
+    return last.split(":", 1)[1] if ":" in last else "latest"
+
+
+def _install(source: Path, target: Path, mode: int) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    target.chmod(mode)
+
+
+def _write(target: Path, text: str, mode: int = 0o644) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    target.chmod(mode)
+
+
+def busybox_applets() -> list[str]:
+    """Every applet this busybox build provides, as the upstream image links them."""
+    out = subprocess.run([str(BUSYBOX), "--list"], check=True, capture_output=True, text=True)
+    return sorted({name for name in out.stdout.split() if name and name != "busybox"})
+
+
+def busybox_layer(root: Path) -> None:
+    """A minimal busybox userland: /bin with every applet, /tmp, /etc/passwd."""
+    _install(BUSYBOX, root / "bin" / "busybox", 0o755)
+    for applet in busybox_applets():
+        (root / "bin" / applet).symlink_to("busybox")
+    for directory in ("tmp", "var/tmp"):
+        (root / directory).mkdir(parents=True)
+        (root / directory).chmod(0o1777)
+    (root / "root").mkdir(mode=0o700)
+    _write(root / "etc" / "passwd", PASSWD)
+    _write(root / "etc" / "group", GROUP)
+
+
+def pause_layer(root: Path) -> None:
+    _install(build.build(components.pause()), root / "pause", 0o755)
+
+
+def registry_layer(root: Path) -> None:
+    """The registry binary, its default config, and the upstream-like entrypoint."""
+    _install(build.build(components.distribution()), root / "bin" / "registry", 0o755)
+    _write(root / "etc" / "distribution" / "config.yml", REGISTRY_CONFIG)
+    _write(root / "entrypoint.sh", REGISTRY_ENTRYPOINT, 0o755)
+    (root / "var" / "lib" / "registry").mkdir(parents=True)
+    if CA_BUNDLE.exists():
+        # For storage drivers or proxies that talk TLS, as upstream's ca-certificates.
+        _install(CA_BUNDLE, root / "etc" / "ssl" / "certs" / "ca-certificates.crt", 0o644)
+
+
+def pause_image() -> ImageSpec:
+    return ImageSpec(
+        name=versions.PAUSE_IMAGE,
+        layers=(pause_layer,),
+        inputs=(build.build(components.pause()),),
+        entrypoint=("/pause",),
+        user="65535:65535",
+    )
+
+
+def helper_image() -> ImageSpec:
+    """A busybox image: what local-path-provisioner's helper pods and tests run."""
+    return ImageSpec(
+        name=versions.HELPER_IMAGE,
+        layers=(busybox_layer,),
+        inputs=(BUSYBOX,),
+        texts=(PASSWD, GROUP),
+        cmd=("sh",),
+    )
+
+
+def registry_image() -> ImageSpec:
+    inputs = [BUSYBOX, build.build(components.distribution())]
+    if CA_BUNDLE.exists():
+        inputs.append(CA_BUNDLE)
+    return ImageSpec(
+        name=versions.REGISTRY_IMAGE,
+        layers=(busybox_layer, registry_layer),
+        inputs=tuple(inputs),
+        texts=(PASSWD, GROUP, REGISTRY_CONFIG, REGISTRY_ENTRYPOINT),
+        entrypoint=("/entrypoint.sh",),
+        cmd=("/etc/distribution/config.yml",),
+        env=(PATH_ENV, "OTEL_TRACES_EXPORTER=none"),
+        volumes=("/var/lib/registry",),
+        exposed_ports=("5000/tcp",),
+    )
+
+
+def image_specs() -> list[ImageSpec]:
+    return [pause_image(), helper_image(), registry_image()]
+
+
+def _umoci(*args: str) -> None:
+    subprocess.run(["umoci", *args], check=True, stdout=subprocess.DEVNULL)
+
+
+def _pin_mtimes(root: Path) -> None:
+    for path in [root, *root.rglob("*")]:
+        os.utime(path, (EPOCH, EPOCH), follow_symlinks=False)
+
+
+def _repeat(flag: str, values: Iterable[str]) -> list[str]:
+    return [arg for value in values for arg in (flag, value)]
+
+
+def _config_args(spec: ImageSpec) -> list[str]:
+    args = ["--os", "linux", "--architecture", "amd64"]
+    args += ["--created", EPOCH_RFC3339, "--history.created", EPOCH_RFC3339]
+    args += _repeat("--config.entrypoint", spec.entrypoint)
+    args += _repeat("--config.cmd", spec.cmd)
+    args += _repeat("--config.env", spec.env)
+    args += _repeat("--config.volume", spec.volumes)
+    args += _repeat("--config.exposedports", spec.exposed_ports)
+    if spec.user:
+        args += ["--config.user", spec.user]
+    return args
+
+
+def _assemble_layout(spec: ImageSpec, workdir: Path) -> Path:
+    """Write the image as an OCI layout under workdir, and return the layout dir."""
+    layout = workdir / "layout"
+    image = f"{layout}:{_tag_of(spec.name)}"
+    _umoci("init", "--layout", str(layout))
+    _umoci("new", "--image", image)
+    for index, write_layer in enumerate(spec.layers):
+        root = workdir / f"layer{index}"
+        root.mkdir()
+        write_layer(root)
+        _pin_mtimes(root)
+        _umoci("insert", "--image", image, "--history.created", EPOCH_RFC3339, str(root), "/")
+    _umoci("config", "--image", image, *_config_args(spec))
+    _umoci("gc", "--layout", str(layout))
+    _name_in_index(layout / "index.json", spec.name)
+    return layout
+
+
+def _name_in_index(index_path: Path, name: str) -> None:
+    """Annotate the manifest with the full name, which `ctr images import` uses as is."""
+    index = json.loads(index_path.read_text())
+    (manifest,) = index["manifests"]
+    manifest.setdefault("annotations", {})
+    manifest["annotations"][CONTAINERD_NAME_ANNOTATION] = name
+    manifest["annotations"][OCI_REF_ANNOTATION] = _tag_of(name)
+    index_path.write_text(json.dumps(index))
+
+
+def _write_tar(layout: Path, target: Path) -> None:
+    """Tar the layout with its files at the archive root, in a stable order."""
+
+    def normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        info.mtime = EPOCH
+        return info
+
+    with tarfile.open(target, "w", format=tarfile.PAX_FORMAT) as tar:
+        for path in sorted(layout.rglob("*")):
+            tar.add(
+                path, arcname=path.relative_to(layout).as_posix(), recursive=False, filter=normalise
+            )
+
+
+def build_image(spec: ImageSpec) -> Path:
+    """Build one image archive, or return the cached one."""
+    target = spec.archive()
+    if target.exists():
+        return target
+    IMAGES_DIR.mkdir(parents=True, exist_ok=True)
+    with (
+        step(f"building image {spec.name}"),
+        tempfile.TemporaryDirectory(prefix="image-", dir=IMAGES_DIR) as tmp,
+    ):
+        layout = _assemble_layout(spec, Path(tmp))
+        partial = Path(tmp) / "image.tar"
+        _write_tar(layout, partial)
+        partial.rename(target)
+    return target
+
+
+def build_images() -> list[Path]:
+    """Build (or reuse) the pause, helper and registry image archives."""
+    return [build_image(spec) for spec in image_specs()]
+
+
+def import_images(containerd_socket: Path, archives: Sequence[Path]) -> None:
+    """Import archives into containerd's k8s.io namespace, where the CRI looks for images.
+
+    The archives name their images in the index, so no --index-name or
+    --base-name is needed; the images are unpacked for the default snapshotter.
+    """
+    for archive in archives:
+        subprocess.run(
+            [
+                "ctr",
+                "--address",
+                str(containerd_socket),
+                "-n",
+                "k8s.io",
+                "images",
+                "import",
+                str(archive),
+            ],
+            check=True,
+        )

@@ -1,0 +1,127 @@
+"""Each preflight failure stops provision with a clear message and creates nothing."""
+
+from __future__ import annotations
+
+import asyncio
+
+import kr8s.asyncio
+import pytest
+from kr8s.asyncio.objects import Service
+
+from registry_provisioner.kube import field_is, wait_until
+
+from .invoke_cli import invoke
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
+
+NAMESPACE = "preflight-registry"
+
+
+async def _snapshot(api: kr8s.asyncio.Api) -> dict[str, str]:
+    """resourceVersion of everything a provision could touch, cluster-wide."""
+    versions = {}
+    for kind in (
+        "namespaces",
+        "secrets",
+        "configmaps",
+        "services",
+        "deployments",
+        "daemonsets",
+        "persistentvolumeclaims",
+        "certificates.cert-manager.io",
+    ):
+        for obj in await api.async_get(kind, namespace=kr8s.ALL):
+            versions[f"{obj.kind}/{obj.namespace}/{obj.name}"] = obj.metadata.resourceVersion
+    return versions
+
+
+@pytest.fixture
+async def ip_taken(api: kr8s.asyncio.Api, namespace: str):
+    """Another LoadBalancer Service already holding 10.213.1.55."""
+    service = await Service(
+        {
+            "metadata": {
+                "name": "squatter",
+                "namespace": namespace,
+                "annotations": {"metallb.io/loadBalancerIPs": "10.213.1.55"},
+            },
+            "spec": {"type": "LoadBalancer", "ports": [{"port": 5000}], "selector": {"a": "b"}},
+        },
+        api=api,
+    )
+    await service.create()
+    ingress_ip = field_is("status.loadBalancer.ingress.0.ip", "10.213.1.55")
+    await asyncio.wait_for(wait_until(service, ingress_ip), 60)
+    return "10.213.1.55"
+
+
+CASES = {
+    "missing issuer": (["--set", "tls.issuer_name=no-such-issuer"], "tls.issuer_name"),
+    "missing storage class": (
+        ["--set", "storage.storage_class=fast-nvme"],
+        "storage.storage_class",
+    ),
+    "ip outside every pool": (["--set", "service.ip=10.213.9.9"], "service.ip"),
+    "unknown pool": (["--set", "service.address_pool=nope"], "service.address_pool"),
+    "missing existing secret": (["--set", "tls.mode=existing-secret"], "tls.secret_name"),
+    "missing pull namespace": (
+        ["--set", "pull_secret.namespaces=[ghost-ns]"],
+        "pull_secret.namespaces",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+async def test_preflight_failure_changes_nothing(
+    api: kr8s.asyncio.Api, kubeconfig: str, case: str
+) -> None:
+    extra, field = CASES[case]
+    before = await _snapshot(api)
+    result = invoke(
+        "provision",
+        "--set",
+        f"namespace={NAMESPACE}",
+        "--set",
+        "service.ip=10.213.1.56",
+        *extra,
+        kubeconfig=kubeconfig,
+    )
+    assert result.returncode != 0
+    assert field in result.stderr, result.stderr
+    assert "nothing was changed" in result.stderr
+    assert await _snapshot(api) == before
+
+
+async def test_ip_used_by_another_service(
+    api: kr8s.asyncio.Api, kubeconfig: str, ip_taken: str
+) -> None:
+    before = await _snapshot(api)
+    result = invoke(
+        "provision",
+        "--set",
+        f"namespace={NAMESPACE}",
+        "--set",
+        f"service.ip={ip_taken}",
+        kubeconfig=kubeconfig,
+    )
+    assert result.returncode != 0
+    assert "service.ip" in result.stderr and "squatter" in result.stderr, result.stderr
+    assert await _snapshot(api) == before
+
+
+async def test_unreachable_api_is_a_clear_error(tmp_path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: "
+        "'https://127.0.0.1:1'}}]\nusers: [{name: u, user: {token: x}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\n"
+    )
+    result = invoke("provision", kubeconfig=str(kubeconfig), timeout=120)
+    assert result.returncode != 0
+    assert "cannot reach the Kubernetes API" in result.stderr, result.stderr
+
+
+def test_invalid_config_is_refused_before_the_cluster(tmp_path) -> None:
+    result = invoke("provision", "--set", "storage.size=lots", kubeconfig="/nonexistent")
+    assert result.returncode != 0
+    assert "storage.size" in result.stderr
