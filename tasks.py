@@ -154,7 +154,8 @@ def cluster_down(c):
 def demo(c):
     """The whole story on the local cluster: provision, push from outside, run it, show it."""
     cluster_up(c)
-    settings = _settings(None, [], local=True)
+    pull_namespaces = f"pull_secret.namespaces=[default, {local_demo.DEMO_NAMESPACE}]"
+    settings = _settings(None, [pull_namespaces], local=True)
     _run(local_demo.demo_command(settings, str(local_cluster.KUBECONFIG), Path("certs")))
 
 

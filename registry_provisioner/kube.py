@@ -195,3 +195,11 @@ async def wait_until(obj: APIObject, predicate: Callable[[dict], bool]) -> None:
             async for _event, _ in events:
                 if predicate(obj.raw):
                     return
+
+
+async def get_all(api: kr8s.asyncio.Api, kind: str, *names: str, **selectors: Any) -> list:
+    """kr8s's get as a list; a named object that does not exist gives an empty list."""
+    try:
+        return [obj async for obj in api.async_get(kind, *names, **selectors)]
+    except kr8s.NotFoundError:
+        return []

@@ -158,14 +158,15 @@ async def wait_ready(api: kr8s.asyncio.Api, settings: Settings) -> None:
 
 
 async def _one(api: kr8s.asyncio.Api, kind: str, name: str, namespace: str):
-    found = await api.async_get(kind, name, namespace=namespace)
+    found = await kube.get_all(api, kind, name, namespace=namespace)
     if not found:
         raise ProvisionError(f"{kind} {namespace}/{name} vanished right after it was applied")
     return found[0] if isinstance(found, list) else found
 
 
 async def _service_diagnosis(api: kr8s.asyncio.Api, settings: Settings) -> str:
-    events = await api.async_get(
+    events = await kube.get_all(
+        api,
         "events",
         namespace=settings.namespace,
         field_selector=f"involvedObject.name={settings.service.name}",
@@ -244,7 +245,9 @@ async def status_lines(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
     lines = [f"registry {settings.name} in namespace {settings.namespace}:"]
     for manifest in render.render_manifests(settings, None):
         meta = manifest["metadata"]
-        found = await api.async_get(manifest["kind"], meta["name"], namespace=meta.get("namespace"))
+        found = await kube.get_all(
+            api, manifest["kind"], meta["name"], namespace=meta.get("namespace")
+        )
         lines.append(f"  {manifest['kind']}/{meta['name']}: {_state(found)}")
     tls = await _secret(api, settings.namespace, settings.tls.secret_name)
     if tls and _decode(tls, "tls.crt"):
@@ -273,7 +276,8 @@ def _state(found) -> str:
 
 
 async def _storage_used(api: kr8s.asyncio.Api, settings: Settings) -> str:
-    pods = await api.async_get(
+    pods = await kube.get_all(
+        api,
         "pods",
         namespace=settings.namespace,
         label_selector=render.label_selector(settings),

@@ -11,6 +11,7 @@ import kr8s
 import kr8s.asyncio
 from kr8s.asyncio.objects import Pod
 
+from . import kube
 from .errors import ReadinessTimeout
 from .progress import step
 
@@ -41,12 +42,12 @@ async def poll(check: Callable[[], Awaitable[bool]], interval: float = 0.5) -> N
 async def diagnose_pods(api: kr8s.asyncio.Api, namespace: str, selector: str) -> str:
     """Pod phases, waiting reasons, recent events and a log tail: what a human would look at."""
     lines: list[str] = []
-    pods = await api.async_get("pods", namespace=namespace, label_selector=selector)
+    pods = await kube.get_all(api, "pods", namespace=namespace, label_selector=selector)
     if not pods:
         lines.append(f"  no pods match {selector} in {namespace}")
     for pod in pods:
         lines += await _describe_pod(pod)
-    events = await api.async_get("events", namespace=namespace)
+    events = await kube.get_all(api, "events", namespace=namespace)
     recent = sorted(events, key=lambda e: e.raw.get("lastTimestamp") or "")[-8:]
     lines += ["  recent events:"] + [
         f"    {e.raw.get('type')} {e.raw['involvedObject'].get('kind')}/"

@@ -105,7 +105,7 @@ async def run_demo(api: kr8s.asyncio.Api, settings: Settings, ca_dir: Path) -> l
     deployment = await Deployment.get("hello", namespace=DEMO_NAMESPACE, api=api)
     with step("waiting for the demo Deployment to pull the image and run (up to 180s)"):
         await asyncio.wait_for(kube.wait_until(deployment, kube.condition_is("Available")), 180)
-    pods = await api.async_get("pods", namespace=DEMO_NAMESPACE, label_selector="app=hello")
+    pods = await kube.get_all(api, "pods", namespace=DEMO_NAMESPACE, label_selector="app=hello")
     pod = pods[0]
     return [
         provision.summary(settings, result),

@@ -8,6 +8,7 @@ import kr8s.asyncio
 import pytest
 from kr8s.asyncio.objects import Service
 
+from registry_provisioner import kube
 from registry_provisioner.kube import field_is, wait_until
 
 from .invoke_cli import invoke
@@ -30,7 +31,7 @@ async def _snapshot(api: kr8s.asyncio.Api) -> dict[str, str]:
         "persistentvolumeclaims",
         "certificates.cert-manager.io",
     ):
-        for obj in await api.async_get(kind, namespace=kr8s.ALL):
+        for obj in await kube.get_all(api, kind, namespace=kr8s.ALL):
             versions[f"{obj.kind}/{obj.namespace}/{obj.name}"] = obj.metadata.resourceVersion
     return versions
 

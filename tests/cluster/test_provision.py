@@ -7,6 +7,7 @@ import base64
 import kr8s.asyncio
 import pytest
 
+from registry_provisioner import kube
 from registry_provisioner.oci_client import RegistryClient, push_image, random_image
 
 from .invoke_cli import invoke
@@ -27,14 +28,14 @@ async def _objects_of(api: kr8s.asyncio.Api, namespace: str) -> list[str]:
         "daemonsets",
         "persistentvolumeclaims",
     ):
-        for obj in await api.async_get(kind, namespace=kr8s.ALL, label_selector=LABEL):
+        for obj in await kube.get_all(api, kind, namespace=kr8s.ALL, label_selector=LABEL):
             if obj.labels.get("app.kubernetes.io/instance") == namespace:
                 found.append(f"{obj.kind}/{obj.namespace}/{obj.name}")
     return found
 
 
 async def _password(api: kr8s.asyncio.Api, namespace: str) -> str:
-    secret = (await api.async_get("secrets", "docker-registry-auth", namespace=namespace))[0]
+    secret = (await kube.get_all(api, "secrets", "docker-registry-auth", namespace=namespace))[0]
     return base64.b64decode(secret.raw["data"]["password"]).decode()
 
 
@@ -90,7 +91,7 @@ async def test_lifecycle(api: kr8s.asyncio.Api, kubeconfig: str, tmp_path, names
     purge = invoke("unprovision", *settings, "--purge", kubeconfig=kubeconfig)
     assert purge.returncode == 0, purge.stderr
     assert await _objects_of(api, namespace) == []
-    namespaces = [ns.name for ns in await api.async_get("namespaces")]
+    namespaces = [ns.name for ns in await kube.get_all(api, "namespaces")]
     assert namespace not in namespaces
 
     nothing = invoke("unprovision", *settings, kubeconfig=kubeconfig)
