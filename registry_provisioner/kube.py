@@ -203,3 +203,18 @@ async def get_all(api: kr8s.asyncio.Api, kind: str, *names: str, **selectors: An
         return [obj async for obj in api.async_get(kind, *names, **selectors)]
     except kr8s.NotFoundError:
         return []
+
+
+def rolled_out(raw: dict) -> bool:
+    """Every replica updated to the current spec and available: what `rollout status` checks.
+
+    The Available condition alone can still be true of the previous pods.
+    """
+    spec, status = raw.get("spec", {}), raw.get("status") or {}
+    wanted = spec.get("replicas", 1)
+    return (
+        status.get("observedGeneration", 0) >= raw["metadata"].get("generation", 0)
+        and status.get("updatedReplicas", 0) == wanted
+        and status.get("availableReplicas", 0) == wanted
+        and status.get("replicas", 0) == wanted
+    )

@@ -141,8 +141,8 @@ async def wait_ready(api: kr8s.asyncio.Api, settings: Settings) -> None:
         )
     deployment = await _one(api, "deployments", settings.name, ns)
     await wait_for(
-        f"Deployment {settings.name} to be available",
-        lambda: kube.wait_until(deployment, kube.condition_is("Available")),
+        f"Deployment {settings.name} to roll out",
+        lambda: kube.wait_until(deployment, kube.rolled_out),
         READY_TIMEOUT,
         diagnose,
     )

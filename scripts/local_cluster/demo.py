@@ -104,7 +104,7 @@ async def run_demo(api: kr8s.asyncio.Api, settings: Settings, ca_dir: Path) -> l
     await kube.apply_manifests(api, [manifest])
     deployment = await Deployment.get("hello", namespace=DEMO_NAMESPACE, api=api)
     with step("waiting for the demo Deployment to pull the image and run (up to 180s)"):
-        await asyncio.wait_for(kube.wait_until(deployment, kube.condition_is("Available")), 180)
+        await asyncio.wait_for(kube.wait_until(deployment, kube.rolled_out), 180)
     pods = await kube.get_all(api, "pods", namespace=DEMO_NAMESPACE, label_selector="app=hello")
     pod = pods[0]
     return [

@@ -43,7 +43,10 @@ def create_namespace() -> None:
     _ip("-n", NETNS, "addr", "add", f"{NODE_IP}/24", "dev", NODE_VETH)
     _ip("-n", NETNS, "link", "set", NODE_VETH, "up")
     _ip("-n", NETNS, "link", "set", "lo", "up")
-    # No default route inside: a packet for anywhere else has nowhere to go.
+    # No default route inside: a packet for anywhere else has nowhere to go. The pool
+    # is local inside, so the node itself (containerd pulling from a LoadBalancer IP)
+    # gets a route that kube-proxy's DNAT can then rewrite; nothing leaves for it.
+    _ip("-n", NETNS, "route", "add", "local", LOADBALANCER_CIDR, "dev", "lo")
     for cidr in ROUTED_INTO_CLUSTER:
         _ip("route", "replace", cidr, "via", NODE_IP, "dev", HOST_VETH)
     subprocess.run(
