@@ -49,7 +49,8 @@ async def unprovision_command(
     else:
         print(
             f"registry removed; kept its data (PersistentVolumeClaim {settings.storage.claim_name})"
-            f" and login (Secret {settings.auth.secret_name}) in namespace {settings.namespace}."
+            f", login (Secret {settings.auth.secret_name}) and certificate in namespace"
+            f" {settings.namespace}."
             " Provision again to bring it back as it was; add --purge to delete everything."
         )
 

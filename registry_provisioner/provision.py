@@ -229,11 +229,40 @@ def _kept(settings: Settings, manifest: dict) -> bool:
 async def unprovision(
     api: kr8s.asyncio.Api, settings: Settings, *, purge: bool = False
 ) -> list[kube.Change]:
-    manifests = render.render_manifests(settings, None)
+    manifests = render.render_manifests(settings, None) + await _strays(api, settings)
     if purge:
         # Deleting the namespace takes what cert-manager made in it (the TLS Secret).
         return await kube.delete_manifests(api, manifests)
     return await kube.delete_manifests(api, [m for m in manifests if not _kept(settings, m)])
+
+
+async def _strays(api: kr8s.asyncio.Api, settings: Settings) -> list[dict]:
+    """Our objects in other namespaces that the current config no longer names.
+
+    A namespace dropped from pull_secret.namespaces still holds its pull Secret.
+    """
+    rendered = {
+        (m["kind"], m["metadata"].get("namespace"), m["metadata"]["name"])
+        for m in render.render_manifests(settings, None)
+    }
+    found = []
+    for kind in ("Secret", "ConfigMap"):
+        for obj in await kube.get_all(
+            api,
+            kind.lower() + "s",
+            namespace=kr8s.ALL,
+            label_selector=render.label_selector(settings),
+        ):
+            key = (kind, obj.namespace, obj.name)
+            if obj.namespace != settings.namespace and key not in rendered:
+                found.append(
+                    {
+                        "apiVersion": "v1",
+                        "kind": kind,
+                        "metadata": {"name": obj.name, "namespace": obj.namespace},
+                    }
+                )
+    return found
 
 
 def certificate_expiry(pem: str) -> dt.datetime:

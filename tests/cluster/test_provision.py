@@ -9,8 +9,7 @@ import pytest
 
 from registry_provisioner import kube
 from registry_provisioner.oci_client import RegistryClient, push_image, random_image
-
-from .invoke_cli import invoke
+from tests.cluster.invoke_cli import invoke
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 
@@ -44,18 +43,20 @@ async def _password(api: kr8s.asyncio.Api, namespace: str) -> str:
 )
 async def test_lifecycle(api: kr8s.asyncio.Api, kubeconfig: str, tmp_path, namespace, ip):
     settings = ["--set", f"namespace={namespace}", "--set", f"service.ip={ip}"]
+    # Start from nothing, whatever an earlier run or the demo left.
+    assert invoke("unprovision", *settings, "--purge", kubeconfig=kubeconfig).returncode == 0
 
     first = invoke("provision", *settings, "--ca-dir", str(tmp_path), kubeconfig=kubeconfig)
     assert first.returncode == 0, first.stderr
     assert f"registry ready at https://{ip}:5000" in first.stdout
-    assert "created" in first.stdout
+    assert ": created" in first.stdout
     password = await _password(api, namespace)
     assert password not in first.stdout + first.stderr
 
     second = invoke("provision", *settings, "--ca-dir", str(tmp_path), kubeconfig=kubeconfig)
     assert second.returncode == 0, second.stderr
     assert "no changes" in second.stdout
-    assert "created" not in second.stdout and "configured" not in second.stdout
+    assert ": created" not in second.stdout and ": configured" not in second.stdout
 
     dry = invoke("provision", *settings, "--dry-run", kubeconfig=kubeconfig)
     assert dry.returncode == 0, dry.stderr
@@ -78,6 +79,7 @@ async def test_lifecycle(api: kr8s.asyncio.Api, kubeconfig: str, tmp_path, names
         [
             f"PersistentVolumeClaim/{namespace}/docker-registry-pvc",
             f"Secret/{namespace}/docker-registry-auth",
+            f"Secret/{namespace}/docker-registry-tls",
         ]
     ), left
 
