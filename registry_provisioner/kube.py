@@ -14,9 +14,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import kr8s
 import kr8s.asyncio
 from kr8s.asyncio.objects import APIObject, new_class, object_from_spec
+
+from .errors import ClusterUnreachable
 
 FIELD_MANAGER = "registry-provisioner"
 # Workloads go last, so their pods start with every volume they mount in place
@@ -42,7 +45,14 @@ class Change:
 
 async def connect(context: str | None = None, kubeconfig: str | None = None) -> kr8s.asyncio.Api:
     """An API client; KUBECONFIG is honoured when no kubeconfig path is given."""
-    return await kr8s.asyncio.api(context=context, kubeconfig=kubeconfig)
+    try:
+        return await kr8s.asyncio.api(context=context, kubeconfig=kubeconfig)
+    except (httpx.HTTPError, OSError, ValueError, KeyError) as error:
+        where = kubeconfig or "$KUBECONFIG or ~/.kube/config"
+        raise ClusterUnreachable(
+            f"cannot reach the Kubernetes API: {type(error).__name__}: {error}",
+            f"check the kubeconfig ({where}), the context, and that the API server is running",
+        ) from error
 
 
 def stages(manifests: Sequence[dict]) -> list[list[dict]]:
@@ -106,7 +116,14 @@ def _comparable(obj: dict) -> dict:
 async def apply_object(api: kr8s.asyncio.Api, manifest: dict, dry_run: bool = False) -> Change:
     obj = await object_for(api, manifest)
     before = await _current(obj)
-    after = await _server_side_apply(obj, manifest, dry_run)
+    try:
+        after = await _server_side_apply(obj, manifest, dry_run)
+    except kr8s.ServerError as error:
+        # A dry run cannot place objects in a namespace that is itself only dry-run created.
+        missing_namespace = error.response is not None and error.response.status_code == 404
+        if dry_run and before is None and missing_namespace:
+            return Change(manifest["kind"], obj.name, obj.namespace, "would be created")
+        raise
     if before is None:
         action = "created"
     elif dry_run:
@@ -136,7 +153,7 @@ async def delete_object(api: kr8s.asyncio.Api, manifest: dict, timeout: float) -
         await obj.delete(propagation_policy="Foreground")
     except kr8s.NotFoundError:
         return Change(manifest["kind"], obj.name, obj.namespace, "absent")
-    await obj.wait("delete", timeout=timeout)
+    await asyncio.wait_for(wait_deleted(obj), timeout)
     return Change(manifest["kind"], obj.name, obj.namespace, "deleted")
 
 
@@ -218,3 +235,12 @@ def rolled_out(raw: dict) -> bool:
         and status.get("availableReplicas", 0) == wanted
         and status.get("replicas", 0) == wanted
     )
+
+
+async def wait_deleted(obj: APIObject) -> None:
+    """Watch until the object is gone; bound it with a timeout outside."""
+    while await obj.exists():
+        async with contextlib.aclosing(obj.async_watch()) as events:
+            async for event, _ in events:
+                if event == "DELETED":
+                    return

@@ -220,6 +220,7 @@ async def run_preflight(api: kr8s.asyncio.Api, settings: Settings) -> None:
         _issuer_problems,
         _storage_problems,
         _ip_problems,
+        _pool_problems,
         _secret_problems,
         _namespace_problems,
     )

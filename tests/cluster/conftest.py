@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
 import kr8s.asyncio
 import pytest
 from kr8s.asyncio.objects import Namespace
+
+from registry_provisioner.kube import wait_deleted
 
 
 @pytest.fixture(scope="session")
@@ -23,4 +26,4 @@ async def namespace(api: kr8s.asyncio.Api) -> AsyncIterator[str]:
     await ns.create()
     yield name
     await ns.delete()
-    await ns.wait("delete", timeout=120)
+    await asyncio.wait_for(wait_deleted(ns), 120)
