@@ -238,8 +238,16 @@ def rolled_out(raw: dict) -> bool:
 
 
 async def wait_deleted(obj: APIObject) -> None:
-    """Watch until the object is gone; bound it with a timeout outside."""
-    while await obj.exists():
+    """Watch until the object is gone; bound it with a timeout outside.
+
+    The watch starts at the resourceVersion just read, so a deletion that lands
+    in between is still seen.
+    """
+    while True:
+        try:
+            await obj.refresh()
+        except kr8s.NotFoundError:
+            return
         async with contextlib.aclosing(obj.async_watch()) as events:
             async for event, _ in events:
                 if event == "DELETED":

@@ -8,11 +8,18 @@ with Docker and internet.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import kr8s.asyncio
 import pytest
+from kr8s.asyncio.objects import Namespace
+
+from registry_provisioner.kube import wait_deleted
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -61,3 +68,19 @@ def cluster(request: pytest.FixtureRequest):
 @pytest.fixture(scope="session")
 def kubeconfig(cluster) -> str:
     return str(cluster.kubeconfig_path)
+
+
+@pytest.fixture(scope="session")
+async def api(kubeconfig: str) -> kr8s.asyncio.Api:
+    return await kr8s.asyncio.api(kubeconfig=kubeconfig)
+
+
+@pytest.fixture
+async def namespace(api: kr8s.asyncio.Api) -> AsyncIterator[str]:
+    """A fresh namespace, deleted (and waited out) after the test."""
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    ns = await Namespace({"metadata": {"name": name}}, api=api)
+    await ns.create()
+    yield name
+    await ns.delete()
+    await asyncio.wait_for(wait_deleted(ns), 120)

@@ -1,0 +1,164 @@
+"""The whole mission: push from outside, run it in the cluster, survive restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import subprocess
+from pathlib import Path
+
+import kr8s.asyncio
+import pytest
+from kr8s.asyncio.objects import Deployment, Namespace
+
+from registry_provisioner import kube
+from registry_provisioner.errors import RegistryError
+from registry_provisioner.oci_client import RegistryClient
+from scripts.local_cluster import images, node_config
+from scripts.local_cluster.paths import STATE_DIR
+from tests.cluster.invoke_cli import invoke
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1200)]
+
+NAMESPACE = "e2e-registry"
+APPS = "e2e-apps"
+IP = "10.213.1.52"
+HOST = f"{IP}:5000"
+SETTINGS = [
+    "--set",
+    f"namespace={NAMESPACE}",
+    "--set",
+    f"service.ip={IP}",
+    "--set",
+    f"pull_secret.namespaces=[{APPS}]",
+]
+NODE_TRUST_DIR = node_config.NodeLayout(STATE_DIR / "node").registry_certs_dir / HOST
+
+
+def skopeo(*args: str, authfile: Path, cert_dir: Path) -> str:
+    """skopeo with TLS verification on, the CA from cert_dir and the login from authfile."""
+    tls = ["--authfile", str(authfile), "--cert-dir", str(cert_dir)]
+    command, *rest = args
+    if command == "copy":
+        tls = ["--dest-authfile", str(authfile), "--dest-cert-dir", str(cert_dir)]
+    result = subprocess.run(
+        ["skopeo", command, *tls, *rest], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+async def password(api: kr8s.asyncio.Api) -> str:
+    [secret] = await kube.get_all(api, "secrets", "docker-registry-auth", namespace=NAMESPACE)
+    return base64.b64decode(secret.raw["data"]["password"]).decode()
+
+
+def app_deployment(image: str) -> dict:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "app", "namespace": APPS},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "app"}},
+            "template": {
+                "metadata": {"labels": {"app": "app"}},
+                "spec": {
+                    "imagePullSecrets": [{"name": "docker-registry-pull"}],
+                    "terminationGracePeriodSeconds": 1,
+                    "containers": [
+                        {
+                            "name": "app",
+                            "image": image,
+                            "imagePullPolicy": "Always",
+                            "command": ["sh", "-c", "echo running; exec sleep 100000"],
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+async def test_push_from_outside_then_deploy_restart_and_reprovision(
+    api: kr8s.asyncio.Api, kubeconfig: str, tmp_path: Path
+) -> None:
+    invoke("unprovision", *SETTINGS, "--purge", kubeconfig=kubeconfig)
+    apps = await Namespace({"metadata": {"name": APPS}}, api=api)
+    if not await apps.exists():
+        await apps.create()
+
+    # 1. Provision.
+    ca_dir = tmp_path / "certs"
+    provisioned = invoke("provision", *SETTINGS, "--ca-dir", str(ca_dir), kubeconfig=kubeconfig)
+    assert provisioned.returncode == 0, provisioned.stderr
+    cert_dir = ca_dir / HOST
+    login = await password(api)
+    authfile = tmp_path / "auth.json"
+    token = base64.b64encode(f"registry:{login}".encode()).decode()
+    authfile.write_text(json.dumps({"auths": {HOST: {"auth": token}}}))
+    authfile.chmod(0o600)
+
+    # 2. Push a runnable image from the host, TLS verified, with the real login.
+    archive = images.build_image(images.helper_image())
+    image = f"{HOST}/e2e/app:1"
+    skopeo(
+        "copy", f"oci-archive:{archive}", f"docker://{image}", authfile=authfile, cert_dir=cert_dir
+    )
+    digest = json.loads(
+        skopeo("inspect", f"docker://{image}", authfile=authfile, cert_dir=cert_dir)
+    )["Digest"]
+
+    # 3. A Deployment in another namespace pulls it through node trust and the pull Secret.
+    assert (NODE_TRUST_DIR / "ca.crt").read_text() == (cert_dir / "ca.crt").read_text()
+    await kube.apply_manifests(api, [app_deployment(image)])
+    app = await Deployment.get("app", namespace=APPS, api=api)
+    await asyncio.wait_for(kube.wait_until(app, kube.rolled_out), 180)
+    [pod] = await kube.get_all(api, "pods", namespace=APPS, label_selector="app=app")
+    assert pod.raw["status"]["phase"] == "Running"
+    assert pod.raw["status"]["containerStatuses"][0]["imageID"].endswith(digest)
+
+    # 4. Restart the registry pod; the image is still there, by digest.
+    [registry_pod] = await kube.get_all(
+        api, "pods", namespace=NAMESPACE, label_selector="app.kubernetes.io/component=registry"
+    )
+    await registry_pod.delete()
+    await asyncio.wait_for(kube.wait_deleted(registry_pod), 120)
+    registry = await Deployment.get("docker-registry", namespace=NAMESPACE, api=api)
+    await asyncio.wait_for(kube.wait_until(registry, kube.rolled_out), 180)
+    by_digest = f"docker://{HOST}/e2e/app@{digest}"
+    async with RegistryClient(f"https://{HOST}", "registry", login, cert_dir / "ca.crt") as c:
+        await asyncio.wait_for(_until_answers(c), 60)
+    skopeo("inspect", by_digest, authfile=authfile, cert_dir=cert_dir)
+
+    # 5. Unprovision keeping the data, provision again: the image is still there.
+    kept = invoke("unprovision", *SETTINGS, kubeconfig=kubeconfig)
+    assert kept.returncode == 0, kept.stderr
+    again = invoke("provision", *SETTINGS, "--ca-dir", str(ca_dir), kubeconfig=kubeconfig)
+    assert again.returncode == 0, again.stderr
+    skopeo("inspect", by_digest, authfile=authfile, cert_dir=cert_dir)
+
+    # 6. Purge: nothing left, node-trust files removed.
+    await kube.delete_manifests(api, [app_deployment(image)])
+    purged = invoke("unprovision", *SETTINGS, "--purge", kubeconfig=kubeconfig)
+    assert purged.returncode == 0, purged.stderr
+    assert not NODE_TRUST_DIR.exists()
+    ours = await kube.get_all(
+        api,
+        "secrets",
+        namespace=kr8s.ALL,
+        label_selector=f"app.kubernetes.io/instance={NAMESPACE}",
+    )
+    assert ours == []
+    assert not await Namespace({"metadata": {"name": NAMESPACE}}, api=api).exists()
+
+
+async def _until_answers(client: RegistryClient) -> None:
+    """The new pod is Ready; wait for the Service's endpoint to follow."""
+    while True:
+        try:
+            await client.ping()
+            return
+        except RegistryError:
+            await asyncio.sleep(0.5)
