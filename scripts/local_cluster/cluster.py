@@ -95,6 +95,14 @@ def _node_ready(api: httpx.Client) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
+def build_all() -> tuple[Path, list[Path], list[ProcessSpec]]:
+    """Every binary and image the cluster runs, built once and cached by version."""
+    kube = build(kubernetes())
+    archives = images.build_images()
+    addon_specs = addons.addon_processes(KUBECONFIG, STATE_DIR)  # builds the addons
+    return kube, archives, addon_specs
+
+
 def up() -> Path:
     """Start the cluster (building what is missing) and return the kubeconfig path."""
     if is_running():
@@ -103,9 +111,7 @@ def up() -> Path:
     if STATE_DIR.exists() or network.namespace_exists():
         with step("clearing the remains of an earlier run"):
             down()
-    kube = build(kubernetes())
-    archives = images.build_images()
-    addon_specs = addons.addon_processes(KUBECONFIG, STATE_DIR)  # builds them if needed
+    kube, archives, addon_specs = build_all()
     started = time.monotonic()
     processes, node, _ = _layout()
     pki = ensure_pki(STATE_DIR / "pki")
