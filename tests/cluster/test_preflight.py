@@ -10,7 +10,7 @@ from kr8s.asyncio.objects import Service
 
 from registry_provisioner import kube
 from registry_provisioner.kube import field_is, wait_until
-from tests.cluster.invoke_cli import invoke
+from tests.cluster.helpers import invoke
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 

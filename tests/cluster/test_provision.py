@@ -9,7 +9,7 @@ import pytest
 
 from registry_provisioner import kube
 from registry_provisioner.oci_client import RegistryClient, push_image, random_image
-from tests.cluster.invoke_cli import invoke
+from tests.cluster.helpers import invoke
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 

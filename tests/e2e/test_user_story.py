@@ -13,11 +13,10 @@ import pytest
 from kr8s.asyncio.objects import Deployment, Namespace
 
 from registry_provisioner import kube
-from registry_provisioner.errors import RegistryError
 from registry_provisioner.oci_client import RegistryClient
 from scripts.local_cluster import images, node_config
 from scripts.local_cluster.paths import STATE_DIR
-from tests.cluster.invoke_cli import invoke
+from tests.cluster.helpers import invoke, until_answers
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1200)]
 
@@ -129,7 +128,7 @@ async def test_push_from_outside_then_deploy_restart_and_reprovision(
     await asyncio.wait_for(kube.wait_until(registry, kube.rolled_out), 180)
     by_digest = f"docker://{HOST}/e2e/app@{digest}"
     async with RegistryClient(f"https://{HOST}", "registry", login, cert_dir / "ca.crt") as c:
-        await asyncio.wait_for(_until_answers(c), 60)
+        await asyncio.wait_for(until_answers(c), 60)
     skopeo("inspect", by_digest, authfile=authfile, cert_dir=cert_dir)
 
     # 5. Unprovision keeping the data, provision again: the image is still there.
@@ -152,13 +151,3 @@ async def test_push_from_outside_then_deploy_restart_and_reprovision(
     )
     assert ours == []
     assert not await Namespace({"metadata": {"name": NAMESPACE}}, api=api).exists()
-
-
-async def _until_answers(client: RegistryClient) -> None:
-    """The new pod is Ready; wait for the Service's endpoint to follow."""
-    while True:
-        try:
-            await client.ping()
-            return
-        except RegistryError:
-            await asyncio.sleep(0.5)

@@ -1,0 +1,160 @@
+"""The provisioned registry keeps strangers out and keeps its data (issue: reliability suite)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import socket
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import kr8s.asyncio
+import pytest
+from kr8s.asyncio.objects import Deployment
+
+from registry_provisioner import kube
+from registry_provisioner.errors import RegistryError
+from registry_provisioner.oci_client import RegistryClient, pull_image, push_image, random_image
+from registry_provisioner.secrets import self_signed_ca_and_server_cert
+from registry_provisioner.smoke import smoke_test
+from tests.cluster.helpers import invoke, until_answers
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
+
+NAMESPACE = "sec-registry"
+IP = "10.213.1.53"
+URL = f"https://{IP}:5000"
+SETTINGS = ["--set", f"namespace={NAMESPACE}", "--set", f"service.ip={IP}"]
+DNS_NAMES = (
+    f"docker-registry-service.{NAMESPACE}.svc",
+    f"docker-registry-service.{NAMESPACE}.svc.cluster.local",
+    f"docker-registry-service.{NAMESPACE}",
+)
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    password: str
+    ca_file: Path
+    outputs: str  # everything provision, smoke-test and status printed
+
+
+@pytest.fixture(scope="module")
+async def registry(
+    api: kr8s.asyncio.Api, kubeconfig: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Provisioned]:
+    ca_dir = tmp_path_factory.mktemp("certs")
+    invoke("unprovision", *SETTINGS, "--purge", kubeconfig=kubeconfig)
+    runs = [
+        invoke("provision", *SETTINGS, "--ca-dir", str(ca_dir), kubeconfig=kubeconfig),
+        invoke("smoke-test", *SETTINGS, "--ca-dir", str(ca_dir), kubeconfig=kubeconfig),
+        invoke("status", *SETTINGS, kubeconfig=kubeconfig),
+    ]
+    for run in runs:
+        assert run.returncode == 0, run.stderr
+    [secret] = await kube.get_all(api, "secrets", "docker-registry-auth", namespace=NAMESPACE)
+    password = base64.b64decode(secret.raw["data"]["password"]).decode()
+    outputs = "".join(run.stdout + run.stderr for run in runs)
+    yield Provisioned(password, ca_dir / f"{IP}:5000" / "ca.crt", outputs)
+    invoke("unprovision", *SETTINGS, "--purge", kubeconfig=kubeconfig)
+
+
+# --- auth ----------------------------------------------------------------------------
+
+
+async def test_anonymous_and_wrong_password_get_401(registry: Provisioned) -> None:
+    for username, password in ((None, None), ("registry", "not-the-password")):
+        async with RegistryClient(URL, username, password, registry.ca_file) as client:
+            with pytest.raises(RegistryError) as caught:
+                await client.ping()
+            assert caught.value.status == 401
+
+
+async def test_push_and_pull_without_credentials_fail(registry: Provisioned) -> None:
+    image = random_image([1024])
+    async with RegistryClient(URL, "registry", registry.password, registry.ca_file) as client:
+        await push_image(client, "private/app", "v1", image)
+    async with RegistryClient(URL, ca_file=registry.ca_file) as anonymous:
+        with pytest.raises(RegistryError) as pushed:
+            await push_image(anonymous, "private/app", "v2", random_image([1024]))
+        with pytest.raises(RegistryError) as pulled:
+            await pull_image(anonymous, "private/app", "v1")
+    assert pushed.value.status == pulled.value.status == 401
+
+
+def test_metrics_port_is_not_reachable_through_the_loadbalancer(registry: Provisioned) -> None:
+    with pytest.raises(OSError), socket.create_connection((IP, 5001), timeout=5):
+        pass
+
+
+async def test_password_never_appears_in_output_or_logs(
+    api: kr8s.asyncio.Api, registry: Provisioned
+) -> None:
+    assert registry.password not in registry.outputs
+    pods = await kube.get_all(api, "pods", namespace=NAMESPACE)
+    for pod in pods:
+        for container in pod.raw["spec"]["containers"]:
+            log = "".join([line async for line in pod.logs(container=container["name"])])
+            assert registry.password not in log, f"password in the log of {pod.name}"
+
+
+# --- TLS -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("server_name", [IP, *DNS_NAMES])
+def test_served_chain_verifies_for_the_ip_and_every_dns_name(
+    registry: Provisioned, server_name: str
+) -> None:
+    context = ssl.create_default_context(cafile=str(registry.ca_file))
+    with (
+        socket.create_connection((IP, 5000), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname=server_name) as tls,
+    ):
+        assert tls.getpeercert()  # verified chain and hostname, or wrap_socket raised
+
+
+async def test_plain_http_serves_no_content(registry: Provisioned) -> None:
+    async with httpx.AsyncClient(timeout=5) as client:
+        response = await client.get(f"http://{IP}:5000/v2/_catalog")
+    assert response.status_code == 400
+    assert "Docker-Distribution-Api-Version" not in response.headers
+    assert b"repositories" not in response.content
+
+
+async def test_wrong_ca_fails_verification_and_smoke_test_says_so(
+    registry: Provisioned, tmp_path: Path
+) -> None:
+    stranger_ca, _, _ = self_signed_ca_and_server_cert(["elsewhere.test"], [IP])
+    wrong_ca = tmp_path / "wrong-ca.crt"
+    wrong_ca.write_text(stranger_ca)
+    with pytest.raises(RegistryError) as caught:
+        await smoke_test(URL, "registry", registry.password, wrong_ca)
+    assert "CA does not match" in str(caught.value)
+
+
+# --- durability ----------------------------------------------------------------------
+
+
+async def test_twenty_images_survive_a_registry_pod_restart(
+    api: kr8s.asyncio.Api, registry: Provisioned
+) -> None:
+    images = {f"durable/app{i}": random_image([2048 + i, 4096]) for i in range(20)}
+    async with RegistryClient(URL, "registry", registry.password, registry.ca_file) as client:
+        digests = {repo: await push_image(client, repo, "v1", img) for repo, img in images.items()}
+
+    selector = "app.kubernetes.io/component=registry"
+    [pod] = await kube.get_all(api, "pods", namespace=NAMESPACE, label_selector=selector)
+    await pod.delete()
+    await asyncio.wait_for(kube.wait_deleted(pod), 120)
+    deployment = await Deployment.get("docker-registry", namespace=NAMESPACE, api=api)
+    await asyncio.wait_for(kube.wait_until(deployment, kube.rolled_out), 180)
+
+    async with RegistryClient(URL, "registry", registry.password, registry.ca_file) as client:
+        await asyncio.wait_for(until_answers(client), 60)
+        for repo, image in images.items():
+            pulled = await pull_image(client, repo, digests[repo])
+            assert pulled.manifest == image.manifest
+            assert pulled.config == image.config and pulled.layers == image.layers
