@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 NAMESPACE = "preflight-registry"
 
 
-async def _snapshot(api: kr8s.asyncio.Api) -> dict[str, str]:
+async def snapshot(api: kr8s.asyncio.Api) -> dict[str, str]:
     """resourceVersion of everything a provision could touch, cluster-wide."""
     versions = {}
     for kind in (
@@ -76,7 +76,7 @@ async def test_preflight_failure_changes_nothing(
     api: kr8s.asyncio.Api, kubeconfig: str, case: str
 ) -> None:
     extra, field = CASES[case]
-    before = await _snapshot(api)
+    before = await snapshot(api)
     result = invoke(
         "provision",
         "--set",
@@ -89,13 +89,13 @@ async def test_preflight_failure_changes_nothing(
     assert result.returncode != 0
     assert field in result.stderr, result.stderr
     assert "nothing was changed" in result.stderr
-    assert await _snapshot(api) == before
+    assert await snapshot(api) == before
 
 
 async def test_ip_used_by_another_service(
     api: kr8s.asyncio.Api, kubeconfig: str, ip_taken: str
 ) -> None:
-    before = await _snapshot(api)
+    before = await snapshot(api)
     result = invoke(
         "provision",
         "--set",
@@ -106,7 +106,7 @@ async def test_ip_used_by_another_service(
     )
     assert result.returncode != 0
     assert "service.ip" in result.stderr and "squatter" in result.stderr, result.stderr
-    assert await _snapshot(api) == before
+    assert await snapshot(api) == before
 
 
 async def test_unreachable_api_is_a_clear_error(tmp_path) -> None:
