@@ -192,6 +192,26 @@ def _unmount_under(root: Path) -> None:
         subprocess.run(["umount", "-l", mount], check=False)
 
 
+def stop_apiserver() -> None:
+    """For fault tests: the API server goes away as if it had crashed."""
+    processes, _, _ = _layout()
+    processes.stop("kube-apiserver")
+
+
+def start_apiserver() -> None:
+    """Bring the API server back after stop_apiserver, and wait until it is ready."""
+    processes, _, pki = _layout()
+    processes.start(control_plane.kube_apiserver(build(kubernetes()), pki))
+    with _api_client(pki) as api:
+        wait_until(
+            "the API server to be ready",
+            lambda: api.get("/readyz").status_code == 200,
+            120,
+            processes,
+            "kube-apiserver",
+        )
+
+
 class LocalCluster:
     """The same interface as pytest-kind's KindCluster, for the local cluster.
 

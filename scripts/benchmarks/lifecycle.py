@@ -1,0 +1,318 @@
+"""Time to ready and to removal: `invoke provision` against the kubectl floor.
+
+The floor is what a careful person does by hand with the same manifests:
+`kubectl apply --server-side`, `kubectl wait` and `rollout status` on what
+provision waits for, then the same first push with the same OCI client. Both
+are timed from nothing until that push is accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import kr8s
+import kr8s.asyncio
+
+from registry_provisioner import kube, provision, render
+from registry_provisioner.config import Settings
+from registry_provisioner.oci_client import Image
+from registry_provisioner.secrets import Credentials, generate_credentials
+from scripts.local_cluster.paths import CACHE_DIR
+
+from .children import BenchError, ChildRun, run_child
+from .data_plane import Endpoint, push_until_accepted
+
+STEP_TIMEOUT = 600.0
+WAIT_TIMEOUT = "300s"
+GONE_TIMEOUT = 300.0
+FIELD_MANAGER = "bench-kubectl"
+# Every kind provision makes, looked up by our labels wherever it lives.
+OUR_KINDS = (
+    "certificates.cert-manager.io",
+    "secrets",
+    "configmaps",
+    "services",
+    "deployments",
+    "daemonsets",
+    "persistentvolumeclaims",
+)
+# provision's progress lines name what it waits for; these give each wait a short name.
+_WAIT_NAMES = (
+    (re.compile(r"^Certificate "), "wait: Certificate Ready"),
+    (re.compile(r"^Deployment "), "wait: Deployment rolled out"),
+    (re.compile(r"^Service "), "wait: LoadBalancer IP"),
+    (re.compile(r"^the registry to answer"), "wait: registry answers on the IP"),
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    """The cluster and settings every step works on."""
+
+    settings: Settings
+    set_args: tuple[str, ...]  # --set KEY=VALUE pairs that produce `settings` under --local
+    kubeconfig: str
+    kubectl: tuple[str, ...]
+    api: kr8s.asyncio.Api
+    work_dir: Path
+
+
+def kubectl_command(kubeconfig: str) -> tuple[str, ...]:
+    """The local cluster's own kubectl (its multi-call binary), else kubectl on PATH."""
+    builds = sorted(
+        (CACHE_DIR / "bin").glob("kubernetes-*"), key=lambda p: p.stat().st_mtime, reverse=True
+    )
+    prefix = (str(builds[0]), "kubectl") if builds else ("kubectl",)
+    return (*prefix, f"--kubeconfig={kubeconfig}")
+
+
+def invoke_command(target: Target, task: str, *extra: str) -> list[str]:
+    """`invoke TASK --local` with the bench's settings, as a user would type it."""
+    sets = [arg for pair in target.set_args for arg in ("--set", pair)]
+    local = ["--local", "--kubeconfig", target.kubeconfig]
+    return [sys.executable, "-m", "invoke", task, *local, *sets, *extra]
+
+
+async def child(argv: Sequence[str], what: str, secrets: Sequence[str] = ()) -> ChildRun:
+    """Run a child off the event loop, so samplers keep running; fail loudly."""
+    run = await asyncio.to_thread(run_child, argv, timeout=STEP_TIMEOUT)
+    return run.checked(what, secrets)
+
+
+# -- ours --
+
+
+def provision_phases(run: ChildRun) -> dict[str, float]:
+    """Split a provision run by its progress lines: before the first wait, each wait, after."""
+    phases: dict[str, float] = {}
+    first_wait = last_done = None
+    for at, line in run.stderr_lines:
+        if line.startswith("==> waiting for "):
+            first_wait = at if first_wait is None else first_wait
+        done = re.match(r"^\s+done in ([\d.]+)s: waiting for (.*?) \(up to", line)
+        if done:
+            seconds, what = float(done.group(1)), done.group(2)
+            name = next((n for pattern, n in _WAIT_NAMES if pattern.search(what)), f"wait: {what}")
+            phases[name] = phases.get(name, 0.0) + seconds
+            last_done = at
+    if first_wait is not None:
+        phases = {"start, connect, preflight, render, apply": first_wait, **phases}
+    if last_done is not None:
+        phases["after the waits (CA file, summary, exit)"] = max(0.0, run.seconds - last_done)
+    return phases
+
+
+async def endpoint_of(target: Target, ca_file: Path) -> Endpoint:
+    credentials = await provision.existing_credentials(target.api, target.settings)
+    if credentials is None:
+        raise BenchError("provision finished but left no login Secret")
+    return Endpoint(
+        target.settings.registry_url, credentials.username, credentials.password, ca_file
+    )
+
+
+@dataclass(frozen=True)
+class Ready:
+    seconds: float
+    phases: dict[str, float]
+    provision_run: ChildRun | None
+    endpoint: Endpoint
+
+
+async def provision_to_first_push(target: Target, image: Image) -> Ready:
+    """`invoke provision` from nothing, then the first push, timed end to end."""
+    ca_dir = target.work_dir / "ca-provision"
+    started = time.monotonic()
+    run = await child(invoke_command(target, "provision", "--ca-dir", str(ca_dir)), "provision")
+    endpoint = await endpoint_of(target, ca_dir / target.settings.registry_host / "ca.crt")
+    push = await push_until_accepted(endpoint, image, timeout=120)
+    seconds = time.monotonic() - started
+    phases = {**provision_phases(run), "first push": push}
+    return Ready(seconds, phases, run, endpoint)
+
+
+async def reprovision(target: Target, *extra: str) -> ChildRun:
+    """A re-run that must change nothing (or a dry run, with --dry-run)."""
+    run = await child(invoke_command(target, "provision", *extra), f"provision {' '.join(extra)}")
+    expected = "no changes" if not extra else "nothing was changed: no changes"
+    if expected not in run.stdout:
+        raise BenchError(f"provision {' '.join(extra)} changed something:\n{run.stdout}")
+    return run
+
+
+async def unprovision_until_gone(target: Target) -> float:
+    started = time.monotonic()
+    await child(invoke_command(target, "unprovision", "--purge"), "unprovision --purge")
+    await wait_gone(target)
+    return time.monotonic() - started
+
+
+# -- the kubectl floor --
+
+
+def _secrets_of(credentials: Credentials) -> tuple[str, ...]:
+    return (credentials.password, credentials.htpasswd, credentials.http_secret)
+
+
+def write_manifests(target: Target) -> tuple[Path, Credentials]:
+    """The manifests provision would apply from nothing, real secrets in, mode 0600."""
+    credentials = generate_credentials(target.settings)
+    path = target.work_dir / "floor-manifests.yaml"
+    path.unlink(missing_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(render.manifests_yaml(render.render_manifests(target.settings, credentials)))
+    return path, credentials
+
+
+async def floor_to_first_push(target: Target, image: Image) -> tuple[Ready, Path, Credentials]:
+    """Apply, wait and push with kubectl alone; manifests are rendered before the clock."""
+    s, ns = target.settings, target.settings.namespace
+    manifests, credentials = write_manifests(target)
+    secrets = _secrets_of(credentials)
+    k = target.kubectl
+    steps: list[tuple[str, list[str]]] = [
+        (
+            "kubectl apply --server-side",
+            [
+                *k,
+                "apply",
+                "--server-side",
+                f"--field-manager={FIELD_MANAGER}",
+                "-f",
+                str(manifests),
+            ],
+        ),
+    ]
+    if s.tls.mode == "cert-manager":
+        steps.append(
+            (
+                "kubectl wait: Certificate Ready",
+                [
+                    *k,
+                    "-n",
+                    ns,
+                    "wait",
+                    "--for=condition=Ready",
+                    f"--timeout={WAIT_TIMEOUT}",
+                    f"certificates.cert-manager.io/{s.name}",
+                ],
+            )
+        )
+    steps += [
+        (
+            "kubectl rollout status",
+            [
+                *k,
+                "-n",
+                ns,
+                "rollout",
+                "status",
+                f"--timeout={WAIT_TIMEOUT}",
+                f"deployment/{s.name}",
+            ],
+        ),
+        (
+            "kubectl wait: LoadBalancer IP",
+            [
+                *k,
+                "-n",
+                ns,
+                "wait",
+                f"--timeout={WAIT_TIMEOUT}",
+                f"--for=jsonpath={{.status.loadBalancer.ingress[0].ip}}={s.service.ip}",
+                f"service/{s.service.name}",
+            ],
+        ),
+    ]
+    phases: dict[str, float] = {}
+    started = time.monotonic()
+    for name, argv in steps:
+        phases[name] = (await child(argv, name, secrets)).seconds
+    ca = await child(
+        [*k, "-n", ns, "get", "secret", s.tls.secret_name, "-o", r"jsonpath={.data.ca\.crt}"],
+        "kubectl get the CA",
+    )
+    phases["kubectl get the CA"] = ca.seconds
+    ca_file = target.work_dir / "ca-floor" / s.registry_host / "ca.crt"
+    ca_file.parent.mkdir(parents=True, exist_ok=True)
+    ca_file.write_bytes(base64.b64decode(ca.stdout))
+    endpoint = Endpoint(s.registry_url, credentials.username, credentials.password, ca_file)
+    phases["first push"] = await push_until_accepted(endpoint, image, timeout=120)
+    seconds = time.monotonic() - started
+    return Ready(seconds, phases, None, endpoint), manifests, credentials
+
+
+async def kubectl_delete_until_gone(
+    target: Target, manifests: Path, secrets: Sequence[str]
+) -> float:
+    started = time.monotonic()
+    await child(
+        [
+            *target.kubectl,
+            "delete",
+            "--wait=true",
+            f"--timeout={WAIT_TIMEOUT}",
+            "-f",
+            str(manifests),
+        ],
+        "kubectl delete --wait",
+        secrets,
+    )
+    await wait_gone(target)
+    return time.monotonic() - started
+
+
+# -- cleanliness between runs --
+
+
+async def leftovers(target: Target) -> list[str]:
+    """Every object of this installation still present, the namespace included."""
+    api, s = target.api, target.settings
+    found = [f"Namespace/{s.namespace}" for _ in await kube.get_all(api, "namespaces", s.namespace)]
+    for kind in OUR_KINDS:
+        for obj in await kube.get_all(
+            api, kind, namespace=kr8s.ALL, label_selector=render.label_selector(s)
+        ):
+            found.append(f"{obj.kind}/{obj.namespace}/{obj.name}")
+    return found
+
+
+async def wait_gone(target: Target, timeout: float = GONE_TIMEOUT) -> None:
+    """Until every object is gone: part of what removal is timed on."""
+    deadline = time.monotonic() + timeout
+    while left := await leftovers(target):
+        if time.monotonic() > deadline:
+            raise BenchError(f"still present {timeout:.0f}s after removal: {', '.join(left)}")
+        await asyncio.sleep(0.2)
+
+
+async def wait_volumes_released(target: Target, timeout: float = GONE_TIMEOUT) -> None:
+    """The provisioner deletes the old volume in the background; let it finish untimed,
+    so its cleanup does not run inside the next measurement."""
+    deadline = time.monotonic() + timeout
+    while True:
+        volumes = [
+            pv.name
+            for pv in await kube.get_all(target.api, "persistentvolumes")
+            if (pv.raw["spec"].get("claimRef") or {}).get("namespace") == target.settings.namespace
+        ]
+        if not volumes:
+            return
+        if time.monotonic() > deadline:
+            raise BenchError(f"volumes not released after {timeout:.0f}s: {', '.join(volumes)}")
+        await asyncio.sleep(0.5)
+
+
+async def ensure_clean(target: Target) -> None:
+    """Start from nothing: purge whatever an earlier (or failed) run left."""
+    if await leftovers(target):
+        await child(invoke_command(target, "unprovision", "--purge"), "unprovision --purge")
+        await wait_gone(target)
+    await wait_volumes_released(target)

@@ -1,0 +1,265 @@
+"""Figures, their targets, and the JSON and Markdown written under bench/.
+
+Every figure keeps its raw samples (one per run) next to their median, so a
+reader can see the spread; ratios are sampled per run, never built from two
+medians, because runs minutes apart on a noisy machine are not comparable.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+_COMPARE: dict[str, Callable[[float, float], bool]] = {
+    "<=": operator.le,
+    ">=": operator.ge,
+    "==": operator.eq,
+}
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What a figure means, its unit, and the target the issue sets for it (if any)."""
+
+    key: str
+    section: str
+    label: str  # may use {size} (MiB per image) and {clients}
+    unit: str
+    target: tuple[str, float] | None = None
+    # "worst" judges the target on the worst run: one failed push is not a median matter.
+    judge: Literal["median", "worst"] = "median"
+
+
+TIME, REMOVE, THROUGHPUT, CONCURRENCY, COST = (
+    "Time to ready",
+    "Re-provision and removal",
+    "Throughput",
+    "Concurrency",
+    "Cost",
+)
+
+SPECS: tuple[Spec, ...] = (
+    Spec("provision_ready", TIME, "`invoke provision` from nothing until a push succeeds", "s"),
+    Spec(
+        "floor_ready",
+        TIME,
+        "floor: `kubectl apply --server-side` + `kubectl wait`/`rollout status` + same push",
+        "s",
+    ),
+    Spec("provision_vs_floor", TIME, "provision / floor", "x", ("<=", 1.2)),
+    Spec("noop_provision", REMOVE, "no-op re-provision", "s", ("<=", 3.0)),
+    Spec("dry_run", REMOVE, "`invoke provision --dry-run`", "s"),
+    Spec("unprovision", REMOVE, "`invoke unprovision --purge` until every object is gone", "s"),
+    Spec("kubectl_delete", REMOVE, "`kubectl delete --wait` of the same objects", "s"),
+    Spec("unprovision_vs_delete", REMOVE, "unprovision / kubectl delete", "x"),
+    Spec("push_cluster", THROUGHPUT, "push {size} MiB through the LoadBalancer IP", "MiB/s"),
+    Spec("push_loopback", THROUGHPUT, "push {size} MiB, same binary+config on loopback", "MiB/s"),
+    Spec("push_vs_loopback", THROUGHPUT, "push: cluster / loopback", "x", (">=", 0.8)),
+    Spec("pull_cluster", THROUGHPUT, "pull {size} MiB through the LoadBalancer IP", "MiB/s"),
+    Spec("pull_loopback", THROUGHPUT, "pull {size} MiB, same binary+config on loopback", "MiB/s"),
+    Spec("pull_vs_loopback", THROUGHPUT, "pull: cluster / loopback", "x", (">=", 0.8)),
+    Spec("disk_write", THROUGHPUT, "raw disk write + fsync of the same bytes", "MiB/s"),
+    Spec("disk_read", THROUGHPUT, "raw disk read of the same bytes (page cache dropped)", "MiB/s"),
+    Spec("push_vs_disk", THROUGHPUT, "push (cluster) / raw disk write", "x"),
+    Spec("pull_vs_disk", THROUGHPUT, "pull (cluster) / raw disk read", "x"),
+    Spec(
+        "concurrent_push",
+        CONCURRENCY,
+        "{clients} clients push different images at once: aggregate",
+        "MiB/s",
+    ),
+    Spec("concurrent_vs_single", CONCURRENCY, "aggregate / one client's push", "x"),
+    Spec(
+        "concurrent_errors",
+        CONCURRENCY,
+        "failed pushes among the {clients}",
+        "",
+        ("==", 0),
+        "worst",
+    ),
+    Spec("pod_idle_cpu", COST, "registry pod CPU, idle", "mCPU"),
+    Spec("pod_idle_memory", COST, "registry pod memory (working set), idle", "MiB"),
+    Spec("pod_load_cpu", COST, "registry pod CPU under load (push, pull, concurrent)", "mCPU"),
+    Spec("pod_load_memory", COST, "registry pod peak working set under load", "MiB"),
+    Spec("pod_memory_peak", COST, "registry pod cgroup peak, page cache included", "MiB"),
+    Spec("provision_peak_rss", COST, "peak RSS of the `invoke provision` process", "MiB"),
+    Spec("provision_cpu", COST, "CPU time of the `invoke provision` process", "s"),
+    Spec("cli_startup", COST, "`invoke --list` (interpreter and imports)", "s"),
+)
+SPEC_BY_KEY = {spec.key: spec for spec in SPECS}
+
+
+@dataclass
+class Figure:
+    """One figure's samples across runs, judged against its spec's target."""
+
+    spec: Spec
+    samples: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(self.samples) if self.samples else None
+
+    @property
+    def judged(self) -> float | None:
+        """The value the target is checked on: the median, or the worst run."""
+        if not self.samples or self.spec.target is None:
+            return self.median
+        if self.spec.judge == "median":
+            return self.median
+        op = self.spec.target[0]
+        return min(self.samples) if op == ">=" else max(self.samples)
+
+    @property
+    def met(self) -> bool | None:
+        if self.spec.target is None or self.judged is None:
+            return None
+        op, limit = self.spec.target
+        return _COMPARE[op](self.judged, limit)
+
+
+@dataclass
+class Results:
+    """Everything one `invoke bench` measured, plus what it ran on."""
+
+    parameters: dict[str, Any]
+    environment: dict[str, Any] = field(default_factory=dict)
+    figures: dict[str, Figure] = field(
+        default_factory=lambda: {spec.key: Figure(spec) for spec in SPECS}
+    )
+    # path ("provision" / "floor") -> phase -> samples in seconds
+    phases: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, key: str, value: float) -> None:
+        self.figures[key].samples.append(value)
+
+    def add_ratio(self, key: str, numerator: float, denominator: float) -> None:
+        """A within-run ratio; a zero denominator leaves the run out rather than divide."""
+        if denominator > 0:
+            self.add(key, numerator / denominator)
+
+    def add_phases(self, path: str, phases: dict[str, float]) -> None:
+        for phase, seconds in phases.items():
+            self.phases.setdefault(path, {}).setdefault(phase, []).append(seconds)
+
+    def label(self, spec: Spec) -> str:
+        return spec.label.format(
+            size=self.parameters.get("size_mib", "?"), clients=self.parameters.get("clients", "?")
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "parameters": self.parameters,
+            "environment": self.environment,
+            "figures": {
+                key: {
+                    "section": figure.spec.section,
+                    "label": self.label(figure.spec),
+                    "unit": figure.spec.unit,
+                    "samples": figure.samples,
+                    "median": figure.median,
+                    "target": " ".join(map(str, figure.spec.target))
+                    if figure.spec.target
+                    else None,
+                    "judged_on": figure.spec.judge if figure.spec.target else None,
+                    "met": figure.met,
+                }
+                for key, figure in self.figures.items()
+            },
+            "phases": {
+                path: {
+                    phase: {"samples": s, "median": statistics.median(s)} for phase, s in p.items()
+                }
+                for path, p in self.phases.items()
+            },
+            "notes": self.notes,
+        }
+
+
+def format_value(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "x":
+        return f"{value:.2f}x"
+    if unit in ("", "mCPU"):
+        return f"{value:.0f}{' mCPU' if unit else ''}"
+    if unit == "s":
+        return f"{value:.2f} s"
+    return f"{value:.1f} {unit}"
+
+
+def _target_text(spec: Spec) -> str:
+    if spec.target is None:
+        return ""
+    op, limit = spec.target
+    shown = format_value(limit, spec.unit).replace(".00 s", " s")
+    text = f"{op.replace('<=', '≤').replace('>=', '≥').replace('==', '=')} {shown}"
+    return text + (" (every run)" if spec.judge == "worst" else "")
+
+
+def _met_text(met: bool | None) -> str:
+    return {True: "yes", False: "**no**", None: ""}[met]
+
+
+def markdown(results: Results) -> str:
+    """The table a human reads: figure, median, the runs behind it, target, met."""
+    p, env = results.parameters, results.environment
+    lines = [
+        "# Benchmark results",
+        "",
+        f"`invoke bench --repeat {p.get('repeat')} --size-mib {p.get('size_mib')}` on the local "
+        f"cluster, {env.get('finished_at', '?')}: {env.get('cpus', '?')} CPUs, load average "
+        f"{env.get('load_before', '?')} before and {env.get('load_after', '?')} after.",
+        "Each figure is the median of the runs listed; each ratio is taken within a run, "
+        "then its median is shown.",
+    ]
+    section = None
+    for figure in results.figures.values():
+        spec = figure.spec
+        if spec.section != section:
+            section = spec.section
+            lines += ["", f"## {section}", "", "| figure | median | runs | target | met |"]
+            lines.append("|---|---:|---|---|---|")
+        runs = ", ".join(format_value(s, spec.unit) for s in figure.samples)
+        lines.append(
+            f"| {results.label(spec)} | {format_value(figure.median, spec.unit)} | {runs} "
+            f"| {_target_text(spec)} | {_met_text(figure.met)} |"
+        )
+    lines += _phase_table(results)
+    if results.notes:
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in results.notes]
+    return "\n".join(lines) + "\n"
+
+
+def _phase_table(results: Results) -> list[str]:
+    if not results.phases:
+        return []
+    paths = list(results.phases)
+    lines = [
+        "",
+        "## Where the time to ready goes (median seconds per phase)",
+        "",
+        "| path | phase | median | runs |",
+        "|---|---|---:|---|",
+    ]
+    for path in paths:
+        for phase, samples in results.phases[path].items():
+            runs = ", ".join(f"{s:.2f}" for s in samples)
+            lines.append(f"| {path} | {phase} | {statistics.median(samples):.2f} | {runs} |")
+    return lines
+
+
+def write(results: Results, out_dir: Path) -> tuple[Path, Path]:
+    """bench/results.json and bench/results.md; returns their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / "results.json", out_dir / "results.md"
+    json_path.write_text(json.dumps(results.to_json(), indent=2) + "\n")
+    md_path.write_text(markdown(results))
+    return json_path, md_path

@@ -1,0 +1,280 @@
+"""The bench from start to end: what runs in which order, and which figure it feeds.
+
+Each run times the kubectl floor and our tasks back to back (alternating which
+goes first, so drift in the machine's load does not always favour one side),
+and, while our registry is up, moves the same image through it, through the
+loopback registry and onto the raw disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import platform
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+from registry_provisioner import kube
+from registry_provisioner.config import Settings
+from registry_provisioner.oci_client import Image, random_image
+from registry_provisioner.preflight import check_reachable
+
+from . import data_plane, lifecycle, pod_cost
+from .children import BenchError
+from .data_plane import Endpoint
+from .loopback import run_loopback
+from .report import MIB, Results, markdown, write
+
+NAMESPACE = "bench-registry"
+SERVICE_IP = "10.213.1.59"
+CLIENTS = 8
+IDLE_SECONDS = 5.0
+FIRST_PUSH_LAYERS = [64 * 1024]  # the smoke test's size: readiness, not throughput
+
+
+def bench_set_args(extra: Sequence[str]) -> tuple[str, ...]:
+    """The bench's settings as --set pairs; `extra` pairs override them.
+
+    The pull Secret stays in the bench's namespace and the KEP-1755 ConfigMap is
+    off: both default to names shared by every installation (default's
+    docker-registry-pull, kube-public's local-registry-hosting), which a purge
+    would delete from under whoever else uses the cluster.
+    """
+    given = dict(pair.partition("=")[::2] for pair in extra)
+    namespace = given.get("namespace", NAMESPACE)
+    if not namespace.startswith("bench-"):
+        raise BenchError(f"namespace {namespace!r}: the bench purges it, so it must start bench-")
+    defaults = {
+        "namespace": namespace,
+        "service.ip": SERVICE_IP,
+        "pull_secret.namespaces": f"[{namespace}]",
+        "discovery.publish_local_registry_hosting": "false",
+    }
+    return tuple(f"{key}={value}" for key, value in {**defaults, **given}.items())
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def _mib_per_s(size: int, seconds: float) -> float:
+    return size / MIB / seconds
+
+
+async def floor_path(target: lifecycle.Target, results: Results) -> dict[str, float]:
+    """kubectl alone: apply, wait, first push; then kubectl delete --wait."""
+    ready, manifests, credentials = await lifecycle.floor_to_first_push(
+        target, random_image(FIRST_PUSH_LAYERS)
+    )
+    results.add("floor_ready", ready.seconds)
+    results.add_phases("kubectl floor", ready.phases)
+    log(f"kubectl floor ready and pushed in {ready.seconds:.1f} s")
+    secrets = (credentials.password, credentials.htpasswd, credentials.http_secret)
+    removal = await lifecycle.kubectl_delete_until_gone(target, manifests, secrets)
+    manifests.unlink()
+    results.add("kubectl_delete", removal)
+    log(f"kubectl delete --wait: everything gone in {removal:.1f} s")
+    await lifecycle.wait_volumes_released(target)
+    return {"ready": ready.seconds, "removal": removal}
+
+
+async def ours_path(
+    target: lifecycle.Target,
+    results: Results,
+    loopback: Endpoint,
+    size_bytes: int,
+    cluster_first: bool,
+) -> dict[str, float]:
+    """invoke provision, a no-op re-run, a dry run, the data plane, then unprovision."""
+    ready = await lifecycle.provision_to_first_push(target, random_image(FIRST_PUSH_LAYERS))
+    assert ready.provision_run is not None
+    results.add("provision_ready", ready.seconds)
+    results.add_phases("invoke provision", ready.phases)
+    results.add("provision_peak_rss", ready.provision_run.max_rss_bytes / MIB)
+    results.add("provision_cpu", ready.provision_run.cpu_seconds)
+    log(f"invoke provision ready and pushed in {ready.seconds:.1f} s")
+    noop = await lifecycle.reprovision(target)
+    results.add("noop_provision", noop.seconds)
+    dry = await lifecycle.reprovision(target, "--dry-run")
+    results.add("dry_run", dry.seconds)
+    log(f"no-op re-provision {noop.seconds:.2f} s, dry run {dry.seconds:.2f} s")
+    await measure_data_plane(target, results, ready.endpoint, loopback, size_bytes, cluster_first)
+    removal = await lifecycle.unprovision_until_gone(target)
+    results.add("unprovision", removal)
+    log(f"invoke unprovision --purge: everything gone in {removal:.1f} s")
+    await lifecycle.wait_volumes_released(target)
+    return {"ready": ready.seconds, "removal": removal}
+
+
+async def measure_data_plane(
+    target: lifecycle.Target,
+    results: Results,
+    cluster: Endpoint,
+    loopback: Endpoint,
+    size_bytes: int,
+    cluster_first: bool,
+) -> None:
+    """Idle cost, then the same image through the cluster, the loopback registry and the disk."""
+    meter = await pod_cost.registry_pod_meter(target.api, target.settings)
+    idle_cores, idle_memory = await pod_cost.idle_usage(meter, IDLE_SECONDS)
+    results.add("pod_idle_cpu", idle_cores * 1000)
+    results.add("pod_idle_memory", idle_memory / MIB)
+    image: Image = await asyncio.to_thread(data_plane.make_image, size_bytes)
+    images = [
+        await asyncio.to_thread(data_plane.make_image, size_bytes // CLIENTS, 2)
+        for _ in range(CLIENTS)
+    ]
+    each = images[0].size / MIB
+    log(f"images ready: {image.size / MIB:.0f} MiB, and {CLIENTS} of {each:.0f} MiB")
+
+    timings: dict[str, float] = {}
+
+    async def through_cluster() -> None:
+        repo = data_plane.new_repository("cluster")
+        async with pod_cost.under_load(meter) as load:
+            timings["push_cluster"] = await data_plane.push_seconds(cluster, repo, "v1", image)
+            timings["pull_cluster"] = await data_plane.pull_seconds(cluster, repo, "v1", image)
+            concurrent = await data_plane.concurrent_pushes(cluster, images)
+        results.add("pod_load_cpu", load.cores * 1000)
+        results.add("pod_load_memory", load.peak_working_set / MIB)
+        peak = meter.peak_bytes()
+        if peak is not None:
+            results.add("pod_memory_peak", peak / MIB)
+        results.add("concurrent_push", _mib_per_s(concurrent.pushed_bytes, concurrent.seconds))
+        results.add("concurrent_errors", len(concurrent.errors))
+        results.notes.extend(f"concurrent push error: {error}" for error in concurrent.errors[:5])
+
+    async def through_loopback() -> None:
+        repo = data_plane.new_repository("loopback")
+        timings["push_loopback"] = await data_plane.push_seconds(loopback, repo, "v1", image)
+        timings["pull_loopback"] = await data_plane.pull_seconds(loopback, repo, "v1", image)
+
+    sides: list[Callable[[], Awaitable[None]]] = [through_cluster, through_loopback]
+    for side in sides if cluster_first else reversed(sides):
+        await side()
+    disk_write, disk_read = await asyncio.to_thread(
+        data_plane.disk_write_read, target.work_dir / "disk", image
+    )
+    rates = {key: _mib_per_s(image.size, seconds) for key, seconds in timings.items()}
+    rates["disk_write"] = _mib_per_s(image.size, disk_write)
+    rates["disk_read"] = _mib_per_s(image.size, disk_read)
+    for key, rate in rates.items():
+        results.add(key, rate)
+    results.add_ratio("push_vs_loopback", rates["push_cluster"], rates["push_loopback"])
+    results.add_ratio("pull_vs_loopback", rates["pull_cluster"], rates["pull_loopback"])
+    results.add_ratio("push_vs_disk", rates["push_cluster"], rates["disk_write"])
+    results.add_ratio("pull_vs_disk", rates["pull_cluster"], rates["disk_read"])
+    results.add_ratio(
+        "concurrent_vs_single",
+        results.figures["concurrent_push"].samples[-1],
+        rates["push_cluster"],
+    )
+    log(
+        "MiB/s: push {push_cluster:.0f} (loopback {push_loopback:.0f}, disk {disk_write:.0f}), "
+        "pull {pull_cluster:.0f} (loopback {pull_loopback:.0f}, disk {disk_read:.0f})".format(
+            **rates
+        )
+    )
+
+
+async def bench_command(
+    settings: Settings,
+    set_args: tuple[str, ...],
+    kubeconfig: str,
+    *,
+    repeat: int,
+    size_mib: int,
+    out_dir: Path,
+) -> None:
+    """Run every measurement `repeat` times, write bench/results.{json,md}, print the table."""
+    if repeat < 1 or size_mib < 1:
+        raise BenchError("--repeat and --size-mib must be at least 1")
+    api = await kube.connect(kubeconfig=kubeconfig)
+    await check_reachable(api)
+    version = await api.version()
+    results = Results(
+        parameters={
+            "repeat": repeat,
+            "size_mib": size_mib,
+            "clients": CLIENTS,
+            "settings": list(set_args),
+            "idle_window_s": IDLE_SECONDS,
+            "first_push_bytes": sum(FIRST_PUSH_LAYERS),
+        },
+        environment={
+            "started_at": _now(),
+            "cpus": os.cpu_count(),
+            "load_before": _load(),
+            "kubernetes": version.get("gitVersion"),
+            "registry_image": settings.image,
+            "python": platform.python_version(),
+        },
+    )
+    results.notes += [
+        "Time to ready runs from nothing until a first push "
+        f"({sum(FIRST_PUSH_LAYERS) // 1024} KiB) is accepted; the floor's manifests are "
+        "rendered before its clock starts.",
+        "Throughput images are fresh random (incompressible) layers; pulls verify every "
+        f"digest; the concurrent test pushes {CLIENTS} images of size/{CLIENTS} each.",
+        "Raw disk: the same blobs written with fsync (the registry fsyncs each blob on "
+        "commit), then read back after dropping those files' pages (posix_fadvise).",
+        "Pod cost comes from the pod's cgroup; CPU in mCPU (1000 = one core) averaged over "
+        f"the window; idle is a {IDLE_SECONDS:.0f} s window before any push.",
+    ]
+    with tempfile.TemporaryDirectory(prefix="registry-bench-") as tmp:
+        target = lifecycle.Target(
+            settings=settings,
+            set_args=set_args,
+            kubeconfig=kubeconfig,
+            kubectl=lifecycle.kubectl_command(kubeconfig),
+            api=api,
+            work_dir=Path(tmp),
+        )
+        log(f"namespace {settings.namespace}, {settings.registry_url}; cleaning up first")
+        await lifecycle.ensure_clean(target)
+        try:
+            with run_loopback(settings, Path(tmp) / "loopback") as loop:
+                loopback = Endpoint(loop.url, loop.username, loop.password, loop.ca_file)
+                for index in range(repeat):
+                    await one_run(target, results, loopback, size_mib * MIB, index, repeat)
+        finally:
+            log("purging the bench's registry")
+            await lifecycle.ensure_clean(target)
+    results.environment.update(finished_at=_now(), load_after=_load())
+    json_path, md_path = write(results, out_dir)
+    print(markdown(results))
+    print(f"wrote {json_path} and {md_path}")
+
+
+async def one_run(
+    target: lifecycle.Target,
+    results: Results,
+    loopback: Endpoint,
+    size_bytes: int,
+    index: int,
+    repeat: int,
+) -> None:
+    log(f"run {index + 1}/{repeat}")
+    startup = await lifecycle.child([sys.executable, "-m", "invoke", "--list"], "invoke --list")
+    results.add("cli_startup", startup.seconds)
+    floor_first = index % 2 == 0
+    outcome: dict[str, dict[str, float]] = {}
+    for name in ("floor", "ours") if floor_first else ("ours", "floor"):
+        if name == "floor":
+            outcome[name] = await floor_path(target, results)
+        else:
+            outcome[name] = await ours_path(target, results, loopback, size_bytes, floor_first)
+    ours, floor = outcome["ours"], outcome["floor"]
+    results.add_ratio("provision_vs_floor", ours["ready"], floor["ready"])
+    results.add_ratio("unprovision_vs_delete", ours["removal"], floor["removal"])
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _load() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())

@@ -1,0 +1,143 @@
+"""Faults during uploads and provisioning lose no data, and a re-run completes."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import kr8s.asyncio
+import pytest
+from kr8s.asyncio.objects import Deployment
+
+from registry_provisioner import kube
+from registry_provisioner.errors import RegistryError
+from registry_provisioner.oci_client import RegistryClient, sha256_digest
+from scripts.local_cluster import cluster as local_cluster
+from tests.cluster.helpers import REPO, invoke, until_answers
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
+
+NAMESPACE = "fault-registry"
+IP = "10.213.1.54"
+URL = f"https://{IP}:5000"
+SETTINGS = ["--set", f"namespace={NAMESPACE}", "--set", f"service.ip={IP}"]
+CHUNK = 8 * 1024 * 1024
+
+
+@pytest.fixture
+def fresh(kubeconfig: str) -> Iterator[None]:
+    invoke("unprovision", *SETTINGS, "--purge", kubeconfig=kubeconfig)
+    yield
+    invoke("unprovision", *SETTINGS, "--purge", kubeconfig=kubeconfig)
+
+
+async def _password(api: kr8s.asyncio.Api) -> str:
+    [secret] = await kube.get_all(api, "secrets", "docker-registry-auth", namespace=NAMESPACE)
+    return base64.b64decode(secret.raw["data"]["password"]).decode()
+
+
+async def _restart_registry(api: kr8s.asyncio.Api) -> None:
+    selector = "app.kubernetes.io/component=registry"
+    [pod] = await kube.get_all(api, "pods", namespace=NAMESPACE, label_selector=selector)
+    await pod.delete(grace_period=1)
+    await asyncio.wait_for(kube.wait_deleted(pod), 120)
+    deployment = await Deployment.get("docker-registry", namespace=NAMESPACE, api=api)
+    await asyncio.wait_for(kube.wait_until(deployment, kube.rolled_out), 180)
+
+
+async def test_pod_killed_mid_upload_then_retry_succeeds(
+    api: kr8s.asyncio.Api, kubeconfig: str, tmp_path: Path, fresh: None
+) -> None:
+    assert (
+        invoke("provision", *SETTINGS, "--ca-dir", str(tmp_path), kubeconfig=kubeconfig).returncode
+        == 0
+    )
+    ca_file, password = tmp_path / f"{IP}:5000" / "ca.crt", await _password(api)
+    blob = os.urandom(12 * CHUNK)
+    two_chunks_sent = asyncio.Event()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for index in range(0, len(blob), CHUNK):
+            if index == 2 * CHUNK:
+                two_chunks_sent.set()
+                await asyncio.sleep(0)  # let the test kill the pod before the rest goes
+            yield blob[index : index + CHUNK]
+
+    async with RegistryClient(URL, "registry", password, ca_file) as client:
+        upload = asyncio.create_task(client.push_blob("faults/big", chunks()))
+        await asyncio.wait_for(two_chunks_sent.wait(), 120)
+        await _restart_registry(api)
+        with pytest.raises(RegistryError):
+            await upload  # the pod that held the upload is gone
+
+    async with RegistryClient(URL, "registry", password, ca_file) as client:
+        await asyncio.wait_for(until_answers(client), 60)
+        digest = await client.push_blob("faults/big", blob, chunk_size=CHUNK)
+        assert digest == sha256_digest(blob)
+        assert await client.get_blob("faults/big", digest) == blob  # verified by digest too
+
+
+def test_provision_killed_midway_then_rerun_completes(
+    kubeconfig: str, tmp_path: Path, fresh: None
+) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "invoke",
+        "provision",
+        "--local",
+        "--kubeconfig",
+        kubeconfig,
+        *SETTINGS,
+        "--ca-dir",
+        str(tmp_path),
+    ]
+    process = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    for line in process.stderr:  # applied, now waiting on readiness: kill it here
+        if line.startswith("==> waiting for"):
+            break
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    rerun = invoke("provision", *SETTINGS, "--ca-dir", str(tmp_path), kubeconfig=kubeconfig)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"registry ready at {URL}" in rerun.stdout
+
+
+def test_api_server_stopped_during_provision(
+    cluster, kubeconfig: str, tmp_path: Path, fresh: None
+) -> None:
+    if not isinstance(cluster, local_cluster.LocalCluster):
+        pytest.skip("stops the API server, which only the local cluster lets a test do")
+    command = [
+        sys.executable,
+        "-m",
+        "invoke",
+        "provision",
+        "--local",
+        "--kubeconfig",
+        kubeconfig,
+        *SETTINGS,
+        "--ca-dir",
+        str(tmp_path),
+    ]
+    process = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    for line in process.stderr:
+        if line.startswith("==> waiting for"):
+            break
+    local_cluster.stop_apiserver()
+    try:
+        rest = process.stderr.read()
+        assert process.wait(timeout=300) != 0
+        assert "error:" in rest and "Traceback" not in rest, rest
+    finally:
+        local_cluster.start_apiserver()
+    rerun = invoke("provision", *SETTINGS, "--ca-dir", str(tmp_path), kubeconfig=kubeconfig)
+    assert rerun.returncode == 0, rerun.stderr

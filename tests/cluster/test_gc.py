@@ -1,0 +1,176 @@
+"""`invoke gc` on the real local cluster: space comes back, tagged images stay whole."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import kr8s.asyncio
+import pytest
+from tests.cluster.invoke_cli import invoke
+
+from registry_provisioner import gc, kube, load_settings, maintenance
+from registry_provisioner.errors import RegistryError
+from registry_provisioner.oci_client import (
+    OCI_CONFIG,
+    OCI_LAYER_GZIP,
+    OCI_MANIFEST,
+    Image,
+    RegistryClient,
+    pull_image,
+    push_image,
+    random_image,
+    sha256_digest,
+)
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
+
+NAMESPACE = "gc-registry"
+IP = "10.213.1.58"
+OVERRIDES = {
+    "namespace": NAMESPACE,
+    "service.ip": IP,
+    # Keep out of `default` and kube-public, which other registries on the cluster share.
+    "pull_secret.namespaces": f"[{NAMESPACE}]",
+    "discovery.publish_local_registry_hosting": "false",
+}
+SETTINGS = [arg for key, value in OVERRIDES.items() for arg in ("--set", f"{key}={value}")]
+
+
+@pytest.fixture
+def ca_file(kubeconfig: str, tmp_path: Path) -> Iterator[Path]:
+    """A freshly provisioned registry (its CA file), purged afterwards."""
+    assert invoke("unprovision", *SETTINGS, "--purge", kubeconfig=kubeconfig).returncode == 0
+    result = invoke("provision", *SETTINGS, "--ca-dir", str(tmp_path), kubeconfig=kubeconfig)
+    assert result.returncode == 0, result.stderr
+    yield tmp_path / f"{IP}:5000" / "ca.crt"
+    purge = invoke("unprovision", *SETTINGS, "--purge", kubeconfig=kubeconfig)
+    assert purge.returncode == 0, purge.stderr
+
+
+async def _password(api: kr8s.asyncio.Api) -> str:
+    [secret] = await kube.get_all(api, "secrets", "docker-registry-auth", namespace=NAMESPACE)
+    return base64.b64decode(secret.raw["data"]["password"]).decode()
+
+
+def _descriptor(media_type: str, data: bytes) -> dict:
+    return {"mediaType": media_type, "digest": sha256_digest(data), "size": len(data)}
+
+
+def sharing_first_layer(first: Image, second: Image) -> Image:
+    """An image of first's and second's first layers: it shares a blob with `first`."""
+    layers = (first.layers[0], second.layers[0])
+    diff_ids = [json.loads(image.config)["rootfs"]["diff_ids"][0] for image in (first, second)]
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        }
+    ).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": _descriptor(OCI_CONFIG, config),
+            "layers": [_descriptor(OCI_LAYER_GZIP, layer) for layer in layers],
+        }
+    ).encode()
+    return Image(manifest=manifest, config=config, layers=layers)
+
+
+async def _on_disk(api: kr8s.asyncio.Api, digest: str) -> bool:
+    """Whether the blob is still in the registry's storage, whichever repository had it."""
+    pods = await kube.get_all(
+        api,
+        "pods",
+        namespace=NAMESPACE,
+        label_selector="app.kubernetes.io/component=registry",
+        field_selector="status.phase=Running",
+    )
+    [pod] = [p for p in pods if not p.raw["metadata"].get("deletionTimestamp")]
+    result = await pod.exec(["test", "-e", gc.blob_dir(digest)], check=False)
+    return result.returncode == 0
+
+
+class Interrupted(Exception):
+    """Stands for anything that goes wrong while the registry is read-only."""
+
+
+async def test_gc_reclaims_space_and_keeps_every_tagged_image(
+    api: kr8s.asyncio.Api, kubeconfig: str, ca_file: Path
+) -> None:
+    password = await _password(api)
+    settings = load_settings(None, OVERRIDES)
+    replaced = random_image([48 * 1024, 48 * 1024])
+    current = sharing_first_layer(replaced, random_image([32 * 1024]))
+    other = random_image([16 * 1024])
+    latest = random_image([16 * 1024])
+    deleted = random_image([64 * 1024])
+    kept = {("app/one", "v1"): current, ("app/one", "v2"): other, ("app/two", "latest"): latest}
+
+    async with RegistryClient(f"https://{IP}:5000", "registry", password, ca_file) as client:
+        await push_image(client, "app/one", "v1", replaced)
+        for (repo, tag), image in kept.items():
+            await push_image(client, repo, tag, image)  # app/one:v1 now untags `replaced`
+        await push_image(client, "app/two", "old", deleted)
+        await client.delete_manifest("app/two", deleted.digest)
+
+        # Read-only means refused pushes but served pulls; a failure inside still ends it.
+        with pytest.raises(Interrupted):
+            async with gc.read_only(api, settings, client):
+                with pytest.raises(RegistryError) as refused:
+                    await push_image(client, "app/during", "v1", random_image([1024]))
+                assert refused.value.status == 405
+                assert await pull_image(client, "app/two", "latest") == latest
+                raise Interrupted
+        assert await client.accepts_pushes("app/probe")
+
+        dry = invoke("gc", *SETTINGS, "--dry-run", kubeconfig=kubeconfig)
+        assert dry.returncode == 0, dry.stderr
+        assert "dry run: nothing was deleted" in dry.stdout
+        assert (await client.get_manifest("app/one", replaced.digest)).digest == replaced.digest
+        assert await _on_disk(api, sha256_digest(deleted.layers[0]))
+
+        result = invoke("gc", *SETTINGS, kubeconfig=kubeconfig)
+        assert result.returncode == 0, result.stderr
+        leaked = password in result.stdout + result.stderr + dry.stdout + dry.stderr
+        assert not leaked, "the registry password appears in gc's output"
+        reclaimed = re.search(r"reclaimed \((\d+) bytes\)", result.stdout)
+        assert reclaimed and int(reclaimed.group(1)) > 0, result.stdout
+        assert "2 untagged manifests" in result.stdout, result.stdout
+        assert "roll out read-only" in result.stderr
+        assert "accept pushes again" in result.stderr
+
+        # Every tag pulls back byte for byte; nothing else is tagged.
+        for repo in await client.catalog():
+            for tag in await client.list_tags(repo):
+                assert (repo, tag) in kept, f"{repo}:{tag} was never pushed"
+        for (repo, tag), image in kept.items():
+            assert await pull_image(client, repo, tag) == image, f"{repo}:{tag} changed"
+
+        # The untagged and the deleted image are gone, manifests and blobs alike,
+        # except the layer `replaced` shared with the tagged `current`.
+        for repo, image in (("app/one", replaced), ("app/two", deleted)):
+            with pytest.raises(RegistryError) as missing:
+                await client.get_manifest(repo, image.digest)
+            assert missing.value.status == 404
+        gone = [replaced.digest, sha256_digest(replaced.config), sha256_digest(replaced.layers[1])]
+        gone += [deleted.digest, sha256_digest(deleted.config), sha256_digest(deleted.layers[0])]
+        for digest in gone:
+            assert not await _on_disk(api, digest), f"{digest} survived gc"
+        assert await _on_disk(api, sha256_digest(replaced.layers[0]))
+
+        # Writable again, and no trace of the read-only override is left.
+        after = random_image([8 * 1024])
+        await push_image(client, "app/after", "v1", after)
+        assert await pull_image(client, "app/after", "v1") == after
+    deployment = await maintenance.deployment_of(api, settings)
+    assert deployment is not None
+    assert not kube.managed_by(deployment.raw, maintenance.FIELD_MANAGER)
+    [container] = deployment.raw["spec"]["template"]["spec"]["containers"]
+    assert maintenance.READ_ONLY_ENV not in {e["name"] for e in container.get("env", [])}
