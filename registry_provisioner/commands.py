@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import kube, provision, render
+from . import gc, kube, provision, render
 from .config import Settings
 from .preflight import check_reachable
 from .smoke import format_report, smoke_test
@@ -69,6 +69,15 @@ async def smoke_test_command(
         settings.registry_url, credentials.username, credentials.password, ca_file
     )
     print(format_report(report))
+
+
+async def gc_command(
+    settings: Settings, context: str | None, kubeconfig: str | None, *, dry_run: bool
+) -> None:
+    api = await kube.connect(context, kubeconfig)
+    await check_reachable(api)
+    report = await gc.garbage_collect(api, settings, dry_run=dry_run)
+    print(gc.format_report(settings, report))
 
 
 async def status_command(settings: Settings, context: str | None, kubeconfig: str | None) -> None:

@@ -89,8 +89,14 @@ async def _current(obj: APIObject) -> dict | None:
         return response.json() if response.status_code == 200 else None
 
 
-async def _server_side_apply(obj: APIObject, manifest: dict, dry_run: bool) -> dict:
-    params = {"fieldManager": FIELD_MANAGER, "force": "true"}
+async def _server_side_apply(
+    obj: APIObject,
+    manifest: dict,
+    dry_run: bool,
+    field_manager: str = FIELD_MANAGER,
+    force: bool = True,
+) -> dict:
+    params = {"fieldManager": field_manager, "force": "true" if force else "false"}
     if dry_run:
         params["dryRun"] = "All"
     async with obj.api.call_api(
@@ -134,6 +140,29 @@ async def apply_object(api: kr8s.asyncio.Api, manifest: dict, dry_run: bool = Fa
     if dry_run:
         action = f"would be {action}" if action != "unchanged" else action
     return Change(manifest["kind"], obj.name, obj.namespace, action)
+
+
+async def apply_fields(
+    api: kr8s.asyncio.Api, manifest: dict, field_manager: str, *, dry_run: bool = False
+) -> dict:
+    """Apply a partial object under another field manager, without force; return the result.
+
+    That manager then owns exactly these fields: applying it again with fewer fields
+    removes the rest from the object, and our own full applies never touch them.
+    A field some other manager set to a different value is a conflict (409), not
+    an overwrite.
+    """
+    return await _server_side_apply(
+        await object_for(api, manifest), manifest, dry_run, field_manager, force=False
+    )
+
+
+def managed_by(raw: dict, field_manager: str) -> bool:
+    """Whether `field_manager` owns any field of the object (from metadata.managedFields)."""
+    return any(
+        entry.get("manager") == field_manager and entry.get("fieldsV1")
+        for entry in raw.get("metadata", {}).get("managedFields") or []
+    )
 
 
 async def apply_manifests(

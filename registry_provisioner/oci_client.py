@@ -138,7 +138,10 @@ def _status_hint(response: httpx.Response, has_credentials: bool) -> str:
     if status == 404:
         return "no such repository, manifest or blob"
     if status == 405:
-        return "the registry does not allow this; deletes need storage.delete.enabled: true"
+        return (
+            "the registry does not allow this: it is read-only (maintenance such as "
+            "`invoke gc`), or, for deletes, storage.delete.enabled is off"
+        )
     if status == 413:
         return "a proxy in front of the registry limits the body size"
     if status == 416:
@@ -254,6 +257,31 @@ class RegistryClient:
                 status=response.status_code,
                 hint="something other than a registry answers on this address",
             )
+
+    async def accepts_pushes(self, repo: str) -> bool:
+        """Whether a push would be accepted now: False while the registry is read-only.
+
+        Pushes an empty manifest, which a writable registry rejects as invalid (400)
+        before it stores anything, and a read-only one refuses outright (405).
+        """
+        _check_repository(repo)
+        response = await self._send(
+            "PUT",
+            f"/v2/{repo}/manifests/push-probe",
+            expect=(400, 405),
+            content=b"",
+            headers={"Content-Type": OCI_MANIFEST},
+        )
+        if response.status_code == 405:
+            return False
+        if "MANIFEST_INVALID" not in _error_codes(response.content):
+            raise RegistryError(
+                f"PUT {self.base_url}/v2/{repo}/manifests/push-probe: "
+                f"{_error_codes(response.content) or response.reason_phrase}",
+                status=400,
+                hint="an empty manifest should be refused as MANIFEST_INVALID",
+            )
+        return True
 
     async def blob_exists(self, repo: str, digest: str) -> bool:
         """Whether the repository holds the blob, so a push can skip it."""

@@ -12,7 +12,7 @@ import kr8s
 import kr8s.asyncio
 from cryptography import x509
 
-from . import kube, render
+from . import kube, maintenance, render
 from .config import Settings
 from .errors import ProvisionError, RegistryError
 from .oci_client import RegistryClient
@@ -99,7 +99,20 @@ async def provision(
     await run_preflight(api, settings)
     credentials = await credentials_for(api, settings, rotate_password)
     manifests = render.render_manifests(settings, credentials)
+    # Our apply never touches the read-only override (another field manager owns it),
+    # so an interrupted `invoke gc` would otherwise leave the registry read-only for good.
+    released = await maintenance.leave_read_only(api, settings, dry_run=dry_run)
     changes = await kube.apply_manifests(api, manifests, dry_run=dry_run)
+    if released:
+        action = "made writable again (an interrupted `invoke gc` had left it read-only)"
+        changes.append(
+            kube.Change(
+                "Deployment",
+                settings.name,
+                settings.namespace,
+                f"would be {action}" if dry_run else action,
+            )
+        )
     if dry_run:
         return ProvisionResult(changes, None, 0.0)
     started = time.monotonic()
@@ -283,6 +296,10 @@ async def status_lines(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
         expiry = certificate_expiry(_decode(tls, "tls.crt"))
         lines.append(f"  certificate expires: {expiry:%Y-%m-%d %H:%M} UTC")
     lines.append(f"  storage used: {await _storage_used(api, settings)}")
+    deployment = await maintenance.deployment_of(api, settings)
+    if deployment is not None and kube.managed_by(deployment.raw, maintenance.FIELD_MANAGER):
+        reason = deployment.annotations.get(maintenance.REASON_ANNOTATION, "maintenance")
+        lines.append(f"  read-only: {reason} (if no `invoke gc` runs, `invoke provision` ends it)")
     return lines
 
 

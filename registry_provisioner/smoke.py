@@ -126,7 +126,8 @@ async def smoke_test(
     )
 
 
-def _size(n: float) -> str:
+def human_size(n: float) -> str:
+    """Bytes in the largest binary unit that keeps the number readable."""
     for unit in ("B", "KiB", "MiB"):
         if n < 1024:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -135,23 +136,24 @@ def _size(n: float) -> str:
 
 
 def _rate(n: int, seconds: float) -> str:
-    return f"{_size(n / seconds)}/s" if seconds > 0 else "-"
+    return f"{human_size(n / seconds)}/s" if seconds > 0 else "-"
 
 
 def format_report(report: SmokeReport) -> str:
     """A few lines for humans: what was pushed where, and how long each phase took."""
     layers = report.blob_sizes[1:]
     t = report.timings
+    pushed = report.pushed_bytes
     notes = {
         "ping": "GET /v2/ with credentials",
-        "push": f"{_size(report.pushed_bytes)}, {_rate(report.pushed_bytes, t.get('push', 0))}",
-        "pull": f"by tag and by digest, {_size(report.pulled_bytes)}, digests verified",
+        "push": f"{human_size(pushed)}, {_rate(pushed, t.get('push', 0))}",
+        "pull": f"by tag and by digest, {human_size(report.pulled_bytes)}, digests verified",
         "delete": "manifest gone (404 by digest and by tag)",
     }
     lines = [
         f"registry smoke test passed: {report.base_url}",
         f"  image   {report.repository}:{report.tag}@{report.digest}",
-        f"  layers  {len(layers)} ({', '.join(_size(s) for s in layers)})",
+        f"  layers  {len(layers)} ({', '.join(human_size(s) for s in layers)})",
     ]
     lines += [
         f"  {phase:<7} {t[phase] * 1000:7.0f} ms  {notes[phase]}" for phase in PHASES if phase in t

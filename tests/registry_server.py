@@ -15,7 +15,7 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -262,9 +262,17 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def run_registry(
-    tmp_dir: Path, *, tls: bool = True, auth: bool = True, binary: Path | None = None
+    tmp_dir: Path,
+    *,
+    tls: bool = True,
+    auth: bool = True,
+    binary: Path | None = None,
+    overrides: Mapping[str, str] | None = None,
 ) -> Iterator[RunningRegistry]:
-    """Start a registry storing into tmp_dir, wait until it serves, stop it on exit."""
+    """Start a registry storing into tmp_dir, wait until it serves, stop it on exit.
+
+    `overrides` are REGISTRY_* variables, as a Deployment's env would set them.
+    """
     tmp_dir.mkdir(parents=True, exist_ok=True)
     binary = binary or registry_binary()
     ca_path = server_pair = None
@@ -281,6 +289,7 @@ def run_registry(
     # Distribution reads REGISTRY_* variables as config overrides, so none may leak in.
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
     env["OTEL_TRACES_EXPORTER"] = "none"
+    env.update(overrides or {})
     log_path = tmp_dir / "registry.log"
     scheme = "https" if tls else "http"
 

@@ -132,3 +132,8 @@ def test_dry_run_report_says_nothing_changed() -> None:
     text = gc.format_report(Settings(), report)
     assert text.startswith("dry run: nothing was deleted")
     assert "would delete 2 unreferenced blobs (at least 8.0 KiB) and 0 untagged manifests" in text
+
+
+def test_empty_registry_report_says_there_was_nothing_to_do() -> None:
+    report = gc.GcReport(False, 0, 0, 0, 0, 0, 0, nothing_pushed=True)
+    assert gc.format_report(Settings(), report).startswith("nothing to collect")
