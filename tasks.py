@@ -14,6 +14,7 @@ import yaml
 from invoke import Collection, Exit, task
 
 from registry_provisioner import ProvisionError, Settings, commands, load_settings
+from scripts.benchmarks import run as benchmarks
 from scripts.local_cluster import cluster as local_cluster
 from scripts.local_cluster import demo as local_demo
 
@@ -130,6 +131,19 @@ def status(c, config=None, context=None, kubeconfig=None, set_=None, local=False
     _run(commands.status_command(settings, context, _kubeconfig(kubeconfig, local)))
 
 
+@task(
+    help={
+        **COMMON_HELP,
+        "dry_run": "only report what would be deleted; the registry stays writable",
+    },
+    iterable=["set_"],
+)
+def gc(c, config=None, context=None, kubeconfig=None, set_=None, local=False, dry_run=False):
+    """Delete untagged manifests and unreferenced blobs; the registry is read-only meanwhile."""
+    settings = _settings(config, set_ or [], local)
+    _run(commands.gc_command(settings, context, _kubeconfig(kubeconfig, local), dry_run=dry_run))
+
+
 @task(help={k: COMMON_HELP[k] for k in ("config", "set", "local")}, iterable=["set_"])
 def render(c, config=None, set_=None, local=False):
     """Print the manifests provision would apply (secrets as placeholders); no cluster needed."""
@@ -181,9 +195,37 @@ def cluster_build(c):
     print(f"local cluster built in {time.monotonic() - started:.0f}s")
 
 
+@task(
+    help={
+        "repeat": "runs behind each figure, which is their median (default 3)",
+        "size_mib": "size of the throughput image in MiB (default 512)",
+        "set": "override one of the bench registry's settings (namespace must start bench-)",
+    },
+    iterable=["set_"],
+)
+def bench(c, repeat=3, size_mib=512, set_=None):
+    """Measure provision, throughput and cost on the running local cluster; writes bench/."""
+    if not local_cluster.is_running():
+        raise Exit("the local cluster is not running: start it with `invoke cluster.up`", code=1)
+    try:
+        set_args = benchmarks.bench_set_args(set_ or [])
+    except ProvisionError as error:
+        raise Exit(f"error: {error}", code=2) from error
+    _run(
+        benchmarks.bench_command(
+            _settings(None, list(set_args), local=True),
+            set_args,
+            str(local_cluster.KUBECONFIG),
+            repeat=int(repeat),
+            size_mib=int(size_mib),
+            out_dir=Path(__file__).parent / "bench",
+        )
+    )
+
+
 cluster = Collection("cluster")
 cluster.add_task(cluster_build, name="build")
 cluster.add_task(cluster_up, name="up")
 cluster.add_task(cluster_down, name="down")
 
-ns = Collection(provision, unprovision, smoke_test, status, render, demo, test, cluster)
+ns = Collection(provision, unprovision, smoke_test, gc, status, render, demo, test, bench, cluster)

@@ -103,7 +103,7 @@ def provision_phases(run: ChildRun) -> dict[str, float]:
             phases[name] = phases.get(name, 0.0) + seconds
             last_done = at
     if first_wait is not None:
-        phases = {"start, connect, preflight, render, apply": first_wait, **phases}
+        phases = {"interpreter and imports, preflight, render, apply": first_wait, **phases}
     if last_done is not None:
         phases["after the waits (CA file, summary, exit)"] = max(0.0, run.seconds - last_done)
     return phases
@@ -157,7 +157,7 @@ async def unprovision_until_gone(target: Target) -> float:
 # -- the kubectl floor --
 
 
-def _secrets_of(credentials: Credentials) -> tuple[str, ...]:
+def secrets_of(credentials: Credentials) -> tuple[str, ...]:
     return (credentials.password, credentials.htpasswd, credentials.http_secret)
 
 
@@ -171,66 +171,35 @@ def write_manifests(target: Target) -> tuple[Path, Credentials]:
     return path, credentials
 
 
-async def floor_to_first_push(target: Target, image: Image) -> tuple[Ready, Path, Credentials]:
-    """Apply, wait and push with kubectl alone; manifests are rendered before the clock."""
-    s, ns = target.settings, target.settings.namespace
-    manifests, credentials = write_manifests(target)
-    secrets = _secrets_of(credentials)
-    k = target.kubectl
-    steps: list[tuple[str, list[str]]] = [
-        (
-            "kubectl apply --server-side",
-            [
-                *k,
-                "apply",
-                "--server-side",
-                f"--field-manager={FIELD_MANAGER}",
-                "-f",
-                str(manifests),
-            ],
-        ),
-    ]
+def floor_steps(target: Target, manifests: Path) -> list[tuple[str, list[str]]]:
+    """The floor's kubectl commands: apply, then wait on what provision waits on."""
+    s, k = target.settings, target.kubectl
+    ns, timeout = ["-n", s.namespace], f"--timeout={WAIT_TIMEOUT}"
+    apply = ["apply", "--server-side", f"--field-manager={FIELD_MANAGER}", "-f", str(manifests)]
+    steps = [("kubectl apply --server-side", [*k, *apply])]
     if s.tls.mode == "cert-manager":
+        certificate = f"certificates.cert-manager.io/{s.name}"
         steps.append(
             (
                 "kubectl wait: Certificate Ready",
-                [
-                    *k,
-                    "-n",
-                    ns,
-                    "wait",
-                    "--for=condition=Ready",
-                    f"--timeout={WAIT_TIMEOUT}",
-                    f"certificates.cert-manager.io/{s.name}",
-                ],
+                [*k, *ns, "wait", timeout, "--for=condition=Ready", certificate],
             )
         )
-    steps += [
-        (
-            "kubectl rollout status",
-            [
-                *k,
-                "-n",
-                ns,
-                "rollout",
-                "status",
-                f"--timeout={WAIT_TIMEOUT}",
-                f"deployment/{s.name}",
-            ],
-        ),
-        (
-            "kubectl wait: LoadBalancer IP",
-            [
-                *k,
-                "-n",
-                ns,
-                "wait",
-                f"--timeout={WAIT_TIMEOUT}",
-                f"--for=jsonpath={{.status.loadBalancer.ingress[0].ip}}={s.service.ip}",
-                f"service/{s.service.name}",
-            ],
-        ),
+    lb_ip = f"--for=jsonpath={{.status.loadBalancer.ingress[0].ip}}={s.service.ip}"
+    service = f"service/{s.service.name}"
+    return [
+        *steps,
+        ("kubectl rollout status", [*k, *ns, "rollout", "status", timeout, f"deployment/{s.name}"]),
+        ("kubectl wait: LoadBalancer IP", [*k, *ns, "wait", timeout, lb_ip, service]),
     ]
+
+
+async def floor_to_first_push(target: Target, image: Image) -> tuple[Ready, Path, Credentials]:
+    """Apply, wait and push with kubectl alone; manifests are rendered before the clock."""
+    s, ns, k = target.settings, target.settings.namespace, target.kubectl
+    manifests, credentials = write_manifests(target)
+    secrets = secrets_of(credentials)
+    steps = floor_steps(target, manifests)
     phases: dict[str, float] = {}
     started = time.monotonic()
     for name, argv in steps:
@@ -253,18 +222,8 @@ async def kubectl_delete_until_gone(
     target: Target, manifests: Path, secrets: Sequence[str]
 ) -> float:
     started = time.monotonic()
-    await child(
-        [
-            *target.kubectl,
-            "delete",
-            "--wait=true",
-            f"--timeout={WAIT_TIMEOUT}",
-            "-f",
-            str(manifests),
-        ],
-        "kubectl delete --wait",
-        secrets,
-    )
+    delete = ["delete", "--wait=true", f"--timeout={WAIT_TIMEOUT}", "-f", str(manifests)]
+    await child([*target.kubectl, *delete], "kubectl delete --wait", secrets)
     await wait_gone(target)
     return time.monotonic() - started
 

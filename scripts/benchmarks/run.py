@@ -72,7 +72,7 @@ async def floor_path(target: lifecycle.Target, results: Results) -> dict[str, fl
     results.add("floor_ready", ready.seconds)
     results.add_phases("kubectl floor", ready.phases)
     log(f"kubectl floor ready and pushed in {ready.seconds:.1f} s")
-    secrets = (credentials.password, credentials.htpasswd, credentials.http_secret)
+    secrets = lifecycle.secrets_of(credentials)
     removal = await lifecycle.kubectl_delete_until_gone(target, manifests, secrets)
     manifests.unlink()
     results.add("kubectl_delete", removal)
@@ -119,6 +119,7 @@ async def measure_data_plane(
 ) -> None:
     """Idle cost, then the same image through the cluster, the loopback registry and the disk."""
     meter = await pod_cost.registry_pod_meter(target.api, target.settings)
+    results.environment["pod_meter"] = meter.source
     idle_cores, idle_memory = await pod_cost.idle_usage(meter, IDLE_SECONDS)
     results.add("pod_idle_cpu", idle_cores * 1000)
     results.add("pod_idle_memory", idle_memory / MIB)
@@ -221,8 +222,6 @@ async def bench_command(
         f"digest; the concurrent test pushes {CLIENTS} images of size/{CLIENTS} each.",
         "Raw disk: the same blobs written with fsync (the registry fsyncs each blob on "
         "commit), then read back after dropping those files' pages (posix_fadvise).",
-        "Pod cost comes from the pod's cgroup; CPU in mCPU (1000 = one core) averaged over "
-        f"the window; idle is a {IDLE_SECONDS:.0f} s window before any push.",
     ]
     with tempfile.TemporaryDirectory(prefix="registry-bench-") as tmp:
         target = lifecycle.Target(
@@ -244,6 +243,11 @@ async def bench_command(
             log("purging the bench's registry")
             await lifecycle.ensure_clean(target)
     results.environment.update(finished_at=_now(), load_after=_load())
+    results.notes.append(
+        f"Pod cost comes from the {results.environment.get('pod_meter', '?')}; CPU in mCPU "
+        "(1000 = one core) averaged over the window; idle is a "
+        f"{IDLE_SECONDS:.0f} s window before any push."
+    )
     json_path, md_path = write(results, out_dir)
     print(markdown(results))
     print(f"wrote {json_path} and {md_path}")
