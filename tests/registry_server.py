@@ -6,8 +6,6 @@ the product configures it, so what passes here is what users meet.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 import secrets
 import signal
@@ -23,10 +21,8 @@ from pathlib import Path
 import bcrypt
 import httpx
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from registry_provisioner.secrets import self_signed_ca_and_server_cert
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
@@ -54,15 +50,6 @@ class RunningRegistry:
         return _tail(self.log_path, lines)
 
 
-@dataclass(frozen=True)
-class CertificateAuthority:
-    """A CA's PEM certificate on disk and the key to sign with."""
-
-    cert_path: Path
-    certificate: x509.Certificate
-    key: ec.EllipticCurvePrivateKey
-
-
 def registry_binary() -> Path:
     """The registry binary: $REGISTRY_BINARY, else the cached (or freshly built) one."""
     override = os.environ.get("REGISTRY_BINARY")
@@ -80,104 +67,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _validity() -> tuple[datetime.datetime, datetime.datetime]:
-    now = datetime.datetime.now(datetime.UTC)
-    return now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=1)
+def write_tls_files(directory: Path) -> tuple[Path, Path, Path]:
+    """A fresh CA and a server certificate for 127.0.0.1 and localhost: (ca, cert, key).
 
-
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+    The same generator as the product's self-signed mode, so tests exercise it too.
+    """
+    # The CA alone in its directory: clients' --cert-dir reads every file in it.
+    (directory / "ca").mkdir(parents=True, exist_ok=True)
+    (directory / "server").mkdir(exist_ok=True)
+    ca_pem, cert_pem, key_pem = self_signed_ca_and_server_cert(["localhost"], ["127.0.0.1"])
+    paths = (
+        directory / "ca" / "ca.crt",
+        directory / "server" / "tls.crt",
+        directory / "server" / "tls.key",
     )
-    path.chmod(0o600)
-
-
-def generate_ca(directory: Path, name: str = "registry test CA") -> CertificateAuthority:
-    """A fresh self-signed CA, written to directory/ca.crt."""
-    directory.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    not_before, not_after = _validity()
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path = directory / "ca.crt"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    return CertificateAuthority(cert_path, certificate, key)
-
-
-def issue_server_certificate(ca: CertificateAuthority, directory: Path) -> tuple[Path, Path]:
-    """A server certificate for 127.0.0.1 and localhost; returns (cert, key) paths."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    not_before, not_after = _validity()
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca.certificate.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
-            critical=False,
-        )
-        .sign(ca.key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "server.crt", directory / "server.key"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    _write_key(key_path, key)
-    return cert_path, key_path
+    for path, pem in zip(paths, (ca_pem, cert_pem, key_pem), strict=True):
+        path.write_text(pem)
+    paths[2].chmod(0o600)
+    return paths
 
 
 def htpasswd_line(username: str, password: str, rounds: int = BCRYPT_ROUNDS) -> str:
@@ -277,9 +184,8 @@ def run_registry(
     binary = binary or registry_binary()
     ca_path = server_pair = None
     if tls:
-        ca = generate_ca(tmp_dir / "ca")
-        ca_path = ca.cert_path
-        server_pair = issue_server_certificate(ca, tmp_dir)
+        ca_path, cert_path, key_path = write_tls_files(tmp_dir / "tls")
+        server_pair = (cert_path, key_path)
     username = password = htpasswd = None
     if auth:
         username, password = USERNAME, secrets.token_urlsafe(24)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -52,14 +51,7 @@ TEARDOWN_SCRIPT = '#!/bin/sh\nset -eu\nrm -rf "$VOL_DIR"\n'
 
 def module_dir(module: str, version: str) -> Path:
     """The module's source tree in the Go module cache, downloading it if needed."""
-    out = subprocess.run(
-        ["go", "mod", "download", "-json", f"{module}@{version}"],
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd="/",
-    ).stdout
-    return Path(json.loads(out)["Dir"])
+    return Path(build.download_module(module, version)["Dir"])
 
 
 def local_path_data_dir(state_dir: Path) -> Path:

@@ -8,6 +8,7 @@ cached under a key of the versions and the wrapper's source.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -42,6 +43,18 @@ class GoComponent:
 
     def binary(self) -> Path:
         return CACHE_DIR / "bin" / f"{self.name}-{self.cache_key()}"
+
+
+def download_module(module: str, version: str) -> dict[str, str]:
+    """`go mod download -json`: where the module's source and go.mod landed in the cache."""
+    out = subprocess.run(
+        ["go", "mod", "download", "-json", f"{module}@{version}"],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd="/",
+    ).stdout
+    return json.loads(out)
 
 
 def _write_go_mod(component: GoComponent, workdir: Path) -> None:

@@ -3,32 +3,18 @@
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
 from . import versions
-from .build import GoComponent
+from .build import GoComponent, download_module
 
 
 def _staging_replaces(kubernetes_version: str) -> dict[str, str]:
     """k8s.io/kubernetes points its staging modules at ./staging; point them at the proxy."""
-    mod_file = _download_mod_file("k8s.io/kubernetes", kubernetes_version)
+    mod_file = Path(download_module("k8s.io/kubernetes", kubernetes_version)["GoMod"]).read_text()
     staging = re.findall(r"^\s*(k8s\.io/[\w.-]+) => \./staging/", mod_file, re.MULTILINE)
     staging_version = "v0." + kubernetes_version.removeprefix("v1.")
     return {module: staging_version for module in staging}
-
-
-def _download_mod_file(module: str, version: str) -> str:
-    out = subprocess.run(
-        ["go", "mod", "download", "-json", f"{module}@{version}"],
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd="/",
-    ).stdout
-    gomod = re.search(r'"GoMod": "([^"]+)"', out)
-    assert gomod, out
-    return Path(gomod.group(1)).read_text()
 
 
 def _version_ldflags(package: str, version: str) -> tuple[str, ...]:
@@ -60,6 +46,18 @@ def distribution() -> GoComponent:
         name="distribution",
         requires={"github.com/distribution/distribution/v3": versions.DISTRIBUTION},
         package="github.com/distribution/distribution/v3/cmd/registry",
+    )
+
+
+def conformance() -> GoComponent:
+    """The OCI distribution-spec conformance suite: its module root is the main package."""
+    module = "github.com/opencontainers/distribution-spec/conformance"
+    return GoComponent(
+        name="oci-conformance",
+        requires={module: versions.OCI_CONFORMANCE},
+        package=module,
+        # Built from the proxy there is no VCS stamp; record the version in the reports.
+        ldflags=(f"-X main.Version={versions.OCI_CONFORMANCE}",),
     )
 
 

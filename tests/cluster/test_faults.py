@@ -83,26 +83,22 @@ async def test_pod_killed_mid_upload_then_retry_succeeds(
         assert await client.get_blob("faults/big", digest) == blob  # verified by digest too
 
 
+def provision_until_waiting(kubeconfig: str, ca_dir: Path) -> subprocess.Popen[str]:
+    """Start `invoke provision` and return once it has applied and is waiting on readiness."""
+    command = [sys.executable, "-m", "invoke", "provision", "--local", "--kubeconfig"]
+    command += [kubeconfig, *SETTINGS, "--ca-dir", str(ca_dir)]
+    process = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    for line in process.stderr:
+        if line.startswith("==> waiting for"):
+            break
+    return process
+
+
 def test_provision_killed_midway_then_rerun_completes(
     kubeconfig: str, tmp_path: Path, fresh: None
 ) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "invoke",
-        "provision",
-        "--local",
-        "--kubeconfig",
-        kubeconfig,
-        *SETTINGS,
-        "--ca-dir",
-        str(tmp_path),
-    ]
-    process = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True)
-    assert process.stderr is not None
-    for line in process.stderr:  # applied, now waiting on readiness: kill it here
-        if line.startswith("==> waiting for"):
-            break
+    process = provision_until_waiting(kubeconfig, tmp_path)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     rerun = invoke("provision", *SETTINGS, "--ca-dir", str(tmp_path), kubeconfig=kubeconfig)
@@ -115,23 +111,8 @@ def test_api_server_stopped_during_provision(
 ) -> None:
     if not isinstance(cluster, local_cluster.LocalCluster):
         pytest.skip("stops the API server, which only the local cluster lets a test do")
-    command = [
-        sys.executable,
-        "-m",
-        "invoke",
-        "provision",
-        "--local",
-        "--kubeconfig",
-        kubeconfig,
-        *SETTINGS,
-        "--ca-dir",
-        str(tmp_path),
-    ]
-    process = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    process = provision_until_waiting(kubeconfig, tmp_path)
     assert process.stderr is not None
-    for line in process.stderr:
-        if line.startswith("==> waiting for"):
-            break
     local_cluster.stop_apiserver()
     try:
         rest = process.stderr.read()

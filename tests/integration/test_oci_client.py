@@ -30,7 +30,7 @@ from registry_provisioner.oci_client import (
     sha256_digest,
 )
 from registry_provisioner.smoke import PHASES, format_report, smoke_test
-from tests.registry_server import RunningRegistry, free_port, generate_ca
+from tests.registry_server import RunningRegistry, free_port, write_tls_files
 
 pytestmark = pytest.mark.timeout(120, func_only=True)
 
@@ -322,7 +322,7 @@ async def test_wrong_ca_is_a_tls_error(
     registry_on_loopback: RunningRegistry, tmp_path: Path, ca: str
 ) -> None:
     reg = registry_on_loopback
-    ca_file = generate_ca(tmp_path).cert_path if ca == "other CA" else None
+    ca_file = write_tls_files(tmp_path)[0] if ca == "other CA" else None
     async with RegistryClient(reg.url, reg.username, reg.password, ca_file) as client:
         with pytest.raises(RegistryError) as caught:
             await client.ping()
