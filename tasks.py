@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shlex
 import time
 from collections.abc import Coroutine
 from pathlib import Path
@@ -17,6 +18,7 @@ from registry_provisioner import ProvisionError, Settings, commands, load_settin
 from scripts.benchmarks import run as benchmarks
 from scripts.local_cluster import cluster as local_cluster
 from scripts.local_cluster import demo as local_demo
+from scripts.reliability_report import run as reliability_run
 
 LOCAL_CONFIG = Path(__file__).parent / "scripts" / "local_cluster" / "registry-config.yaml"
 
@@ -223,9 +225,32 @@ def bench(c, repeat=3, size_mib=512, set_=None):
     )
 
 
+@task(
+    name="reliability-report",
+    help={"pytest_args": "extra pytest arguments as one string, e.g. \"-k 'not api_server'\""},
+)
+def reliability_report(c, pytest_args=""):
+    """Run the reliability, security and conformance tests; write the table to docs/."""
+    exit_code = reliability_run(shlex.split(pytest_args))
+    if exit_code:
+        raise Exit(f"pytest exited {exit_code}; docs/reliability.md records each case", code=1)
+
+
 cluster = Collection("cluster")
 cluster.add_task(cluster_build, name="build")
 cluster.add_task(cluster_up, name="up")
 cluster.add_task(cluster_down, name="down")
 
-ns = Collection(provision, unprovision, smoke_test, gc, status, render, demo, test, bench, cluster)
+ns = Collection(
+    provision,
+    unprovision,
+    smoke_test,
+    gc,
+    status,
+    render,
+    demo,
+    test,
+    bench,
+    reliability_report,
+    cluster,
+)
