@@ -152,6 +152,13 @@ async def wait_ready(api: kr8s.asyncio.Api, settings: Settings) -> None:
             lambda: kube.wait_until(certificate, kube.condition_is("Ready")),
             READY_TIMEOUT,
         )
+    if await _binds_immediately(api, settings.storage.storage_class):
+        claim = await _one(api, "persistentvolumeclaims", settings.storage.claim_name, ns)
+        await wait_for(
+            f"PersistentVolumeClaim {settings.storage.claim_name} to be Bound",
+            lambda: kube.wait_until(claim, kube.field_is("status.phase", "Bound")),
+            READY_TIMEOUT,
+        )
     deployment = await _one(api, "deployments", settings.name, ns)
     await wait_for(
         f"Deployment {settings.name} to roll out",
@@ -168,6 +175,12 @@ async def wait_ready(api: kr8s.asyncio.Api, settings: Settings) -> None:
         READY_TIMEOUT,
         lambda: _service_diagnosis(api, settings),
     )
+
+
+async def _binds_immediately(api: kr8s.asyncio.Api, storage_class: str) -> bool:
+    """WaitForFirstConsumer claims bind only once the pod is scheduled: no point waiting first."""
+    found = await kube.get_all(api, "storageclasses", storage_class)
+    return bool(found) and found[0].raw.get("volumeBindingMode", "Immediate") == "Immediate"
 
 
 async def _one(api: kr8s.asyncio.Api, kind: str, name: str, namespace: str):
@@ -223,7 +236,11 @@ def summary(settings: Settings, result: ProvisionResult) -> str:
             f"{host} && sudo cp {result.ca_file} /etc/docker/certs.d/{host}/ca.crt",
             f"             docker login {host} -u {settings.auth.username}",
             f"  in-cluster pulls: imagePullSecrets: [{{name: {settings.pull_secret.name}}}] "
-            f"(in {', '.join(settings.pull_secret.namespaces)})",
+            f"(in {', '.join(settings.pull_secret.namespaces) or 'no namespace yet'})",
+            "  elsewhere: kubectl create secret docker-registry "
+            f"{settings.pull_secret.name} -n NAMESPACE --docker-server={host} "
+            f'--docker-username={settings.auth.username} --docker-password="$(kubectl -n {ns} '
+            f"get secret {secret} -o jsonpath='{{.data.password}}' | base64 -d)\"",
         ]
     )
 
