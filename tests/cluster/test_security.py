@@ -158,3 +158,23 @@ async def test_twenty_images_survive_a_registry_pod_restart(
             pulled = await pull_image(client, repo, digests[repo])
             assert pulled.manifest == image.manifest
             assert pulled.config == image.config and pulled.layers == image.layers
+
+
+async def test_twenty_images_survive_unprovision_and_provision(
+    kubeconfig: str, registry: Provisioned
+) -> None:
+    images = {f"kept/app{i}": random_image([1024 + i, 2048]) for i in range(20)}
+    async with RegistryClient(URL, "registry", registry.password, registry.ca_file) as client:
+        digests = {repo: await push_image(client, repo, "v1", img) for repo, img in images.items()}
+
+    assert invoke("unprovision", *SETTINGS, kubeconfig=kubeconfig).returncode == 0
+    again = invoke(
+        "provision", *SETTINGS, "--ca-dir", str(registry.ca_file.parents[1]), kubeconfig=kubeconfig
+    )
+    assert again.returncode == 0, again.stderr
+
+    async with RegistryClient(URL, "registry", registry.password, registry.ca_file) as client:
+        for repo, image in images.items():
+            pulled = await pull_image(client, repo, digests[repo])
+            assert pulled.manifest == image.manifest
+            assert pulled.config == image.config and pulled.layers == image.layers
