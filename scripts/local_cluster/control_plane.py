@@ -81,21 +81,25 @@ def kube_apiserver(kube: Path, pki: Pki) -> ProcessSpec:
     )
 
 
+def _controller_flags(pki: Pki) -> tuple[str, ...]:
+    """What the controller-manager and the scheduler share: one identity, loopback, no election."""
+    admin = str(pki.kubeconfig("admin"))
+    return (
+        f"--kubeconfig={admin}",
+        f"--authentication-kubeconfig={admin}",
+        f"--authorization-kubeconfig={admin}",
+        "--bind-address=127.0.0.1",
+        "--leader-elect=false",
+    )
+
+
 def kube_controller_manager(kube: Path, pki: Pki) -> ProcessSpec:
     return ProcessSpec(
         "kube-controller-manager",
         (
             str(kube),
             "kube-controller-manager",
-            "--kubeconfig",
-            str(pki.kubeconfig("admin")),
-            "--authentication-kubeconfig",
-            str(pki.kubeconfig("admin")),
-            "--authorization-kubeconfig",
-            str(pki.kubeconfig("admin")),
-            "--bind-address",
-            "127.0.0.1",
-            "--leader-elect=false",
+            *_controller_flags(pki),
             "--service-account-private-key-file",
             str(pki.service_account_key),
             "--root-ca-file",
@@ -118,15 +122,7 @@ def kube_scheduler(kube: Path, pki: Pki) -> ProcessSpec:
         (
             str(kube),
             "kube-scheduler",
-            "--kubeconfig",
-            str(pki.kubeconfig("admin")),
-            "--authentication-kubeconfig",
-            str(pki.kubeconfig("admin")),
-            "--authorization-kubeconfig",
-            str(pki.kubeconfig("admin")),
-            "--bind-address",
-            "127.0.0.1",
-            "--leader-elect=false",
+            *_controller_flags(pki),
         ),
     )
 
