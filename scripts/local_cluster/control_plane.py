@@ -123,6 +123,9 @@ def kube_scheduler(kube: Path, pki: Pki) -> ProcessSpec:
             str(kube),
             "kube-scheduler",
             *_controller_flags(pki),
+            # A pod whose binding failed while the API server was away waits for an event
+            # to be retried, 5 min at most by default; a test cluster should recover fast.
+            "--pod-max-in-unschedulable-pods-duration=10s",
         ),
     )
 

