@@ -77,17 +77,22 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> str:
 
 
 def self_signed_ca_and_server_cert(
-    hosts: list[str], ips: list[str], *, days: int = 365
+    hosts: list[str],
+    ips: list[str],
+    *,
+    days: int = 365,
+    not_before: dt.datetime | None = None,
 ) -> tuple[str, str, str]:
     """Make a private CA and a server cert for the ``self-signed`` TLS mode.
 
     Returns ``(ca_pem, cert_pem, key_pem)``. Clients check only SANs, so every host
     and IP goes there (IPs as IP SANs: an IP in a DNS SAN does not match). ECDSA
     P-256 keeps generation fast and is accepted by Docker, containerd and Go.
+    ``not_before`` backdates both certificates, which is how tests make an expired one.
     """
     if not hosts and not ips:
         raise ValueError("a server certificate needs at least one host name or IP")
-    now = dt.datetime.now(dt.UTC) - _CLOCK_SKEW
+    now = not_before or dt.datetime.now(dt.UTC) - _CLOCK_SKEW
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "registry-provisioner CA")])
     ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())

@@ -236,7 +236,7 @@ async def bench_command(
         await lifecycle.ensure_clean(target)
         try:
             with run_loopback(settings, Path(tmp) / "loopback") as loop:
-                loopback = Endpoint(loop.url, loop.username, loop.password, loop.ca_file)
+                loopback = Endpoint(loop.url, loop.username, loop.password, loop.ca_path)
                 for index in range(repeat):
                     await one_run(target, results, loopback, size_mib * MIB, index, repeat)
         finally:

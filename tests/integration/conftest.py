@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from registry_provisioner.oci_client import RegistryClient
-from tests.registry_server import RunningRegistry, registry_binary, run_registry
+from scripts.loopback_registry import RunningRegistry, registry_binary, run_registry
 
 
 @pytest.fixture(scope="session")

@@ -18,12 +18,12 @@ async def test_loopback_registry_demands_the_login_and_round_trips(
 ) -> None:
     settings = load_settings(None, dict(p.split("=", 1) for p in bench_set_args([])))
     with loopback.run_loopback(settings, tmp_path) as registry:
-        async with RegistryClient(registry.url, ca_file=registry.ca_file) as anonymous:
+        async with RegistryClient(registry.url, ca_file=registry.ca_path) as anonymous:
             with pytest.raises(RegistryError) as refused:
                 await anonymous.ping()
             assert refused.value.status == 401
         endpoint = data_plane.Endpoint(
-            registry.url, registry.username, registry.password, registry.ca_file
+            registry.url, registry.username, registry.password, registry.ca_path
         )
         image = data_plane.make_image(64 * 1024, layers=2)
         assert await data_plane.push_seconds(endpoint, "bench/t", "v1", image) > 0

@@ -10,7 +10,7 @@ import pytest
 from registry_provisioner.errors import RegistryError
 from registry_provisioner.maintenance import READ_ONLY_ENV, READ_ONLY_VALUE
 from registry_provisioner.oci_client import RegistryClient, push_image, random_image
-from tests.registry_server import run_registry
+from scripts.loopback_registry import run_registry
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from scripts.benchmarks import children, data_plane, loopback, pod_cost, report
 from scripts.benchmarks.children import BenchError, ChildRun, redact, run_child
 from scripts.benchmarks.lifecycle import provision_phases
 from scripts.benchmarks.run import bench_set_args
+from scripts.loopback_registry import on_loopback
 
 
 def _settings(pairs: tuple[str, ...]):
@@ -118,7 +119,8 @@ def test_pod_cgroups_follow_the_cgroupfs_layout() -> None:
 def test_loopback_config_is_the_cluster_config_moved_to_loopback(tmp_path: Path) -> None:
     settings = _settings(bench_set_args([]))
     cluster = loopback.cluster_config(settings)
-    local = loopback.loopback_config(settings, tmp_path, 5555, 5556)
+    tls = (tmp_path / "tls.crt", tmp_path / "tls.key")
+    local = on_loopback(cluster, tmp_path, (5555, 5556), tls, tmp_path / "htpasswd")
     assert local["http"]["addr"] == "127.0.0.1:5555"
     assert local["http"]["debug"]["addr"] == "127.0.0.1:5556"
     assert local["storage"]["filesystem"]["rootdirectory"] == str(tmp_path / "storage")
