@@ -94,11 +94,19 @@ def _transport_hint(exc: httpx.TransportError) -> str:
     text = " ".join(str(c) for c in causes)
     for cause in causes:
         if isinstance(cause, ssl.SSLCertVerificationError):
-            if "mismatch" in (cause.verify_message or ""):
+            reason = cause.verify_message or ""
+            if "mismatch" in reason:
                 return (
                     "the registry's certificate does not name this address; "
                     "its SANs must include the IP or host you connect to"
                 )
+            if "expired" in reason:
+                return (
+                    "the registry's certificate has expired (or this machine's clock is wrong);"
+                    " renew it, then restart the registry pod so it serves the new one"
+                )
+            if "not yet valid" in reason:
+                return "the registry's certificate is not valid yet: check both machines' clocks"
             return "the CA does not match; pass the registry's CA certificate as ca_file"
     if "WRONG_VERSION_NUMBER" in text or "record layer failure" in text:
         return "the port answers plain HTTP, not TLS; use an http:// URL or enable TLS"

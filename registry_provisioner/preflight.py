@@ -6,6 +6,7 @@ Every problem found is reported at once, each with what to do about it.
 from __future__ import annotations
 
 import asyncio
+import base64
 import ipaddress
 import json
 
@@ -15,6 +16,7 @@ import kr8s.asyncio
 
 from .config import Settings
 from .errors import ClusterUnreachable, PreflightError
+from .secrets import certificate_problems
 
 # What provision creates; the user must be allowed to do all of it.
 _REQUIRED_ACCESS = (
@@ -196,7 +198,12 @@ async def _secret_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[st
             f"tls.secret_name: Secret {name!r} with tls.crt and tls.key not found in namespace "
             f"{settings.namespace}: create it (kubectl create secret tls ...)"
         ]
-    return []
+    cert_pem = base64.b64decode(secret["data"]["tls.crt"]).decode(errors="replace")
+    return [
+        f"tls.secret_name: Secret {name!r}: {problem}: replace its tls.crt and tls.key with a "
+        f"current certificate whose SANs include {settings.service.ip}"
+        for problem in certificate_problems(cert_pem, [settings.service.ip])
+    ]
 
 
 async def _namespace_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:

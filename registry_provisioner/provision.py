@@ -17,10 +17,12 @@ from .config import Settings
 from .errors import ProvisionError, RegistryError
 from .oci_client import RegistryClient
 from .preflight import run_preflight
-from .secrets import Credentials, generate_credentials, htpasswd_line
+from .secrets import Credentials, certificate_problems, generate_credentials, htpasswd_line
 from .waiting import diagnose_pods, poll, wait_for
 
 READY_TIMEOUT = 300.0
+# A stored self-signed certificate this close to expiry (or already past it) is replaced.
+SELF_SIGNED_RENEW_BEFORE = dt.timedelta(days=30)
 
 
 @dataclass(frozen=True)
@@ -76,16 +78,32 @@ async def existing_credentials(api: kr8s.asyncio.Api, settings: Settings) -> Cre
     return credentials
 
 
+def self_signed_renewal_reason(settings: Settings, credentials: Credentials) -> str | None:
+    """Why a stored self-signed certificate must be replaced, or None to keep it."""
+    if settings.tls.mode != "self-signed":
+        return None
+    problems = certificate_problems(
+        credentials.cert_pem, [settings.service.ip], renew_before=SELF_SIGNED_RENEW_BEFORE
+    )
+    return "; ".join(problems) or None
+
+
 async def credentials_for(
     api: kr8s.asyncio.Api, settings: Settings, rotate_password: bool
-) -> Credentials:
+) -> tuple[Credentials, str | None]:
+    """The credentials to apply, and why the self-signed certificate was renewed (if it was)."""
     existing = await existing_credentials(api, settings)
     fresh = generate_credentials(settings)
     if existing is None:
-        return fresh
+        return fresh, None
     if rotate_password:
-        return replace(existing, password=fresh.password, htpasswd=fresh.htpasswd)
-    return existing
+        existing = replace(existing, password=fresh.password, htpasswd=fresh.htpasswd)
+    renewal = self_signed_renewal_reason(settings, existing)
+    if renewal:
+        existing = replace(
+            existing, ca_pem=fresh.ca_pem, cert_pem=fresh.cert_pem, key_pem=fresh.key_pem
+        )
+    return existing, renewal
 
 
 async def provision(
@@ -97,7 +115,7 @@ async def provision(
     ca_dir: Path = Path("certs"),
 ) -> ProvisionResult:
     await run_preflight(api, settings)
-    credentials = await credentials_for(api, settings, rotate_password)
+    credentials, renewal = await credentials_for(api, settings, rotate_password)
     manifests = render.render_manifests(settings, credentials)
     # Our apply never touches the read-only override (another field manager owns it),
     # so an interrupted `invoke gc` would otherwise leave the registry read-only for good.
@@ -113,6 +131,8 @@ async def provision(
                 f"would be {action}" if dry_run else action,
             )
         )
+    if renewal:
+        changes = [_renewed(change, settings, renewal) for change in changes]
     if dry_run:
         return ProvisionResult(changes, None, 0.0)
     started = time.monotonic()
@@ -124,6 +144,13 @@ async def provision(
         READY_TIMEOUT,
     )
     return ProvisionResult(changes, ca_file, time.monotonic() - started)
+
+
+def _renewed(change: kube.Change, settings: Settings, reason: str) -> kube.Change:
+    if (change.kind, change.name) != ("Secret", settings.tls.secret_name):
+        return change
+    note = f"new CA and certificate ({reason}); give clients the new ca.crt"
+    return replace(change, action=f"{change.action}: {note}")
 
 
 async def _registry_answers(settings: Settings, credentials: Credentials, ca_file: Path) -> bool:

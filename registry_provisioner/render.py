@@ -171,7 +171,9 @@ def _context(settings: Settings, credentials: Credentials | None) -> dict[str, A
         "creds": values,
         "secret_data": secret_data,
         "registry_config": registry_config,
-        "config_checksum": _checksum(registry_config, values.htpasswd, values.http_secret),
+        "config_checksum": _checksum(
+            registry_config, values.htpasswd, values.http_secret, values.cert_pem
+        ),
         "hosts_toml": hosts_toml,
         "hosts_toml_system_trust": hosts_system,
         "sync_script": sync_script,

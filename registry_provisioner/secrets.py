@@ -167,6 +167,40 @@ def self_signed_ca_and_server_cert(
     )
 
 
+def certificate_problems(
+    cert_pem: str,
+    ips: list[str],
+    *,
+    now: dt.datetime | None = None,
+    renew_before: dt.timedelta = dt.timedelta(0),
+) -> list[str]:
+    """Why clients would refuse this server certificate for ``ips`` (empty if they would not).
+
+    ``renew_before`` counts a certificate that expires within it as expired already.
+    """
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    except ValueError:
+        return ["tls.crt is not a PEM certificate"]
+    now = now or dt.datetime.now(dt.UTC)
+    problems = []
+    if cert.not_valid_after_utc <= now + renew_before:
+        problems.append(f"the certificate expires {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
+    if cert.not_valid_before_utc > now:
+        problems.append(
+            f"the certificate is not valid until {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC"
+        )
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        named = {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
+    except x509.ExtensionNotFound:
+        named = set()
+    missing = [ip for ip in ips if ip not in named]
+    if missing:
+        problems.append(f"the certificate has no IP SAN for {', '.join(missing)}")
+    return problems
+
+
 def generate_credentials(settings: Settings) -> Credentials:
     """Fresh credentials for ``settings``, with a CA and cert in ``self-signed`` mode."""
     password = generate_password()

@@ -1,18 +1,23 @@
-"""TLS without cert-manager (self-signed, existing Secret) and password rotation."""
+"""TLS without cert-manager (self-signed, existing Secret), expiry, and password rotation."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import datetime as dt
+import socket
+import ssl
 
 import kr8s.asyncio
 import pytest
-from kr8s.asyncio.objects import Namespace, Secret
+from kr8s.asyncio.objects import Deployment, Namespace, Secret
 
 from registry_provisioner import kube
 from registry_provisioner.errors import RegistryError
 from registry_provisioner.oci_client import RegistryClient
 from registry_provisioner.secrets import self_signed_ca_and_server_cert
 from tests.cluster.helpers import invoke
+from tests.cluster.test_preflight import snapshot
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
 
@@ -23,9 +28,13 @@ def settings(namespace: str, *extra: str) -> list[str]:
     return ["--set", f"namespace={namespace}", "--set", f"service.ip={IP}", *extra]
 
 
+def _decoded(secret: dict, key: str) -> str:
+    return base64.b64decode(secret["data"][key]).decode()
+
+
 async def _password(api: kr8s.asyncio.Api, namespace: str) -> str:
     [secret] = await kube.get_all(api, "secrets", "docker-registry-auth", namespace=namespace)
-    return base64.b64decode(secret.raw["data"]["password"]).decode()
+    return _decoded(secret.raw, "password")
 
 
 async def test_self_signed_mode_and_password_rotation(
@@ -60,35 +69,113 @@ async def test_self_signed_mode_and_password_rotation(
             assert caught.value.status == 401
         async with RegistryClient(f"https://{IP}:5000", "registry", new, ca_file) as client:
             await client.ping()
+
+        # A stored certificate past its date is replaced by the next provision, and served.
+        [tls] = await kube.get_all(
+            api, "secrets", "docker-registry-tls", namespace="selfsigned-registry"
+        )
+        await tls.patch({"data": _tls_data(*_expired_pems([]))})
+        renewed = invoke("provision", *args, "--ca-dir", str(tmp_path), kubeconfig=kubeconfig)
+        assert renewed.returncode == 0, renewed.stderr
+        assert "new CA and certificate (the certificate expires" in renewed.stdout
+        [tls] = await kube.get_all(
+            api, "secrets", "docker-registry-tls", namespace="selfsigned-registry"
+        )
+        await asyncio.wait_for(_until_served(_decoded(tls.raw, "tls.crt")), 120)
+        smoke = invoke("smoke-test", *args, "--ca-dir", str(tmp_path), kubeconfig=kubeconfig)
+        assert smoke.returncode == 0, smoke.stderr
     finally:
         invoke("unprovision", *args, "--purge", kubeconfig=kubeconfig)
 
 
+def _tls_data(ca: str, cert: str, key: str) -> dict[str, str]:
+    pems = {"tls.crt": cert, "tls.key": key, "ca.crt": ca}
+    return {k: base64.b64encode(v.encode()).decode() for k, v in pems.items()}
+
+
+def _expired_pems(hosts: list[str]) -> tuple[str, str, str]:
+    """A server certificate valid for one day, two days ago; its CA is still valid."""
+    two_days_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
+    return self_signed_ca_and_server_cert(hosts, [IP], not_before=two_days_ago, days=1)
+
+
+def _served_certificate() -> bytes:
+    """The DER certificate the registry serves right now, unverified."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with (
+        socket.create_connection((IP, 5000), timeout=5) as raw,
+        context.wrap_socket(raw) as tls,
+    ):
+        return tls.getpeercert(binary_form=True) or b""
+
+
+async def _until_served(cert_pem: str) -> None:
+    """Wait until the registry hands out this certificate (a new pod behind the Service)."""
+    wanted = ssl.PEM_cert_to_DER_cert(cert_pem)
+    while True:
+        try:
+            if await asyncio.to_thread(_served_certificate) == wanted:
+                return
+        except OSError:
+            pass  # between pods
+        await asyncio.sleep(0.5)
+
+
+async def _restart_registry(api: kr8s.asyncio.Api, namespace: str) -> None:
+    """Replace the registry pod, as `kubectl rollout restart` would: it reads certs at start."""
+    deployment = await Deployment.get("docker-registry", namespace=namespace, api=api)
+    stamp = dt.datetime.now(dt.UTC).isoformat()
+    await deployment.patch(
+        {"spec": {"template": {"metadata": {"annotations": {"test/restarted-at": stamp}}}}}
+    )
+    await asyncio.wait_for(kube.wait_until(deployment, kube.rolled_out), 180)
+
+
 async def test_existing_secret_mode(api: kr8s.asyncio.Api, kubeconfig: str, tmp_path) -> None:
     namespace = "byo-registry"
+    hosts = ["registry.byo.test"]
     args = settings(namespace, "--set", "tls.mode=existing-secret")
     invoke("unprovision", *args, "--purge", kubeconfig=kubeconfig)
     ns = await Namespace({"metadata": {"name": namespace}}, api=api)
     await ns.create()
-    ca, cert, key = self_signed_ca_and_server_cert(["registry.byo.test"], [IP])
-    encoded = {
-        k: base64.b64encode(v.encode()).decode()
-        for k, v in {"tls.crt": cert, "tls.key": key, "ca.crt": ca}.items()
-    }
     secret = await Secret(
         {
             "metadata": {"name": "docker-registry-tls", "namespace": namespace},
             "type": "kubernetes.io/tls",
-            "data": encoded,
+            "data": _tls_data(*_expired_pems(hosts)),
         },
         api=api,
     )
     await secret.create()
     try:
+        # An expired certificate is refused before anything is applied.
+        before = await snapshot(api)
+        refused = invoke("provision", *args, "--ca-dir", str(tmp_path), kubeconfig=kubeconfig)
+        assert refused.returncode != 0
+        assert "tls.secret_name: Secret 'docker-registry-tls': the certificate expires" in (
+            refused.stderr
+        )
+        assert "nothing was changed" in refused.stderr
+        assert await snapshot(api) == before
+
+        ca, cert, key = self_signed_ca_and_server_cert(hosts, [IP])
+        await secret.patch({"data": _tls_data(ca, cert, key)})
         result = invoke("provision", *args, "--ca-dir", str(tmp_path), kubeconfig=kubeconfig)
         assert result.returncode == 0, result.stderr
         assert (tmp_path / f"{IP}:5000" / "ca.crt").read_text() == ca
         smoke = invoke("smoke-test", *args, "--ca-dir", str(tmp_path), kubeconfig=kubeconfig)
         assert smoke.returncode == 0, smoke.stderr
+
+        # The certificate expires while the registry runs: smoke-test names the cause.
+        expired = _expired_pems(hosts)
+        await secret.patch({"data": _tls_data(*expired)})
+        await _restart_registry(api, namespace)
+        await asyncio.wait_for(_until_served(expired[1]), 120)
+        smoke = invoke("smoke-test", *args, "--ca-dir", str(tmp_path), kubeconfig=kubeconfig)
+        assert smoke.returncode != 0
+        assert "the registry's certificate has expired" in smoke.stderr, smoke.stderr
+        assert "CA does not match" not in smoke.stderr
     finally:
         invoke("unprovision", *args, "--purge", kubeconfig=kubeconfig)

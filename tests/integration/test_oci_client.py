@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import hashlib
 import json
 import os
@@ -30,7 +31,7 @@ from registry_provisioner.oci_client import (
     sha256_digest,
 )
 from registry_provisioner.smoke import PHASES, format_report, smoke_test
-from tests.registry_server import RunningRegistry, free_port, write_tls_files
+from scripts.loopback_registry import RunningRegistry, free_port, run_registry, write_tls_files
 
 pytestmark = pytest.mark.timeout(120, func_only=True)
 
@@ -328,6 +329,29 @@ async def test_wrong_ca_is_a_tls_error(
             await client.ping()
     assert caught.value.status is None
     assert "the CA does not match" in caught.value.hint
+
+
+@pytest.mark.parametrize(
+    ("shift", "expected"),
+    [
+        (dt.timedelta(days=-2), "has expired"),  # valid for one day, two days ago
+        (dt.timedelta(days=2), "not valid yet"),  # a clock behind the issuer's
+    ],
+    ids=["expired", "not-yet-valid"],
+)
+async def test_certificate_outside_its_validity_is_named(
+    tmp_path: Path, registry_binary_path: Path, shift: dt.timedelta, expected: str
+) -> None:
+    not_before = dt.datetime.now(dt.UTC) + shift
+    with run_registry(
+        tmp_path, binary=registry_binary_path, cert_not_before=not_before, cert_days=1
+    ) as reg:
+        async with RegistryClient(reg.url, reg.username, reg.password, reg.ca_path) as client:
+            with pytest.raises(RegistryError) as caught:
+                await client.ping()
+    assert caught.value.status is None
+    assert expected in caught.value.hint
+    assert "CA does not match" not in caught.value.hint
 
 
 async def test_plain_http_to_tls_port(registry_on_loopback: RunningRegistry) -> None:

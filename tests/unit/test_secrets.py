@@ -18,8 +18,10 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from registry_provisioner.config import Settings
+from registry_provisioner.provision import self_signed_renewal_reason
 from registry_provisioner.secrets import (
     Credentials,
+    certificate_problems,
     dockerconfigjson,
     generate_credentials,
     generate_http_secret,
@@ -185,3 +187,50 @@ def test_credentials_repr_hides_secrets() -> None:
     assert "registry" in text
     for secret in ("hunter2", "$2y$hash", "httpsecret"):
         assert secret not in text
+
+
+def test_a_current_certificate_naming_the_ip_has_no_problems(pems: tuple[str, str, str]) -> None:
+    _, cert, _ = pems
+    assert certificate_problems(cert, ["172.17.1.62", "fd00::62"]) == []
+
+
+def test_an_expired_certificate_is_named_with_its_date() -> None:
+    two_days_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
+    _, cert, _ = self_signed_ca_and_server_cert([], ["10.0.0.5"], not_before=two_days_ago, days=1)
+    [problem] = certificate_problems(cert, ["10.0.0.5"])
+    expired_on = (two_days_ago + dt.timedelta(days=1)).strftime("%Y-%m-%d")
+    assert problem.startswith(f"the certificate expires {expired_on}")
+
+
+def test_renew_before_counts_a_soon_expiring_certificate() -> None:
+    _, cert, _ = self_signed_ca_and_server_cert([], ["10.0.0.5"], days=10)
+    assert certificate_problems(cert, ["10.0.0.5"], renew_before=dt.timedelta(days=9)) == []
+    assert certificate_problems(cert, ["10.0.0.5"], renew_before=dt.timedelta(days=11))
+
+
+def test_a_future_certificate_and_a_missing_ip_are_both_named() -> None:
+    tomorrow = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    _, cert, _ = self_signed_ca_and_server_cert(["r.test"], ["10.0.0.5"], not_before=tomorrow)
+    not_yet, missing_ip = certificate_problems(cert, ["10.0.0.6"])
+    assert not_yet.startswith("the certificate is not valid until")
+    assert missing_ip == "the certificate has no IP SAN for 10.0.0.6"
+
+
+def test_garbage_is_not_a_certificate() -> None:
+    assert certificate_problems("not a pem", ["10.0.0.5"]) == ["tls.crt is not a PEM certificate"]
+
+
+def test_a_self_signed_certificate_is_renewed_when_due_or_the_ip_moved() -> None:
+    base = Settings()
+    settings = dataclasses.replace(base, tls=dataclasses.replace(base.tls, mode="self-signed"))
+    current = generate_credentials(settings)
+    assert self_signed_renewal_reason(settings, current) is None
+    moved = dataclasses.replace(
+        settings, service=dataclasses.replace(settings.service, ip="172.17.1.63")
+    )
+    assert "no IP SAN for 172.17.1.63" in (self_signed_renewal_reason(moved, current) or "")
+    _, soon, _ = self_signed_ca_and_server_cert([], ["172.17.1.62"], days=7)
+    due = dataclasses.replace(current, cert_pem=soon)
+    assert "expires" in (self_signed_renewal_reason(settings, due) or "")
+    # cert-manager renews its own certificates; nothing here replaces them.
+    assert self_signed_renewal_reason(base, due) is None
