@@ -24,7 +24,7 @@ from .errors import ConfigError, ConfigProblem
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "config.yaml"
 
-DEFAULT_IMAGE = "docker.io/library/registry:3.0.0"
+DEFAULT_IMAGE = "docker.io/library/registry:3.1.2"
 TLS_MODES = ("cert-manager", "self-signed", "existing-secret")
 ISSUER_KINDS = ("Issuer", "ClusterIssuer")
 ACCESS_MODES = ("ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod")
@@ -534,7 +534,7 @@ def _is_ip(text: str) -> bool:
 def image_problem(image: str) -> str | None:
     """Why an image reference is unusable, or None; floating tags are refused on purpose."""
     if not image or any(c.isspace() for c in image):
-        return "an image reference without spaces, e.g. docker.io/library/registry:3.0.0"
+        return "an image reference without spaces, e.g. docker.io/library/registry:3.1.2"
     name, _, digest = image.partition("@")
     if digest:
         if not _DIGEST.match(digest):
@@ -546,13 +546,13 @@ def image_problem(image: str) -> str | None:
         tag = name[colon + 1 :] if colon > last_slash else None
         if tag is None:
             return (
-                "a pinned tag or digest, e.g. docker.io/library/registry:3.0.0 (no implicit latest)"
+                "a pinned tag or digest, e.g. docker.io/library/registry:3.1.2 (no implicit latest)"
             )
         name = name[:colon]
         if not _TAG.match(tag):
             return "a valid tag: letters, digits, '_', '.', '-', at most 128 chars"
         if tag == "latest":
-            return "a pinned version tag such as registry:3.0.0; 'latest' floats between pulls"
+            return "a pinned version tag such as registry:3.1.2; 'latest' floats between pulls"
     parts = name.split("/")
     path_parts = parts[1:] if len(parts) > 1 and ("." in parts[0] or ":" in parts[0]) else parts
     if not all(_REPO_PART.match(p) for p in path_parts):

@@ -198,7 +198,7 @@ def conformance_section(summary_file: Path, started: float) -> list[str]:
         for api, status in apis.items()
     ]
     lines += _table(["workflow", "API", "status"], rows)
-    lines += ["", "### Switched off, because distribution v3.0.0 does not implement it", ""]
+    lines += ["", "### Switched off, because distribution v3.1.2 does not implement it", ""]
     lines += _table(
         ["toggle (= false)", "why"], [[f"`{k}`", v] for k, v in summary["disabled_toggles"].items()]
     )
@@ -213,19 +213,6 @@ def conformance_section(summary_file: Path, started: float) -> list[str]:
         "",
     ]
     lines += _table(["case", "why"], [[k, v] for k, v in summary["expected_skips"].items()])
-    lines += [
-        "",
-        "### Known failures of distribution v3.0.0",
-        "",
-        "No toggle isolates these and the deployment cannot change them; distribution fixed"
-        " them in distribution/distribution#4945, released in v3.1.2. The test expects them"
-        " to fail (xfail, strict) so a registry upgrade shows up.",
-        "",
-    ]
-    known = summary["known_upstream_failures"]
-    lines += _table(
-        ["case", "result", "why"], [[k, v["result"], v["why"]] for k, v in known.items()]
-    )
     return [*lines, ""]
 
 

@@ -11,13 +11,13 @@ ETCD = "v3.6.4"
 METALLB = "v0.15.2"
 LOCAL_PATH_PROVISIONER = "v0.0.30"
 CERT_MANAGER = "v1.21.2"
-DISTRIBUTION = "v3.0.0"
+DISTRIBUTION = "v3.1.2"
 # The OCI distribution-spec conformance suite has no release tags for its Go
 # module; the proxy serves only this pseudo-version (its `@latest`).
 OCI_CONFORMANCE = "v0.0.0-20260831232431-97274622c111"
 
 # The image names the manifests use. The registry's is the upstream name, so
 # the default config works unchanged on a real cluster.
-REGISTRY_IMAGE = "docker.io/library/registry:3.0.0"
+REGISTRY_IMAGE = "docker.io/library/registry:3.1.2"
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 HELPER_IMAGE = "local.test/busybox:static"

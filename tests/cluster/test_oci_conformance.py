@@ -2,7 +2,7 @@
 
 Issue: OCI conformance. The suite's pull, push, content discovery and content
 management workflows run through the LoadBalancer IP with the real login, and TLS is
-verified against the registry's own CA alone. Only what distribution v3.0.0 does not
+verified against the registry's own CA alone. Only what distribution v3.1.2 does not
 implement is switched off, each toggle with its reason; the results are kept in
 docs/oci-conformance/ for the reliability table (scripts/reliability_report.py).
 """
@@ -57,16 +57,16 @@ SUITE_ENV = {
     "OCI_RESULTS_DIR": "results",  # relative, so the recorded config names no temp dir
 }
 
-# Toggles this run switches off, each only because distribution v3.0.0 lacks the feature.
+# Toggles this run switches off, each only because distribution v3.1.2 lacks the feature.
 DISABLED_TOGGLES = {
     "OCI_API_REFERRER": (
-        "distribution v3.0.0 has no referrers API: `GET /v2/<name>/referrers/<digest>`"
+        "distribution v3.1.2 has no referrers API: `GET /v2/<name>/referrers/<digest>`"
         " answers 404 and manifest PUTs carry no OCI-Subject header. Upstream it is an open pull"
         " request (distribution/distribution#4828). Manifests with a subject are still pushed"
         " and pulled (data: subject, subjectMissing, subjectList stay on)."
     ),
     "OCI_DATA_SHA512": (
-        "distribution v3.0.0 digests every upload with sha256 and cannot serve sha512"
+        "distribution v3.1.2 digests every upload with sha256 and cannot serve sha512"
         " content (distribution/distribution#4420, open; support is the open pull request"
         " #4946). The spec makes sha256 mandatory and sha512 optional."
     ),
@@ -98,26 +98,6 @@ EXPECTED_SKIPS = {
     ),
     f"{ROOT}/sha256 blobs/mount anonymous/blob-mount-anonymous": (
         "a mount without `from` is optional; distribution answers 202 and the blob is uploaded"
-    ),
-}
-
-# Cases distribution v3.0.0 itself fails: nothing in the deployment can change them and
-# no toggle isolates them. Fixed upstream by distribution/distribution#4945, released in
-# v3.1.2. Each entry: the case and the failure message it must still show.
-KNOWN_UPSTREAM_FAILURES = {
-    f"{ROOT}/sha256 blobs/chunked out-of-order and put chunk/blob-patch-chunked": (
-        "expected one of [416], received 400",
-        "an out-of-order final chunk sent with the closing PUT gets 400 (digest mismatch)"
-        " instead of 416: v3.0.0 checks Content-Range on PATCH only",
-    ),
-    f"{ROOT}/invalid-digest-format/manifest-put": (
-        "expected one of [400], received 500",
-        "PUT /manifests/sha256:baddigeststring is taken as a tag and the storage driver"
-        " refuses the path: 500 instead of 400",
-    ),
-    f"{ROOT}/invalid-digest-format/manifest-get": (
-        "expected one of [404 400], received 500",
-        "GET /manifests/sha256:baddigeststring: the same 500 instead of 400 or 404",
     ),
 }
 
@@ -165,12 +145,7 @@ API_EXCEPTIONS = {
     "Blob post only": ("Skip", "optional single-POST upload"),
     "Blob anonymous mount": ("Skip", "optional mount without `from`"),
 }
-KNOWN_FAILING_APIS = {
-    "Blob chunked": f"{ROOT}/sha256 blobs/chunked out-of-order and put chunk/blob-patch-chunked",
-    "Manifest put by digest": f"{ROOT}/invalid-digest-format/manifest-put",
-    "Manifest get by digest": f"{ROOT}/invalid-digest-format/manifest-get",
-}
-MIN_PASSED = 600  # 689 on distribution v3.0.0 with the toggles above
+MIN_PASSED = 600  # 694 on distribution v3.1.2 with the toggles above
 
 
 @dataclass(frozen=True)
@@ -288,13 +263,6 @@ def keep_results(results: Path, run: Run, registry: Registry) -> None:
         "disabled_toggles": DISABLED_TOGGLES,
         "suite_defaults_off": SUITE_DEFAULTS_OFF,
         "expected_skips": EXPECTED_SKIPS,
-        "known_upstream_failures": {
-            case: {
-                "result": next((c.status for c in run.cases if c.name == case), "missing"),
-                "why": why,
-            }
-            for case, (_, why) in KNOWN_UPSTREAM_FAILURES.items()
-        },
     }
     (RESULTS_DIR / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
@@ -352,10 +320,10 @@ def test_suite_ran_as_configured(conformance: Run) -> None:
     assert config["apis"]["blobs"]["delete"]
 
 
-def test_no_case_fails_beyond_known_distribution_bugs(conformance: Run) -> None:
+def test_no_case_fails(conformance: Run) -> None:
     failed = {c.name: c.message for c in conformance.cases if c.status in ("failure", "error")}
-    unexpected = {name: msg for name, msg in failed.items() if name not in KNOWN_UPSTREAM_FAILURES}
-    assert not unexpected, json.dumps(unexpected, indent=2)
+    assert not failed, json.dumps(failed, indent=2)
+    assert conformance.counts["FAIL"] == 0
     assert conformance.counts["Error"] == 0
     unexplained = {
         c.name: c.message
@@ -366,35 +334,12 @@ def test_no_case_fails_beyond_known_distribution_bugs(conformance: Run) -> None:
     assert conformance.counts["Pass"] >= MIN_PASSED, conformance.counts
 
 
-@pytest.mark.parametrize(
-    "case",
-    sorted(KNOWN_UPSTREAM_FAILURES),
-    ids=lambda case: case.removeprefix(f"{ROOT}/").replace("/", " > "),
-)
-def test_known_distribution_bug(conformance: Run, case: str) -> None:
-    """Strict: once a registry bump fixes one, this fails until the entry is removed."""
-    expected, why = KNOWN_UPSTREAM_FAILURES[case]
-    [result] = [c for c in conformance.cases if c.name == case]
-    if result.status == "passed":
-        pytest.fail(f"{case} passes now: remove it from KNOWN_UPSTREAM_FAILURES")
-    assert result.status == "failure" and expected in result.message, result.message
-    pytest.xfail(f"distribution v3.0.0 bug, fixed in v3.1.2: {why}")
-
-
 @pytest.mark.parametrize("workflow", list(WORKFLOWS))
 def test_workflow(conformance: Run, workflow: str) -> None:
-    known = []
     for api in WORKFLOWS[workflow]:
         status = conformance.apis.get(api)
-        if status == "Pass":
-            continue
-        if api in KNOWN_FAILING_APIS and status == "FAIL":
-            known.append(f"{api} ({KNOWN_FAILING_APIS[api].removeprefix(ROOT + '/')})")
-            continue
         allowed, reason = API_EXCEPTIONS.get(api, ("Pass", ""))
         assert status == allowed, f"{api}: {status} (expected {allowed}: {reason or 'Pass'})"
-    if known:
-        pytest.xfail("only distribution v3.0.0's known bugs fail: " + "; ".join(known))
 
 
 def test_results_are_kept_without_secrets(conformance: Run, registry: Registry) -> None:

@@ -11,7 +11,7 @@ from registry_provisioner.render import render_manifests
 
 KEPT = "sha256:" + "1" * 64
 GONE = "sha256:" + "ab" * 32
-# As distribution v3.0.0 prints it (a dry run with --delete-untagged).
+# As distribution v3 prints it (a dry run with --delete-untagged).
 OUTPUT = f"""app/one
 app/one: marking manifest {KEPT}
 app/one: marking blob sha256:{"2" * 64}

@@ -532,7 +532,7 @@ def test_seed_variables_render_the_seeds_intent_with_defects_fixed() -> None:
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["ports"][0]["containerPort"] == i["container_port"]
-    assert container["image"] == "docker.io/library/registry:3.0.0"  # fixed: was registry:2
+    assert container["image"] == "docker.io/library/registry:3.1.2"  # fixed: was registry:2
     assert "nodeSelector" not in pod  # fixed: was a hard-coded node-type: worker
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["certs"]["secret"]["secretName"] == cert["secretName"]  # fixed: mismatch
