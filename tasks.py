@@ -61,6 +61,13 @@ def _run(coroutine: Coroutine[Any, Any, None]) -> None:
         asyncio.run(coroutine)
     except ProvisionError as error:
         raise Exit(f"error: {error}", code=1) from error
+    except httpx.TransportError as error:  # registry errors arrive as RegistryError
+        raise Exit(
+            f"error: lost the Kubernetes API server ({type(error).__name__}: {error}): "
+            "once it answers again (kubectl get --raw=/readyz), run the same command again; "
+            "every task is safe to repeat",
+            code=1,
+        ) from error
     except (kr8s.ServerError, kr8s.NotFoundError, httpx.HTTPError, OSError) as error:
         raise Exit(f"error: {type(error).__name__}: {error}", code=1) from error
 

@@ -22,6 +22,9 @@ from kr8s.asyncio.objects import APIObject, new_class, object_from_spec
 from .errors import ClusterUnreachable
 
 FIELD_MANAGER = "registry-provisioner"
+# A watch can go quiet without ending (seen for a minute and more after an API server
+# restart, while the object changed), so waits read the object again this often.
+WATCH_WINDOW = 10.0
 # Workloads go last, so their pods start with every volume they mount in place
 # instead of backing off on a missing Secret or claim.
 _STAGE_OF_KIND = {"Namespace": 0, "Deployment": 2, "DaemonSet": 2, "StatefulSet": 2}
@@ -227,7 +230,9 @@ def field_is(path: str, expected: object) -> Callable[[dict], bool]:
     return check
 
 
-async def wait_until(obj: APIObject, predicate: Callable[[dict], bool]) -> None:
+async def wait_until(
+    obj: APIObject, predicate: Callable[[dict], bool], window: float = WATCH_WINDOW
+) -> None:
     """Watch the object until `predicate(raw)` holds; bound it with a timeout outside.
 
     kr8s's own wait() raises on objects whose status is not filled in yet, which
@@ -237,10 +242,18 @@ async def wait_until(obj: APIObject, predicate: Callable[[dict], bool]) -> None:
         await obj.refresh()
         if predicate(obj.raw):
             return
-        async with contextlib.aclosing(obj.async_watch()) as events:
-            async for _event, _ in events:
-                if predicate(obj.raw):
-                    return
+        if await _watch_for(obj, window, lambda _event: predicate(obj.raw)):
+            return
+
+
+async def _watch_for(obj: APIObject, window: float, done: Callable[[str], bool]) -> bool:
+    """Watch for at most `window` seconds: True once `done(event)` holds, else False."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(window), contextlib.aclosing(obj.async_watch()) as events:
+            async for event, _ in events:
+                if done(event):
+                    return True
+    return False
 
 
 async def get_all(api: kr8s.asyncio.Api, kind: str, *names: str, **selectors: Any) -> list:
@@ -266,7 +279,7 @@ def rolled_out(raw: dict) -> bool:
     )
 
 
-async def wait_deleted(obj: APIObject) -> None:
+async def wait_deleted(obj: APIObject, window: float = WATCH_WINDOW) -> None:
     """Watch until the object is gone; bound it with a timeout outside.
 
     The watch starts at the resourceVersion just read, so a deletion that lands
@@ -277,7 +290,5 @@ async def wait_deleted(obj: APIObject) -> None:
             await obj.refresh()
         except kr8s.NotFoundError:
             return
-        async with contextlib.aclosing(obj.async_watch()) as events:
-            async for event, _ in events:
-                if event == "DELETED":
-                    return
+        if await _watch_for(obj, window, lambda event: event == "DELETED"):
+            return

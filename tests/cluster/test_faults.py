@@ -110,11 +110,6 @@ def test_provision_killed_midway_then_rerun_completes(
     assert f"registry ready at {URL}" in rerun.stdout
 
 
-@pytest.mark.skipif(
-    not os.environ.get("REGISTRY_TEST_API_OUTAGE"),
-    reason="opt-in (REGISTRY_TEST_API_OUTAGE=1): after the outage the local cluster's "
-    "local-path provisioner can take minutes to bind claims again, which made this flaky",
-)
 def test_api_server_stopped_during_provision(
     cluster, kubeconfig: str, tmp_path: Path, fresh: None
 ) -> None:
@@ -126,7 +121,9 @@ def test_api_server_stopped_during_provision(
     try:
         rest = process.stderr.read()
         assert process.wait(timeout=300) != 0
-        assert "error:" in rest and "Traceback" not in rest, rest
+        assert "Traceback" not in rest, rest
+        assert "error: lost the Kubernetes API server" in rest, rest
+        assert "run the same command again" in rest, rest
     finally:
         local_cluster.start_apiserver()
     rerun = invoke("provision", *SETTINGS, "--ca-dir", str(tmp_path), kubeconfig=kubeconfig)
