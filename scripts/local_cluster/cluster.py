@@ -119,15 +119,8 @@ def up() -> Path:
     network.create_namespace()
     processes.start_holder()
     processes.start(control_plane.etcd(kube, STATE_DIR / "etcd"))
-    processes.start(control_plane.kube_apiserver(kube, pki))
+    _start_apiserver(processes, kube, pki)
     with _api_client(pki) as api:
-        wait_until(
-            "the API server to be ready",
-            lambda: api.get("/readyz").status_code == 200,
-            120,
-            processes,
-            "kube-apiserver",
-        )
         processes.start(control_plane.kube_controller_manager(kube, pki))
         processes.start(control_plane.kube_scheduler(kube, pki))
         processes.start(control_plane.containerd(node))
@@ -201,7 +194,11 @@ def stop_apiserver() -> None:
 def start_apiserver() -> None:
     """Bring the API server back after stop_apiserver, and wait until it is ready."""
     processes, _, pki = _layout()
-    processes.start(control_plane.kube_apiserver(build(kubernetes()), pki))
+    _start_apiserver(processes, build(kubernetes()), pki)
+
+
+def _start_apiserver(processes: Supervisor, kubernetes_binary: Path, pki: Pki) -> None:
+    processes.start(control_plane.kube_apiserver(kubernetes_binary, pki))
     with _api_client(pki) as api:
         wait_until(
             "the API server to be ready",
