@@ -7,6 +7,7 @@ import base64
 import datetime as dt
 import socket
 import ssl
+from collections.abc import AsyncIterator
 
 import kr8s.asyncio
 import pytest
@@ -37,7 +38,7 @@ async def _password(api: kr8s.asyncio.Api, namespace: str) -> str:
     return _decoded(secret.raw, "password")
 
 
-async def test_self_signed_mode_and_password_rotation(
+async def test_self_signed_mode_password_rotation_and_renewal(
     api: kr8s.asyncio.Api, kubeconfig: str, tmp_path
 ) -> None:
     args = settings("selfsigned-registry", "--set", "tls.mode=self-signed")
@@ -133,49 +134,62 @@ async def _restart_registry(api: kr8s.asyncio.Api, namespace: str) -> None:
     await asyncio.wait_for(kube.wait_until(deployment, kube.rolled_out), 180)
 
 
-async def test_existing_secret_mode(api: kr8s.asyncio.Api, kubeconfig: str, tmp_path) -> None:
-    namespace = "byo-registry"
-    hosts = ["registry.byo.test"]
-    args = settings(namespace, "--set", "tls.mode=existing-secret")
-    invoke("unprovision", *args, "--purge", kubeconfig=kubeconfig)
-    ns = await Namespace({"metadata": {"name": namespace}}, api=api)
+BYO_NAMESPACE = "byo-registry"
+BYO_HOSTS = ["registry.byo.test"]
+BYO_ARGS = settings(BYO_NAMESPACE, "--set", "tls.mode=existing-secret")
+
+
+@pytest.fixture
+async def byo_secret(api: kr8s.asyncio.Api, kubeconfig: str) -> AsyncIterator[Secret]:
+    """The user's own TLS Secret, made before provisioning as that mode expects."""
+    invoke("unprovision", *BYO_ARGS, "--purge", kubeconfig=kubeconfig)
+    ns = await Namespace({"metadata": {"name": BYO_NAMESPACE}}, api=api)
     await ns.create()
+    pems = self_signed_ca_and_server_cert(BYO_HOSTS, [IP])
     secret = await Secret(
         {
-            "metadata": {"name": "docker-registry-tls", "namespace": namespace},
+            "metadata": {"name": "docker-registry-tls", "namespace": BYO_NAMESPACE},
             "type": "kubernetes.io/tls",
-            "data": _tls_data(*_expired_pems(hosts)),
+            "data": _tls_data(*pems),
         },
         api=api,
     )
     await secret.create()
-    try:
-        # An expired certificate is refused before anything is applied.
-        before = await snapshot(api)
-        refused = invoke("provision", *args, "--ca-dir", str(tmp_path), kubeconfig=kubeconfig)
-        assert refused.returncode != 0
-        assert "tls.secret_name: Secret 'docker-registry-tls': the certificate expires" in (
-            refused.stderr
-        )
-        assert "nothing was changed" in refused.stderr
-        assert await snapshot(api) == before
+    yield secret
+    invoke("unprovision", *BYO_ARGS, "--purge", kubeconfig=kubeconfig)
 
-        ca, cert, key = self_signed_ca_and_server_cert(hosts, [IP])
-        await secret.patch({"data": _tls_data(ca, cert, key)})
-        result = invoke("provision", *args, "--ca-dir", str(tmp_path), kubeconfig=kubeconfig)
-        assert result.returncode == 0, result.stderr
-        assert (tmp_path / f"{IP}:5000" / "ca.crt").read_text() == ca
-        smoke = invoke("smoke-test", *args, "--ca-dir", str(tmp_path), kubeconfig=kubeconfig)
-        assert smoke.returncode == 0, smoke.stderr
 
-        # The certificate expires while the registry runs: smoke-test names the cause.
-        expired = _expired_pems(hosts)
-        await secret.patch({"data": _tls_data(*expired)})
-        await _restart_registry(api, namespace)
-        await asyncio.wait_for(_until_served(expired[1]), 120)
-        smoke = invoke("smoke-test", *args, "--ca-dir", str(tmp_path), kubeconfig=kubeconfig)
-        assert smoke.returncode != 0
-        assert "the registry's certificate has expired" in smoke.stderr, smoke.stderr
-        assert "CA does not match" not in smoke.stderr
-    finally:
-        invoke("unprovision", *args, "--purge", kubeconfig=kubeconfig)
+async def test_expired_existing_secret_is_refused_before_any_change(
+    api: kr8s.asyncio.Api, kubeconfig: str, tmp_path, byo_secret: Secret
+) -> None:
+    await byo_secret.patch({"data": _tls_data(*_expired_pems(BYO_HOSTS))})
+    before = await snapshot(api)
+    refused = invoke("provision", *BYO_ARGS, "--ca-dir", str(tmp_path), kubeconfig=kubeconfig)
+    assert refused.returncode != 0
+    assert "tls.secret_name: Secret 'docker-registry-tls': the certificate expires" in (
+        refused.stderr
+    )
+    assert "nothing was changed" in refused.stderr
+    assert await snapshot(api) == before
+
+
+async def test_existing_secret_mode_and_smoke_test_names_an_expired_certificate(
+    api: kr8s.asyncio.Api, kubeconfig: str, tmp_path, byo_secret: Secret
+) -> None:
+    args = [*BYO_ARGS, "--ca-dir", str(tmp_path)]
+    result = invoke("provision", *args, kubeconfig=kubeconfig)
+    assert result.returncode == 0, result.stderr
+    ca = _decoded(byo_secret.raw, "ca.crt")
+    assert (tmp_path / f"{IP}:5000" / "ca.crt").read_text() == ca
+    smoke = invoke("smoke-test", *args, kubeconfig=kubeconfig)
+    assert smoke.returncode == 0, smoke.stderr
+
+    # The certificate expires while the registry runs: smoke-test names the cause.
+    expired = _expired_pems(BYO_HOSTS)
+    await byo_secret.patch({"data": _tls_data(*expired)})
+    await _restart_registry(api, BYO_NAMESPACE)
+    await asyncio.wait_for(_until_served(expired[1]), 120)
+    smoke = invoke("smoke-test", *args, kubeconfig=kubeconfig)
+    assert smoke.returncode != 0
+    assert "the registry's certificate has expired" in smoke.stderr, smoke.stderr
+    assert "CA does not match" not in smoke.stderr
