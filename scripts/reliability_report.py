@@ -34,6 +34,7 @@ TEST_FILES = {
     "tests/cluster/test_bad_input.py": "bad input",
     "tests/cluster/test_preflight.py": "bad input",
     "tests/cluster/test_security.py": "auth",
+    "tests/cluster/test_tls_modes.py": "TLS",
     "tests/cluster/test_faults.py": "faults",
     "tests/cluster/test_oci_conformance.py": "conformance",
     "tests/cluster/test_gc.py": "gc",  # only if it exists
