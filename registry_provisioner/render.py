@@ -166,13 +166,15 @@ def _context(settings: Settings, credentials: Credentials | None) -> dict[str, A
     hosts_toml = hosts.render(base, with_ca=True)
     hosts_system = hosts.render(base, with_ca=False)
     sync_script = (MANIFESTS_DIR / "_node-trust-sync.sh").read_text(encoding="utf-8")
+    serve_script = (MANIFESTS_DIR / "_registry-serve.sh").read_text(encoding="utf-8")
     return {
         **base,
         "creds": values,
         "secret_data": secret_data,
         "registry_config": registry_config,
+        "serve_script": serve_script,
         "config_checksum": _checksum(
-            registry_config, values.htpasswd, values.http_secret, values.cert_pem
+            registry_config, serve_script, values.htpasswd, values.http_secret, values.cert_pem
         ),
         "hosts_toml": hosts_toml,
         "hosts_toml_system_trust": hosts_system,

@@ -298,7 +298,7 @@ def test_registry_pod_hardening_and_probes() -> None:
     assert spec["securityContext"]["fsGroup"] == 1000
     assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     (container,) = spec["containers"]
-    assert container["command"] == ["registry", "serve", "/etc/distribution/config.yml"]
+    assert container["command"] == ["/bin/sh", "/etc/distribution/serve.sh"]
     sc = container["securityContext"]
     assert sc["readOnlyRootFilesystem"] is True
     assert sc["allowPrivilegeEscalation"] is False
@@ -555,3 +555,17 @@ def test_htpasswd_helper_output_is_what_the_secret_expects() -> None:
     creds = dataclasses.replace(_creds(settings), htpasswd=htpasswd_line("registry", "pw"))
     auth = _find(render_manifests(settings, creds), "Secret", "docker-registry-auth")
     assert _secret_value(auth, "htpasswd").startswith("registry:$2y$")
+
+
+def test_the_serve_script_follows_the_certificate_the_registry_serves() -> None:
+    """serve.sh watches the file config.yml names, and ships beside it in the ConfigMap."""
+    manifests = render_manifests(Settings(), None)
+    config_map = next(m for m in manifests if "config.yml" in m.get("data", {}))
+    script = config_map["data"]["serve.sh"]
+    assert "registry serve /etc/distribution/config.yml" in script
+    served = yaml.safe_load(config_map["data"]["config.yml"])["http"]["tls"]["certificate"]
+    deployment = next(m for m in manifests if m["kind"] == "Deployment")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["TLS_CERTIFICATE"] == served
+    assert int(env["CERTIFICATE_CHECK_SECONDS"]) > 0
