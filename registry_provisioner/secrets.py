@@ -50,14 +50,14 @@ def generate_http_secret() -> str:
     return secrets.token_urlsafe(32)
 
 
-def htpasswd_line(user: str, password: str) -> str:
+def htpasswd_line(user: str, password: str, rounds: int = BCRYPT_ROUNDS) -> str:
     """One ``user:hash`` line; distribution accepts only bcrypt, in the ``$2y$`` spelling."""
     if not user or ":" in user or any(c.isspace() for c in user):
         raise ValueError("htpasswd user must be non-empty without ':' or whitespace")
     secret = password.encode("utf-8")
     if not secret or len(secret) > 72:
         raise ValueError("bcrypt passwords must be 1-72 bytes")
-    hashed = bcrypt.hashpw(secret, bcrypt.gensalt(rounds=BCRYPT_ROUNDS)).decode("ascii")
+    hashed = bcrypt.hashpw(secret, bcrypt.gensalt(rounds=rounds)).decode("ascii")
     return f"{user}:$2y${hashed[4:]}"
 
 

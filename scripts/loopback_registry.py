@@ -8,6 +8,7 @@ same shape.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import os
 import secrets
@@ -21,11 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import bcrypt
 import httpx
 import yaml
 
-from registry_provisioner.secrets import self_signed_ca_and_server_cert
+from registry_provisioner.secrets import htpasswd_line, self_signed_ca_and_server_cert
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
@@ -94,12 +94,6 @@ def write_tls_files(
     return paths
 
 
-def htpasswd_line(username: str, password: str, rounds: int = TEST_BCRYPT_ROUNDS) -> str:
-    """An htpasswd entry in the $2y$ bcrypt form Apache's htpasswd -B writes."""
-    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=rounds)).decode()
-    return f"{username}:$2y${hashed.removeprefix('$2b$')}\n"
-
-
 def small_config() -> dict[str, Any]:
     """The small config tests run: filesystem storage with deletes, metrics on."""
     return {
@@ -126,7 +120,7 @@ def on_loopback(
     htpasswd: Path | None,
 ) -> dict[str, Any]:
     """``config`` with its addresses on 127.0.0.1 and its files under ``work_dir``."""
-    config = yaml.safe_load(yaml.safe_dump(dict(config)))  # a deep copy
+    config = copy.deepcopy(dict(config))
     http = config.setdefault("http", {})
     http["addr"] = f"127.0.0.1:{ports[0]}"
     http.setdefault("debug", {})["addr"] = f"127.0.0.1:{ports[1]}"
@@ -212,7 +206,7 @@ def run_registry(
         username, password = USERNAME, secrets.token_urlsafe(24)
         htpasswd = work_dir / "htpasswd"
         htpasswd.touch(mode=0o600)
-        htpasswd.write_text(htpasswd_line(username, password, bcrypt_rounds))
+        htpasswd.write_text(htpasswd_line(username, password, bcrypt_rounds) + "\n")
     # Distribution reads REGISTRY_* variables as config overrides, so none may leak in.
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
     env["OTEL_TRACES_EXPORTER"] = "none"
