@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import subprocess
 import sys
 from pathlib import Path
 
+import kr8s.asyncio
+
+from registry_provisioner import kube
 from registry_provisioner.errors import RegistryError
 from registry_provisioner.oci_client import RegistryClient
 
@@ -33,3 +37,32 @@ async def until_answers(client: RegistryClient) -> None:
             return
         except RegistryError:
             await asyncio.sleep(0.5)
+
+
+def isolated_overrides(namespace: str, ip: str) -> dict[str, str]:
+    """Settings for a registry that shares nothing with the others on the cluster.
+
+    Its pull secret stays in its own namespace, out of `default` and kube-public.
+    """
+    return {
+        "namespace": namespace,
+        "service.ip": ip,
+        "pull_secret.namespaces": f"[{namespace}]",
+        "discovery.publish_local_registry_hosting": "false",
+    }
+
+
+def set_args(overrides: dict[str, str]) -> list[str]:
+    """The same settings as the tasks' --set arguments."""
+    return [arg for key, value in overrides.items() for arg in ("--set", f"{key}={value}")]
+
+
+def decoded(secret: dict, key: str) -> str:
+    """One value of a Secret's data, as text."""
+    return base64.b64decode(secret["data"][key]).decode()
+
+
+async def registry_password(api: kr8s.asyncio.Api, namespace: str) -> str:
+    """The login provision generated, read back from its Secret."""
+    [secret] = await kube.get_all(api, "secrets", "docker-registry-auth", namespace=namespace)
+    return decoded(secret.raw, "password")

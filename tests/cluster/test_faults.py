@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import os
 import signal
@@ -20,7 +19,7 @@ from registry_provisioner import kube
 from registry_provisioner.errors import RegistryError
 from registry_provisioner.oci_client import RegistryClient, sha256_digest
 from scripts.local_cluster import cluster as local_cluster
-from tests.cluster.helpers import REPO, invoke, until_answers
+from tests.cluster.helpers import REPO, invoke, registry_password, until_answers
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 
@@ -36,11 +35,6 @@ def fresh(kubeconfig: str) -> Iterator[None]:
     invoke("unprovision", *SETTINGS, "--purge", kubeconfig=kubeconfig)
     yield
     invoke("unprovision", *SETTINGS, "--purge", kubeconfig=kubeconfig)
-
-
-async def _password(api: kr8s.asyncio.Api) -> str:
-    [secret] = await kube.get_all(api, "secrets", "docker-registry-auth", namespace=NAMESPACE)
-    return base64.b64decode(secret.raw["data"]["password"]).decode()
 
 
 async def _restart_registry(api: kr8s.asyncio.Api) -> None:
@@ -59,7 +53,7 @@ async def test_pod_killed_mid_upload_then_retry_succeeds(
         invoke("provision", *SETTINGS, "--ca-dir", str(tmp_path), kubeconfig=kubeconfig).returncode
         == 0
     )
-    ca_file, password = tmp_path / f"{IP}:5000" / "ca.crt", await _password(api)
+    ca_file, password = tmp_path / f"{IP}:5000" / "ca.crt", await registry_password(api, NAMESPACE)
     blob = os.urandom(12 * CHUNK)
     two_chunks_sent, pod_replaced = asyncio.Event(), asyncio.Event()
 

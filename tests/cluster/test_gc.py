@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from collections.abc import Iterator
@@ -24,20 +23,14 @@ from registry_provisioner.oci_client import (
     random_image,
     sha256_digest,
 )
-from tests.cluster.helpers import invoke
+from tests.cluster.helpers import invoke, isolated_overrides, registry_password, set_args
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 
 NAMESPACE = "gc-registry"
 IP = "10.213.1.58"
-OVERRIDES = {
-    "namespace": NAMESPACE,
-    "service.ip": IP,
-    # Keep out of `default` and kube-public, which other registries on the cluster share.
-    "pull_secret.namespaces": f"[{NAMESPACE}]",
-    "discovery.publish_local_registry_hosting": "false",
-}
-SETTINGS = [arg for key, value in OVERRIDES.items() for arg in ("--set", f"{key}={value}")]
+OVERRIDES = isolated_overrides(NAMESPACE, IP)
+SETTINGS = set_args(OVERRIDES)
 
 
 @pytest.fixture
@@ -49,11 +42,6 @@ def ca_file(kubeconfig: str, tmp_path: Path) -> Iterator[Path]:
     yield tmp_path / f"{IP}:5000" / "ca.crt"
     purge = invoke("unprovision", *SETTINGS, "--purge", kubeconfig=kubeconfig)
     assert purge.returncode == 0, purge.stderr
-
-
-async def _password(api: kr8s.asyncio.Api) -> str:
-    [secret] = await kube.get_all(api, "secrets", "docker-registry-auth", namespace=NAMESPACE)
-    return base64.b64decode(secret.raw["data"]["password"]).decode()
 
 
 def _descriptor(media_type: str, data: bytes) -> dict:
@@ -104,7 +92,7 @@ class Interrupted(Exception):
 async def test_gc_reclaims_space_and_keeps_every_tagged_image(
     api: kr8s.asyncio.Api, kubeconfig: str, ca_file: Path
 ) -> None:
-    password = await _password(api)
+    password = await registry_password(api, NAMESPACE)
     settings = load_settings(None, OVERRIDES)
     replaced = random_image([48 * 1024, 48 * 1024])
     current = sharing_first_layer(replaced, random_image([32 * 1024]))

@@ -28,21 +28,15 @@ import yaml
 from registry_provisioner import kube
 from registry_provisioner.secrets import self_signed_ca_and_server_cert
 from scripts.local_cluster import build, components, versions
-from tests.cluster.helpers import REPO, invoke
+from tests.cluster.helpers import REPO, invoke, isolated_overrides, registry_password, set_args
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1500)]
 
 NAMESPACE = "oci-registry"
 IP = "10.213.1.57"
 REGISTRY = f"{IP}:5000"
-OVERRIDES = {
-    "namespace": NAMESPACE,
-    "service.ip": IP,
-    # Keep out of `default` and kube-public, which other registries on the cluster share.
-    "pull_secret.namespaces": f"[{NAMESPACE}]",
-    "discovery.publish_local_registry_hosting": "false",
-}
-SETTINGS = [arg for key, value in OVERRIDES.items() for arg in ("--set", f"{key}={value}")]
+OVERRIDES = isolated_overrides(NAMESPACE, IP)
+SETTINGS = set_args(OVERRIDES)
 RESULTS_DIR = REPO / "docs" / "oci-conformance"
 SUITE_TIMEOUT = 1200.0
 ROOT = "OCI Conformance Test"
@@ -276,8 +270,7 @@ async def registry(
     try:
         provisioned = invoke("provision", *SETTINGS, "--ca-dir", str(ca_dir), kubeconfig=kubeconfig)
         assert provisioned.returncode == 0, provisioned.stderr
-        [secret] = await kube.get_all(api, "secrets", "docker-registry-auth", namespace=NAMESPACE)
-        password = base64.b64decode(secret.raw["data"]["password"]).decode()
+        password = await registry_password(api, NAMESPACE)
         [deployment] = await kube.get_all(
             api, "deployments", "docker-registry", namespace=NAMESPACE
         )

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-
 import kr8s.asyncio
 import pytest
 
 from registry_provisioner import kube
 from registry_provisioner.oci_client import RegistryClient, push_image, random_image
-from tests.cluster.helpers import invoke
+from tests.cluster.helpers import invoke, registry_password
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 
@@ -33,11 +31,6 @@ async def _objects_of(api: kr8s.asyncio.Api, namespace: str) -> list[str]:
     return found
 
 
-async def _password(api: kr8s.asyncio.Api, namespace: str) -> str:
-    secret = (await kube.get_all(api, "secrets", "docker-registry-auth", namespace=namespace))[0]
-    return base64.b64decode(secret.raw["data"]["password"]).decode()
-
-
 @pytest.mark.parametrize(
     ("namespace", "ip"), [("docker-registry", "10.213.1.50"), ("team-registry", "10.213.1.51")]
 )
@@ -50,7 +43,7 @@ async def test_lifecycle(api: kr8s.asyncio.Api, kubeconfig: str, tmp_path, names
     assert first.returncode == 0, first.stderr
     assert f"registry ready at https://{ip}:5000" in first.stdout
     assert ": created" in first.stdout
-    password = await _password(api, namespace)
+    password = await registry_password(api, namespace)
     assert password not in first.stdout + first.stderr
 
     second = invoke("provision", *settings, "--ca-dir", str(tmp_path), kubeconfig=kubeconfig)
@@ -85,7 +78,7 @@ async def test_lifecycle(api: kr8s.asyncio.Api, kubeconfig: str, tmp_path, names
 
     again = invoke("provision", *settings, "--ca-dir", str(tmp_path), kubeconfig=kubeconfig)
     assert again.returncode == 0, again.stderr
-    assert await _password(api, namespace) == password  # the login survived too
+    assert await registry_password(api, namespace) == password  # the login survived too
     async with RegistryClient(f"https://{ip}:5000", "registry", password, ca_file) as client:
         manifest = await client.get_manifest("kept/data", digest)
         assert manifest.digest == digest

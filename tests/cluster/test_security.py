@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -20,7 +19,7 @@ from registry_provisioner.errors import RegistryError
 from registry_provisioner.oci_client import RegistryClient, pull_image, push_image, random_image
 from registry_provisioner.secrets import self_signed_ca_and_server_cert
 from registry_provisioner.smoke import smoke_test
-from tests.cluster.helpers import invoke, until_answers
+from tests.cluster.helpers import invoke, registry_password, until_answers
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
 
@@ -55,8 +54,7 @@ async def registry(
     ]
     for run in runs:
         assert run.returncode == 0, run.stderr
-    [secret] = await kube.get_all(api, "secrets", "docker-registry-auth", namespace=NAMESPACE)
-    password = base64.b64decode(secret.raw["data"]["password"]).decode()
+    password = await registry_password(api, NAMESPACE)
     outputs = "".join(run.stdout + run.stderr for run in runs)
     yield Provisioned(password, ca_dir / f"{IP}:5000" / "ca.crt", outputs)
     invoke("unprovision", *SETTINGS, "--purge", kubeconfig=kubeconfig)

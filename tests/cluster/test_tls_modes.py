@@ -17,7 +17,7 @@ from registry_provisioner import kube
 from registry_provisioner.errors import RegistryError
 from registry_provisioner.oci_client import RegistryClient
 from registry_provisioner.secrets import self_signed_ca_and_server_cert
-from tests.cluster.helpers import invoke
+from tests.cluster.helpers import decoded, invoke, registry_password
 from tests.cluster.test_preflight import snapshot
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
@@ -27,15 +27,6 @@ IP = "10.213.1.41"
 
 def settings(namespace: str, *extra: str) -> list[str]:
     return ["--set", f"namespace={namespace}", "--set", f"service.ip={IP}", *extra]
-
-
-def _decoded(secret: dict, key: str) -> str:
-    return base64.b64decode(secret["data"][key]).decode()
-
-
-async def _password(api: kr8s.asyncio.Api, namespace: str) -> str:
-    [secret] = await kube.get_all(api, "secrets", "docker-registry-auth", namespace=namespace)
-    return _decoded(secret.raw, "password")
 
 
 async def test_self_signed_mode_password_rotation_and_renewal(
@@ -51,7 +42,7 @@ async def test_self_signed_mode_password_rotation_and_renewal(
         smoke = invoke("smoke-test", *args, "--ca-dir", str(tmp_path), kubeconfig=kubeconfig)
         assert smoke.returncode == 0, smoke.stderr
 
-        old = await _password(api, "selfsigned-registry")
+        old = await registry_password(api, "selfsigned-registry")
         rotated = invoke(
             "provision",
             *args,
@@ -61,7 +52,7 @@ async def test_self_signed_mode_password_rotation_and_renewal(
             kubeconfig=kubeconfig,
         )
         assert rotated.returncode == 0, rotated.stderr
-        new = await _password(api, "selfsigned-registry")
+        new = await registry_password(api, "selfsigned-registry")
         assert new != old
         ca_file = tmp_path / f"{IP}:5000" / "ca.crt"
         async with RegistryClient(f"https://{IP}:5000", "registry", old, ca_file) as client:
@@ -82,7 +73,7 @@ async def test_self_signed_mode_password_rotation_and_renewal(
         [tls] = await kube.get_all(
             api, "secrets", "docker-registry-tls", namespace="selfsigned-registry"
         )
-        await asyncio.wait_for(_until_served(_decoded(tls.raw, "tls.crt")), 120)
+        await asyncio.wait_for(_until_served(decoded(tls.raw, "tls.crt")), 120)
         smoke = invoke("smoke-test", *args, "--ca-dir", str(tmp_path), kubeconfig=kubeconfig)
         assert smoke.returncode == 0, smoke.stderr
     finally:
@@ -169,7 +160,7 @@ async def test_existing_secret_mode_serves_a_replaced_certificate_and_names_its_
     args = [*BYO_ARGS, "--ca-dir", str(tmp_path)]
     result = invoke("provision", *args, kubeconfig=kubeconfig)
     assert result.returncode == 0, result.stderr
-    ca = _decoded(byo_secret.raw, "ca.crt")
+    ca = decoded(byo_secret.raw, "ca.crt")
     assert (tmp_path / f"{IP}:5000" / "ca.crt").read_text() == ca
     smoke = invoke("smoke-test", *args, kubeconfig=kubeconfig)
     assert smoke.returncode == 0, smoke.stderr
