@@ -1,4 +1,9 @@
-"""Tasks: `invoke --list` shows them all; `invoke --help TASK` explains one."""
+"""Tasks: `invoke --list` shows them all; `invoke --help TASK` explains one.
+
+Each task imports what it needs when it runs, so `invoke --list` and the product's
+own tasks load neither kr8s before they need it nor the benchmarks or the cluster
+builder at all.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +12,12 @@ import shlex
 import time
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
-import kr8s
-import yaml
 from invoke import Collection, Exit, task
 
-from registry_provisioner import ProvisionError, Settings, commands, load_settings
-from scripts.benchmarks import run as benchmarks
-from scripts.local_cluster import cluster as local_cluster
-from scripts.local_cluster import demo as local_demo
-from scripts.reliability_report import run as reliability_run
+if TYPE_CHECKING:
+    from registry_provisioner import Settings
 
 LOCAL_CONFIG = Path(__file__).parent / "scripts" / "local_cluster" / "registry-config.yaml"
 
@@ -33,30 +32,50 @@ COMMON_HELP = {
 
 def _settings(config: str | None, set_: list[str], local: bool) -> Settings:
     """Load and validate before anything talks to the cluster."""
+    import yaml
+
+    from registry_provisioner import ProvisionError, load_settings
+
     overrides: dict[str, Any] = {}
     if local:
-        overrides.update(load_settings_overlay(LOCAL_CONFIG))
+        overrides.update(yaml.safe_load(LOCAL_CONFIG.read_text()) or {})
     for item in set_:
         key, sep, value = item.partition("=")
         if not sep:
             raise Exit(f"--set {item!r}: expected KEY=VALUE, e.g. --set replicas=1", code=2)
         overrides[key] = value
     try:
-        return load_settings(Path(config) if config else None, overrides)
+        settings = load_settings(Path(config) if config else None, overrides)
     except ProvisionError as error:
         raise Exit(str(error), code=2) from error
+    if local:
+        _ensure_local_routes(settings)
+    return settings
 
 
-def load_settings_overlay(path: Path) -> dict[str, Any]:
-    return yaml.safe_load(path.read_text()) or {}
+def _ensure_local_routes(settings: Settings) -> None:
+    """With the local cluster down its addresses lead off the machine: send nothing there."""
+    from scripts.local_cluster import network
+
+    try:
+        network.ensure_routed_into_cluster(network.NODE_IP, settings.service.ip)
+    except network.LeavesMachine as error:
+        raise Exit(f"error: {error}", code=1) from error
 
 
 def _kubeconfig(kubeconfig: str | None, local: bool) -> str | None:
-    return str(local_cluster.KUBECONFIG) if local and not kubeconfig else kubeconfig
+    from scripts.local_cluster.paths import KUBECONFIG
+
+    return str(KUBECONFIG) if local and not kubeconfig else kubeconfig
 
 
 def _run(coroutine: Coroutine[Any, Any, None]) -> None:
     """One asyncio.run per task; known failures become one clear line and exit 1."""
+    import httpx
+    import kr8s
+
+    from registry_provisioner import ProvisionError
+
     try:
         asyncio.run(coroutine)
     except ProvisionError as error:
@@ -70,6 +89,12 @@ def _run(coroutine: Coroutine[Any, Any, None]) -> None:
         ) from error
     except (kr8s.ServerError, kr8s.NotFoundError, httpx.HTTPError, OSError) as error:
         raise Exit(f"error: {type(error).__name__}: {error}", code=1) from error
+
+
+def _commands():
+    from registry_provisioner import commands
+
+    return commands
 
 
 PROVISION_HELP = {
@@ -95,7 +120,7 @@ def provision(
     """Install or update the registry; a re-run with the same config changes nothing."""
     settings = _settings(config, set_ or [], local)
     _run(
-        commands.provision_command(
+        _commands().provision_command(
             settings,
             context,
             _kubeconfig(kubeconfig, local),
@@ -114,7 +139,9 @@ def unprovision(c, config=None, context=None, kubeconfig=None, set_=None, local=
     """Remove the registry, keeping its images unless --purge."""
     settings = _settings(config, set_ or [], local)
     _run(
-        commands.unprovision_command(settings, context, _kubeconfig(kubeconfig, local), purge=purge)
+        _commands().unprovision_command(
+            settings, context, _kubeconfig(kubeconfig, local), purge=purge
+        )
     )
 
 
@@ -129,7 +156,9 @@ def smoke_test(
     """Push a fresh random image through the LoadBalancer IP, pull it back, delete it."""
     settings = _settings(config, set_ or [], local)
     _run(
-        commands.smoke_test_command(settings, context, _kubeconfig(kubeconfig, local), Path(ca_dir))
+        _commands().smoke_test_command(
+            settings, context, _kubeconfig(kubeconfig, local), Path(ca_dir)
+        )
     )
 
 
@@ -137,7 +166,7 @@ def smoke_test(
 def status(c, config=None, context=None, kubeconfig=None, set_=None, local=False):
     """Show what is installed, readiness, the IP, certificate expiry and storage used."""
     settings = _settings(config, set_ or [], local)
-    _run(commands.status_command(settings, context, _kubeconfig(kubeconfig, local)))
+    _run(_commands().status_command(settings, context, _kubeconfig(kubeconfig, local)))
 
 
 @task(
@@ -150,18 +179,20 @@ def status(c, config=None, context=None, kubeconfig=None, set_=None, local=False
 def gc(c, config=None, context=None, kubeconfig=None, set_=None, local=False, dry_run=False):
     """Delete untagged manifests and unreferenced blobs; the registry is read-only meanwhile."""
     settings = _settings(config, set_ or [], local)
-    _run(commands.gc_command(settings, context, _kubeconfig(kubeconfig, local), dry_run=dry_run))
+    _run(_commands().gc_command(settings, context, _kubeconfig(kubeconfig, local), dry_run=dry_run))
 
 
 @task(help={k: COMMON_HELP[k] for k in ("config", "set", "local")}, iterable=["set_"])
 def render(c, config=None, set_=None, local=False):
     """Print the manifests provision would apply (secrets as placeholders); no cluster needed."""
-    commands.render_command(_settings(config, set_ or [], local))
+    _commands().render_command(_settings(config, set_ or [], local))
 
 
 @task
 def cluster_up(c):
     """Build (first time only) and start the local single-node cluster."""
+    from scripts.local_cluster import cluster as local_cluster
+
     try:
         local_cluster.up()
     except local_cluster.ClusterStartError as error:
@@ -171,16 +202,21 @@ def cluster_up(c):
 @task
 def cluster_down(c):
     """Stop the local cluster and remove everything it made (the build cache stays)."""
+    from scripts.local_cluster import cluster as local_cluster
+
     local_cluster.down()
 
 
 @task
 def demo(c):
     """The whole story on the local cluster: provision, push from outside, run it, show it."""
+    from scripts.local_cluster import demo as local_demo
+    from scripts.local_cluster.paths import KUBECONFIG
+
     cluster_up(c)
     pull_namespaces = f"pull_secret.namespaces=[default, {local_demo.DEMO_NAMESPACE}]"
     settings = _settings(None, [pull_namespaces], local=True)
-    _run(local_demo.demo_command(settings, str(local_cluster.KUBECONFIG), Path("certs")))
+    _run(local_demo.demo_command(settings, str(KUBECONFIG), Path("certs")))
 
 
 @task(help={"keep_cluster": "leave the local cluster running afterwards"})
@@ -193,12 +229,14 @@ def test(c, keep_cluster=False):
         c.run("pytest -p no:cacheprovider -ra")
     finally:
         if not keep_cluster:
-            local_cluster.down()
+            cluster_down(c)
 
 
 @task
 def cluster_build(c):
     """Build every binary and image of the local cluster (cached; cluster.up does this too)."""
+    from scripts.local_cluster import cluster as local_cluster
+
     started = time.monotonic()
     local_cluster.build_all()
     print(f"local cluster built in {time.monotonic() - started:.0f}s")
@@ -214,6 +252,10 @@ def cluster_build(c):
 )
 def bench(c, repeat=3, size_mib=512, set_=None):
     """Measure provision, throughput and cost on the running local cluster; writes bench/."""
+    from registry_provisioner import ProvisionError
+    from scripts.benchmarks import run as benchmarks
+    from scripts.local_cluster import cluster as local_cluster
+
     if not local_cluster.is_running():
         raise Exit("the local cluster is not running: start it with `invoke cluster.up`", code=1)
     try:
@@ -238,6 +280,8 @@ def bench(c, repeat=3, size_mib=512, set_=None):
 )
 def reliability_report(c, pytest_args=""):
     """Run the reliability, security and conformance tests; write the table to docs/."""
+    from scripts.reliability_report import run as reliability_run
+
     exit_code = reliability_run(shlex.split(pytest_args))
     if exit_code:
         raise Exit(f"pytest exited {exit_code}; docs/reliability.md records each case", code=1)

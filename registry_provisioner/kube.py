@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,11 @@ import kr8s.asyncio
 from kr8s.asyncio.objects import APIObject, new_class, object_from_spec
 
 from .errors import ClusterUnreachable
+
+# kr8s warns on stderr when its API discovery meets a group version the server no
+# longer serves (e.g. a stale metallb.io/v1beta2) or a Kubernetes newer than it lists;
+# the call still succeeds, and the person running a task can do nothing about either.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"kr8s\._api")
 
 FIELD_MANAGER = "registry-provisioner"
 # A watch can go quiet without ending (seen for a minute and more after an API server

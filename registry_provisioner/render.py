@@ -23,7 +23,11 @@ from .config import Settings
 from .errors import ProvisionError
 from .secrets import Credentials, dockerconfigjson
 
-MANIFESTS_DIR = Path(__file__).resolve().parents[1] / "manifests"
+# An installed package carries the templates inside it; a checkout keeps them at its top.
+_PACKAGED = Path(__file__).resolve().parent / "manifests"
+MANIFESTS_DIR = (
+    _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parents[1] / "manifests"
+)
 MANAGED_BY = "registry-provisioner"
 PLACEHOLDER = "<generated at provision>"
 CHECKSUM_ANNOTATION = "registry-provisioner/config-checksum"

@@ -5,8 +5,12 @@ The namespace has no default route, so nothing the cluster does can leave the
 machine; the host routes only the cluster's own ranges into it.
 """
 
+import ipaddress
+import json
 import subprocess
 from pathlib import Path
+
+from registry_provisioner.errors import ProvisionError
 
 NETNS = "registry-local-cluster"
 HOST_VETH = "rlc-host"
@@ -24,6 +28,12 @@ KUBERNETES_SERVICE_IP = "10.215.0.1"
 APISERVER_PORT = 6443
 # Ranges the host routes into the namespace; nothing else is routed there.
 ROUTED_INTO_CLUSTER = (LOADBALANCER_CIDR, POD_CIDR, SERVICE_CIDR)
+# Every range of the cluster's; while it is down they follow the default route.
+CLUSTER_RANGES = ("10.213.0.0/16", POD_CIDR, SERVICE_CIDR)
+
+
+class LeavesMachine(ProvisionError):
+    """An address of the local cluster that would be sent off this machine."""
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -60,3 +70,29 @@ def delete_namespace() -> None:
         _ip("netns", "delete", NETNS)
     if _ip("link", "show", HOST_VETH, check=False).returncode == 0:
         _ip("link", "delete", HOST_VETH)
+
+
+def route_device(address: str) -> str:
+    """The interface the kernel would send a packet for `address` out of."""
+    [route] = json.loads(_ip("-j", "route", "get", address).stdout)
+    return route.get("dev", "")
+
+
+def ensure_routed_into_cluster(*addresses: str) -> None:
+    """Refuse before anything is sent to a cluster address that routes off the machine.
+
+    While the local cluster is down, its ranges are not routed into its namespace
+    and follow the host's default route: a packet for them would reach someone
+    else's network. Loopback and addresses outside the cluster's ranges pass.
+    """
+    ranges = [ipaddress.ip_network(cidr) for cidr in CLUSTER_RANGES]
+    for address in addresses:
+        if not any(ipaddress.ip_address(address) in cidr for cidr in ranges):
+            continue
+        device = route_device(address)
+        if device != HOST_VETH:
+            raise LeavesMachine(
+                f"{address} is a local-cluster address, but it routes out of {device}, off "
+                "this machine, so nothing was sent: the local cluster is not up (start it "
+                "with `invoke cluster.up`) or this address is not one of its ranges"
+            )

@@ -1,0 +1,91 @@
+"""One coroutine per task: connect, run the step, print the outcome.
+
+tasks.py stays a thin shell over these; each task calls asyncio.run once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import gc, kube, provision, render
+from .config import Settings
+from .preflight import check_reachable
+from .smoke import format_report, smoke_test
+
+
+async def provision_command(
+    settings: Settings,
+    context: str | None,
+    kubeconfig: str | None,
+    *,
+    dry_run: bool,
+    rotate_password: bool,
+    ca_dir: Path,
+) -> None:
+    api = await kube.connect(context, kubeconfig)
+    result = await provision.provision(
+        api, settings, dry_run=dry_run, rotate_password=rotate_password, ca_dir=ca_dir
+    )
+    print(kube.summarize(result.changes))
+    if dry_run:
+        verdict = "would change" if result.changed else "no changes"
+        print(f"dry run (server-side), nothing was changed: {verdict}")
+        return
+    print(provision.summary(settings, result))
+
+
+async def unprovision_command(
+    settings: Settings, context: str | None, kubeconfig: str | None, *, purge: bool
+) -> None:
+    api = await kube.connect(context, kubeconfig)
+    await check_reachable(api)
+    changes = await provision.unprovision(api, settings, purge=purge)
+    if all(change.action == "absent" for change in changes):
+        print(f"nothing to remove: no registry is installed in namespace {settings.namespace}")
+        return
+    print(kube.summarize(c for c in changes if c.action != "absent"))
+    if purge:
+        print("purged: every object, the stored images and the namespace are gone")
+    else:
+        print(
+            f"registry removed; kept its data (PersistentVolumeClaim {settings.storage.claim_name})"
+            f", login (Secret {settings.auth.secret_name}) and certificate in namespace"
+            f" {settings.namespace}."
+            " Provision again to bring it back as it was; add --purge to delete everything."
+        )
+
+
+async def smoke_test_command(
+    settings: Settings, context: str | None, kubeconfig: str | None, ca_dir: Path
+) -> None:
+    api = await kube.connect(context, kubeconfig)
+    credentials = await provision.existing_credentials(api, settings)
+    if credentials is None:
+        raise provision.ProvisionError(
+            f"no registry credentials in namespace {settings.namespace}: run `invoke provision`"
+        )
+    ca_file = await provision.write_client_ca(api, settings, ca_dir)
+    report = await smoke_test(
+        settings.registry_url, credentials.username, credentials.password, ca_file
+    )
+    print(format_report(report))
+
+
+async def gc_command(
+    settings: Settings, context: str | None, kubeconfig: str | None, *, dry_run: bool
+) -> None:
+    api = await kube.connect(context, kubeconfig)
+    await check_reachable(api)
+    report = await gc.garbage_collect(api, settings, dry_run=dry_run)
+    print(gc.format_report(settings, report))
+
+
+async def status_command(settings: Settings, context: str | None, kubeconfig: str | None) -> None:
+    api = await kube.connect(context, kubeconfig)
+    await check_reachable(api)
+    for line in await provision.status_lines(api, settings):
+        print(line)
+
+
+def render_command(settings: Settings) -> None:
+    print(render.manifests_yaml(render.render_manifests(settings, None)), end="")

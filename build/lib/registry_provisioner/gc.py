@@ -1,0 +1,435 @@
+"""Garbage collection: delete untagged manifests and the blobs nothing references.
+
+Deleting a tag or a manifest frees no space; distribution's offline
+``registry garbage-collect`` does, by marking every blob a manifest references
+and sweeping the rest. A push during the sweep could lose a blob it had just
+uploaded (unmarked, so swept) and leave a tag pointing at nothing. So the
+registry is switched read-only first (see maintenance.py), is seen to refuse
+pushes before anything is deleted, and is switched back however the run ends.
+Every tag is then checked to still resolve to blobs that all exist.
+
+``dry_run`` only reports: it leaves the registry writable and nothing restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import re
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+import httpx
+import httpx_ws
+import kr8s
+import kr8s.asyncio
+from kr8s.asyncio.objects import Pod
+
+from . import kube, maintenance, render
+from .config import Settings
+from .errors import ProvisionError, RegistryError
+from .oci_client import IMAGE_MANIFEST_TYPES, RegistryClient
+from .progress import step
+from .provision import READY_TIMEOUT, existing_credentials, fetch_ca
+from .smoke import human_size
+from .waiting import diagnose_pods, poll, wait_for
+
+if TYPE_CHECKING:
+    from kr8s._exec import CompletedExec  # what Pod.exec returns
+
+# storage.filesystem.rootdirectory in _distribution-config.yml.j2, the volume's mountPath.
+STORAGE_ROOT = "/var/lib/registry"
+CONFIG_FILE = "/etc/distribution/config.yml"
+# garbage-collect fails on storage without both (before the first completed push).
+REPOSITORIES = f"{STORAGE_ROOT}/docker/registry/v2/repositories"
+BLOBS = f"{STORAGE_ROOT}/docker/registry/v2/blobs"
+# Empty manifests are pushed here to see if pushes are refused; none is ever stored.
+PROBE_REPOSITORY = "registry-provisioner/push-probe"
+GC_TIMEOUT = 3600.0
+DU_TIMEOUT = 300.0
+# Paths per `du` exec when sizing the blobs a dry run would delete.
+_DU_BATCH = 200
+
+_SUMMARY = re.compile(
+    r"^(\d+) blobs marked, (\d+) blobs and (\d+) manifests eligible for deletion$", re.MULTILINE
+)
+_ELIGIBLE_BLOB = re.compile(r"^blob eligible for deletion: (\S+)$", re.MULTILINE)
+_DIGEST = re.compile(r"^(sha256|sha384|sha512):([a-f0-9]{64,128})$")
+
+
+@dataclass(frozen=True)
+class GcReport:
+    """What a garbage collection did (or, in a dry run, would do)."""
+
+    dry_run: bool
+    blobs_kept: int
+    blobs_deleted: int
+    manifests_deleted: int
+    used_before: int  # bytes on the volume, from `du`
+    used_after: int
+    # Measured (used_before - used_after); in a dry run, the size of the blobs that would go.
+    reclaimed: int
+    read_only_seconds: float = 0.0
+    tags_checked: int = 0
+    repositories_checked: int = 0
+    nothing_pushed: bool = False  # an empty registry: nothing was run, nothing restarted
+
+
+class GcOutcome(NamedTuple):
+    """The counts `registry garbage-collect` prints, and the blobs it names."""
+
+    blobs_marked: int
+    blobs_eligible: int
+    manifests_eligible: int
+    eligible_blobs: tuple[str, ...]
+
+
+def gc_command(dry_run: bool) -> list[str]:
+    """The command run in the registry container (the same binary, config and volume)."""
+    return [
+        "registry",
+        "garbage-collect",
+        "--delete-untagged",
+        *(["--dry-run"] if dry_run else []),
+        CONFIG_FILE,
+    ]
+
+
+def parse_gc_output(text: str) -> GcOutcome:
+    """The summary line must be there: without it the run did not reach the sweep."""
+    match = _SUMMARY.search(text)
+    if match is None:
+        tail = "\n".join(text.strip().splitlines()[-5:])
+        raise ProvisionError(
+            f"registry garbage-collect printed no summary; its output ended:\n{tail}"
+        )
+    marked, blobs, manifests = (int(n) for n in match.groups())
+    return GcOutcome(marked, blobs, manifests, tuple(_ELIGIBLE_BLOB.findall(text)))
+
+
+def parse_du_kib(text: str) -> int:
+    """Bytes from `du -sk PATH` or the total line of `du -ck PATHS...` (the last line)."""
+    lines = text.strip().splitlines()
+    try:
+        return int(lines[-1].split()[0]) * 1024
+    except (IndexError, ValueError):
+        raise ProvisionError(f"cannot read a size from du's output: {text.strip()!r}") from None
+
+
+def blob_dir(digest: str) -> str:
+    """Where the filesystem driver keeps a blob, as distribution lays it out."""
+    match = _DIGEST.match(digest)
+    if match is None:
+        raise ProvisionError(f"registry garbage-collect named an odd digest: {digest!r}")
+    algorithm, hex_ = match.groups()
+    return f"{STORAGE_ROOT}/docker/registry/v2/blobs/{algorithm}/{hex_[:2]}/{hex_}"
+
+
+def _registry_selector(settings: Settings) -> str:
+    return ",".join(f"{k}={v}" for k, v in render.selector_labels(settings, "registry").items())
+
+
+async def _registry_pod(api: kr8s.asyncio.Api, settings: Settings, *, read_only: bool) -> Pod:
+    """A running registry pod to exec in; when collecting, one that is read-only."""
+    pods = await kube.get_all(
+        api,
+        "pods",
+        namespace=settings.namespace,
+        label_selector=_registry_selector(settings),
+        field_selector="status.phase=Running",
+    )
+    for pod in pods:
+        if pod.raw["metadata"].get("deletionTimestamp"):
+            continue
+        if read_only and not maintenance.pod_is_read_only(pod.raw):
+            continue
+        return pod
+    state = "read-only " if read_only else ""
+    raise ProvisionError(
+        f"no running {state}registry pod in namespace {settings.namespace} "
+        f"(selector {_registry_selector(settings)})"
+    )
+
+
+async def _exec(pod: Pod, command: list[str], timeout: float) -> CompletedExec:
+    """Exec in the registry container; a broken or endless exec becomes a ProvisionError."""
+    shown = " ".join(command[:3])
+    try:
+        return await asyncio.wait_for(
+            pod.exec(command, container=maintenance.CONTAINER, check=False), timeout
+        )
+    except TimeoutError:
+        raise ProvisionError(f"`{shown}` in pod {pod.name} took over {timeout:g}s") from None
+    except (
+        kr8s.ExecError,
+        kr8s.ConnectionClosedError,
+        httpx_ws.HTTPXWSException,
+        httpx.HTTPError,
+    ) as error:
+        raise ProvisionError(
+            f"`{shown}` in pod {pod.name} broke off: {type(error).__name__}: {error} "
+            "(was the pod restarted, e.g. by `invoke provision`?)"
+        ) from error
+
+
+async def _run_in(pod: Pod, command: list[str], timeout: float) -> str:
+    """Its stdout; a non-zero exit is an error that quotes the end of stderr."""
+    result = await _exec(pod, command, timeout)
+    if result.returncode != 0:
+        tail = "\n".join(result.stderr.decode(errors="replace").strip().splitlines()[-10:])
+        raise ProvisionError(
+            f"`{' '.join(command[:3])}` in pod {pod.name} exited with status"
+            f" {result.returncode}:\n{tail}"
+        )
+    return result.stdout.decode(errors="replace")
+
+
+async def _anything_pushed(pod: Pod) -> bool:
+    """garbage-collect fails on storage that never held a blob; skip it there."""
+    result = await _exec(pod, ["test", "-d", REPOSITORIES, "-a", "-d", BLOBS], DU_TIMEOUT)
+    return result.returncode == 0
+
+
+async def _used(pod: Pod) -> int:
+    with step(f"measuring the storage used in pod {pod.name}", every=30):
+        return parse_du_kib(await _run_in(pod, ["du", "-sk", STORAGE_ROOT], DU_TIMEOUT))
+
+
+async def _size_of(pod: Pod, digests: tuple[str, ...]) -> int:
+    """What the named blobs take on disk; blobs gone meanwhile count as nothing."""
+    total = 0
+    for start in range(0, len(digests), _DU_BATCH):
+        paths = [blob_dir(d) for d in digests[start : start + _DU_BATCH]]
+        output = (await _exec(pod, ["du", "-ck", *paths], DU_TIMEOUT)).stdout.decode()
+        total += parse_du_kib(output) if output.strip() else 0
+    return total
+
+
+async def _collect(pod: Pod, dry_run: bool, timeout: float) -> GcOutcome:
+    what = " ".join(gc_command(dry_run)[:-1])
+    with step(f"running `{what}` in pod {pod.name} (up to {timeout:.0f}s)", every=30):
+        return parse_gc_output(await _run_in(pod, gc_command(dry_run), timeout))
+
+
+# -------------------------------------------------------------- read-only window
+
+
+async def _client(api: kr8s.asyncio.Api, settings: Settings, ca_dir: Path) -> RegistryClient:
+    """A client through the LoadBalancer IP: what every pushing client sees."""
+    credentials = await existing_credentials(api, settings)
+    if credentials is None:
+        raise ProvisionError(
+            f"no registry credentials in namespace {settings.namespace}: run `invoke provision`"
+        )
+    ca_file = ca_dir / "ca.crt"
+    ca_file.write_text(await fetch_ca(api, settings))
+    return RegistryClient(
+        settings.registry_url, credentials.username, credentials.password, ca_file, timeout=10
+    )
+
+
+def _answers(client: RegistryClient, accepting: bool) -> Callable[[], Awaitable[bool]]:
+    """A check for poll(): does the registry now accept (or refuse) pushes?
+
+    No answer (pods restarting, endpoints moving) counts as not yet.
+    """
+
+    async def check() -> bool:
+        try:
+            return await client.accepts_pushes(PROBE_REPOSITORY) == accepting
+        except RegistryError as error:
+            if error.status is None or error.status >= 500:
+                return False
+            raise
+
+    return check
+
+
+async def _roll_out(api: kr8s.asyncio.Api, settings: Settings, deployment, state: str) -> None:
+    await wait_for(
+        f"Deployment {settings.name} to roll out {state}",
+        lambda: kube.wait_until(deployment, kube.rolled_out),
+        READY_TIMEOUT,
+        lambda: diagnose_pods(api, settings.namespace, _registry_selector(settings)),
+    )
+
+
+@contextlib.asynccontextmanager
+async def read_only(
+    api: kr8s.asyncio.Api, settings: Settings, client: RegistryClient
+) -> AsyncIterator[None]:
+    """The registry refuses pushes inside the block and accepts them again after it.
+
+    Writability comes back also when the block fails or is interrupted; if even
+    that fails, the error says so (`invoke provision` restores it too).
+    """
+    deployment = await maintenance.deployment_of(api, settings)
+    if deployment is None:
+        raise ProvisionError(
+            f"no Deployment {settings.name} in namespace {settings.namespace}: "
+            "run `invoke provision` first"
+        )
+    url = settings.registry_url
+    since = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    failure: BaseException | None = None
+    try:
+        await maintenance.enter_read_only(api, settings, f"garbage collection since {since}")
+        await _roll_out(api, settings, deployment, "read-only")
+        await wait_for(
+            f"the registry on {url} to refuse pushes",
+            lambda: poll(_answers(client, accepting=False)),
+            READY_TIMEOUT,
+        )
+        yield
+    except BaseException as error:
+        failure = error
+        raise
+    finally:
+        try:
+            await maintenance.leave_read_only(api, settings)
+            await _roll_out(api, settings, deployment, "writable again")
+            await wait_for(
+                f"the registry on {url} to accept pushes again",
+                lambda: poll(_answers(client, accepting=True)),
+                READY_TIMEOUT,
+            )
+        except (ProvisionError, kr8s.ServerError, httpx.HTTPError, OSError) as error:
+            also = f"; before that, the run failed: {failure}" if failure else ""
+            raise ProvisionError(
+                f"the registry may still be read-only: {error}{also}. "
+                "`invoke provision` makes it writable again"
+            ) from error
+
+
+# -------------------------------------------------------------------- the check
+
+
+async def _missing(client: RegistryClient, repo: str, ref: str) -> list[str]:
+    """What the manifest `ref` references that the registry no longer has."""
+    try:
+        manifest = await client.get_manifest(repo, ref)
+    except RegistryError as error:
+        if error.status == 404:
+            return [f"{repo}@{ref} (manifest)"]
+        raise
+    document = json.loads(manifest.data)
+    missing: list[str] = []
+    if manifest.media_type in IMAGE_MANIFEST_TYPES:
+        for descriptor in [document["config"], *document.get("layers", [])]:
+            if not await client.blob_exists(repo, descriptor["digest"]):
+                missing.append(f"{repo}@{descriptor['digest']} (blob of {ref})")
+    for child in document.get("manifests", []):
+        missing += await _missing(client, repo, child["digest"])
+    return missing
+
+
+async def check_tags(client: RegistryClient) -> tuple[int, int]:
+    """Every tag still resolves and every blob it needs exists; (repositories, tags)."""
+    repositories = await client.catalog()
+    tags = 0
+    missing: list[str] = []
+    for repo in repositories:
+        try:
+            repo_tags = await client.list_tags(repo)
+        except RegistryError as error:
+            if error.status != 404:
+                raise
+            repo_tags = []  # every manifest of the repository was deleted
+        for tag in repo_tags:
+            tags += 1
+            missing += await _missing(client, repo, tag)
+    if missing:
+        raise ProvisionError(
+            "after garbage collection, tagged images miss content: " + ", ".join(missing[:10])
+        )
+    return len(repositories), tags
+
+
+# --------------------------------------------------------------------- the run
+
+
+async def garbage_collect(
+    api: kr8s.asyncio.Api, settings: Settings, *, dry_run: bool = False, timeout: float = GC_TIMEOUT
+) -> GcReport:
+    """Delete untagged manifests and unreferenced blobs with the registry read-only."""
+    pod = await _registry_pod(api, settings, read_only=False)
+    if not await _anything_pushed(pod):
+        return GcReport(dry_run, 0, 0, 0, 0, 0, 0, nothing_pushed=True)
+    if dry_run:
+        used = await _used(pod)
+        outcome = await _collect(pod, dry_run=True, timeout=timeout)
+        with step(f"sizing the {len(outcome.eligible_blobs)} blobs that would be deleted"):
+            reclaimable = await _size_of(pod, outcome.eligible_blobs)
+        return GcReport(
+            dry_run=True,
+            blobs_kept=outcome.blobs_marked,
+            blobs_deleted=outcome.blobs_eligible,
+            manifests_deleted=outcome.manifests_eligible,
+            used_before=used,
+            used_after=used,
+            reclaimed=reclaimable,
+        )
+    with tempfile.TemporaryDirectory(prefix="registry-gc-") as ca_dir:
+        async with await _client(api, settings, Path(ca_dir)) as client:
+            started = time.monotonic()
+            async with read_only(api, settings, client):
+                pod = await _registry_pod(api, settings, read_only=True)
+                before = await _used(pod)
+                outcome = await _collect(pod, dry_run=False, timeout=timeout)
+                after = await _used(pod)
+                with step("checking that every tag resolves to blobs that all exist"):
+                    repositories, tags = await check_tags(client)
+            read_only_seconds = time.monotonic() - started
+    return GcReport(
+        dry_run=False,
+        blobs_kept=outcome.blobs_marked,
+        blobs_deleted=outcome.blobs_eligible,
+        manifests_deleted=outcome.manifests_eligible,
+        used_before=before,
+        used_after=after,
+        reclaimed=max(0, before - after),
+        read_only_seconds=read_only_seconds,
+        tags_checked=tags,
+        repositories_checked=repositories,
+    )
+
+
+def _count(n: int, singular: str, plural: str | None = None) -> str:
+    return f"{n} {singular if n == 1 else plural or singular + 's'}"
+
+
+def format_report(settings: Settings, report: GcReport) -> str:
+    """A few lines for humans; the progress lines went to stderr already."""
+    blobs = _count(report.blobs_deleted, "unreferenced blob")
+    manifests = _count(report.manifests_deleted, "untagged manifest")
+    kept = _count(report.blobs_kept, "blob")
+    before, after = human_size(report.used_before), human_size(report.used_after)
+    if report.nothing_pushed:
+        return "nothing to collect: no image was ever pushed to this registry"
+    if report.dry_run:
+        return "\n".join(
+            [
+                "dry run: nothing was deleted and the registry stayed writable",
+                f"  would delete {blobs} (at least {human_size(report.reclaimed)}) and {manifests};"
+                f" {kept} in use",
+                f"  storage used: {before} of {settings.storage.size}",
+            ]
+        )
+    tags = _count(report.tags_checked, "tag")
+    repositories = _count(report.repositories_checked, "repository", "repositories")
+    return "\n".join(
+        [
+            f"garbage collection done: {human_size(report.reclaimed)} reclaimed"
+            f" ({report.reclaimed} bytes)",
+            f"  storage used: {before} -> {after} of {settings.storage.size}",
+            f"  deleted {blobs} and {manifests}; kept {kept} in use",
+            f"  checked {tags} in {repositories}: every blob they reference is there",
+            f"  read-only for {report.read_only_seconds:.1f}s; the registry accepts pushes again",
+        ]
+    )

@@ -1,0 +1,294 @@
+"""Apply, wait on and delete manifests with kr8s, the one place that writes to the cluster.
+
+Objects are applied server-side under our own field manager, so a re-run
+with the same config is a no-op the API server itself confirms (the
+resourceVersion does not move), and a dry run is the server's own dry run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import kr8s
+import kr8s.asyncio
+from kr8s.asyncio.objects import APIObject, new_class, object_from_spec
+
+from .errors import ClusterUnreachable
+
+FIELD_MANAGER = "registry-provisioner"
+# A watch can go quiet without ending (seen for a minute and more after an API server
+# restart, while the object changed), so waits read the object again this often.
+WATCH_WINDOW = 10.0
+# Workloads go last, so their pods start with every volume they mount in place
+# instead of backing off on a missing Secret or claim.
+_STAGE_OF_KIND = {"Namespace": 0, "Deployment": 2, "DaemonSet": 2, "StatefulSet": 2}
+# Fields the server owns; a dry run's answer is compared without them.
+_SERVER_FIELDS = ("resourceVersion", "managedFields", "generation", "creationTimestamp", "uid")
+
+
+@dataclass(frozen=True)
+class Change:
+    """What applying (or deleting) one object did, or would do."""
+
+    kind: str
+    name: str
+    namespace: str | None
+    action: str  # created | configured | unchanged | deleted | absent (and "would ..." forms)
+
+    def __str__(self) -> str:
+        where = f" in {self.namespace}" if self.namespace else ""
+        return f"{self.kind}/{self.name}{where}: {self.action}"
+
+
+async def connect(context: str | None = None, kubeconfig: str | None = None) -> kr8s.asyncio.Api:
+    """An API client; KUBECONFIG is honoured when no kubeconfig path is given."""
+    try:
+        return await kr8s.asyncio.api(context=context, kubeconfig=kubeconfig)
+    except (httpx.HTTPError, OSError, ValueError, KeyError) as error:
+        where = kubeconfig or "$KUBECONFIG or ~/.kube/config"
+        raise ClusterUnreachable(
+            f"cannot reach the Kubernetes API: {type(error).__name__}: {error}",
+            f"check the kubeconfig ({where}), the context, and that the API server is running",
+        ) from error
+
+
+def stages(manifests: Sequence[dict]) -> list[list[dict]]:
+    """Group manifests into apply stages, keeping the rendered order inside each."""
+    grouped: dict[int, list[dict]] = {}
+    for manifest in manifests:
+        grouped.setdefault(_STAGE_OF_KIND.get(manifest["kind"], 1), []).append(manifest)
+    return [grouped[stage] for stage in sorted(grouped)]
+
+
+async def object_for(api: kr8s.asyncio.Api, manifest: dict) -> APIObject:
+    """A kr8s object for any manifest; custom kinds are scoped by asking the server."""
+    try:
+        return object_from_spec(manifest, api=api)
+    except KeyError:
+        pass
+    kind = f"{manifest['kind']}.{manifest['apiVersion']}"
+    try:
+        _, plural, namespaced = await api.async_lookup_kind(kind)
+    except ValueError:  # a CRD created moments ago is not in the discovery cache yet
+        _, plural, namespaced = await api.async_lookup_kind(kind, skip_cache=True)
+    cls = new_class(manifest["kind"], manifest["apiVersion"], namespaced=namespaced, plural=plural)
+    return cls(manifest, api=api)
+
+
+async def _current(obj: APIObject) -> dict | None:
+    async with obj.api.call_api(
+        "GET",
+        version=obj.version,
+        url=f"{obj.endpoint}/{obj.name}",
+        namespace=obj.namespace,
+        raise_for_status=False,
+    ) as response:
+        return response.json() if response.status_code == 200 else None
+
+
+async def _server_side_apply(
+    obj: APIObject,
+    manifest: dict,
+    dry_run: bool,
+    field_manager: str = FIELD_MANAGER,
+    force: bool = True,
+) -> dict:
+    params = {"fieldManager": field_manager, "force": "true" if force else "false"}
+    if dry_run:
+        params["dryRun"] = "All"
+    async with obj.api.call_api(
+        "PATCH",
+        version=obj.version,
+        url=f"{obj.endpoint}/{obj.name}",
+        namespace=obj.namespace,
+        content=json.dumps(manifest),
+        headers={"Content-Type": "application/apply-patch+yaml"},
+        params=params,
+    ) as response:
+        return response.json()
+
+
+def _comparable(obj: dict) -> dict:
+    clean = {k: v for k, v in obj.items() if k != "status"}
+    clean["metadata"] = {
+        k: v for k, v in obj.get("metadata", {}).items() if k not in _SERVER_FIELDS
+    }
+    return clean
+
+
+async def apply_object(api: kr8s.asyncio.Api, manifest: dict, dry_run: bool = False) -> Change:
+    obj = await object_for(api, manifest)
+    before = await _current(obj)
+    try:
+        after = await _server_side_apply(obj, manifest, dry_run)
+    except kr8s.ServerError as error:
+        # A dry run cannot place objects in a namespace that is itself only dry-run created.
+        missing_namespace = error.response is not None and error.response.status_code == 404
+        if dry_run and before is None and missing_namespace:
+            return Change(manifest["kind"], obj.name, obj.namespace, "would be created")
+        raise
+    if before is None:
+        action = "created"
+    elif dry_run:
+        action = "unchanged" if _comparable(before) == _comparable(after) else "configured"
+    else:
+        same = before["metadata"]["resourceVersion"] == after["metadata"]["resourceVersion"]
+        action = "unchanged" if same else "configured"
+    if dry_run:
+        action = f"would be {action}" if action != "unchanged" else action
+    return Change(manifest["kind"], obj.name, obj.namespace, action)
+
+
+async def apply_fields(
+    api: kr8s.asyncio.Api, manifest: dict, field_manager: str, *, dry_run: bool = False
+) -> dict:
+    """Apply a partial object under another field manager, without force; return the result.
+
+    That manager then owns exactly these fields: applying it again with fewer fields
+    removes the rest from the object, and our own full applies never touch them.
+    A field some other manager set to a different value is a conflict (409), not
+    an overwrite.
+    """
+    return await _server_side_apply(
+        await object_for(api, manifest), manifest, dry_run, field_manager, force=False
+    )
+
+
+def managed_by(raw: dict, field_manager: str) -> bool:
+    """Whether `field_manager` owns any field of the object (from metadata.managedFields)."""
+    return any(
+        entry.get("manager") == field_manager and entry.get("fieldsV1")
+        for entry in raw.get("metadata", {}).get("managedFields") or []
+    )
+
+
+async def apply_manifests(
+    api: kr8s.asyncio.Api, manifests: Sequence[dict], dry_run: bool = False
+) -> list[Change]:
+    """Apply stage by stage; the objects inside a stage are independent and go at once."""
+    changes: list[Change] = []
+    for stage in stages(manifests):
+        changes += await asyncio.gather(*(apply_object(api, m, dry_run) for m in stage))
+    return changes
+
+
+async def delete_object(api: kr8s.asyncio.Api, manifest: dict, timeout: float) -> Change:
+    """Delete and wait until it is gone, so an immediate re-provision does not collide."""
+    obj = await object_for(api, manifest)
+    try:
+        await obj.delete(propagation_policy="Foreground")
+    except kr8s.NotFoundError:
+        return Change(manifest["kind"], obj.name, obj.namespace, "absent")
+    await asyncio.wait_for(wait_deleted(obj), timeout)
+    return Change(manifest["kind"], obj.name, obj.namespace, "deleted")
+
+
+async def delete_manifests(
+    api: kr8s.asyncio.Api, manifests: Sequence[dict], timeout: float = 180
+) -> list[Change]:
+    """Delete in reverse apply order, each stage at once."""
+    changes: list[Change] = []
+    for stage in reversed(stages(manifests)):
+        changes += await asyncio.gather(*(delete_object(api, m, timeout) for m in stage))
+    return changes
+
+
+def summarize(changes: Iterable[Change]) -> str:
+    return "\n".join(f"  {change}" for change in changes)
+
+
+def condition_is(condition: str, status: str = "True") -> Callable[[dict], bool]:
+    """A predicate on an object's status.conditions, e.g. condition_is("Ready")."""
+
+    def check(raw: dict) -> bool:
+        conditions = (raw.get("status") or {}).get("conditions") or []
+        return any(c.get("type") == condition and c.get("status") == status for c in conditions)
+
+    return check
+
+
+def field_is(path: str, expected: object) -> Callable[[dict], bool]:
+    """A predicate on a dotted path (list indexes as numbers), absent counting as unequal."""
+
+    def check(raw: dict) -> bool:
+        value: Any = raw
+        for part in path.split("."):
+            if isinstance(value, list) and part.isdigit() and int(part) < len(value):
+                value = value[int(part)]
+            elif isinstance(value, dict) and part in value:
+                value = value[part]
+            else:
+                return False
+        return value == expected
+
+    return check
+
+
+async def wait_until(
+    obj: APIObject, predicate: Callable[[dict], bool], window: float = WATCH_WINDOW
+) -> None:
+    """Watch the object until `predicate(raw)` holds; bound it with a timeout outside.
+
+    kr8s's own wait() raises on objects whose status is not filled in yet, which
+    is exactly when one waits on them.
+    """
+    while True:
+        await obj.refresh()
+        if predicate(obj.raw):
+            return
+        if await _watch_for(obj, window, lambda _event: predicate(obj.raw)):
+            return
+
+
+async def _watch_for(obj: APIObject, window: float, done: Callable[[str], bool]) -> bool:
+    """Watch for at most `window` seconds: True once `done(event)` holds, else False."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(window), contextlib.aclosing(obj.async_watch()) as events:
+            async for event, _ in events:
+                if done(event):
+                    return True
+    return False
+
+
+async def get_all(api: kr8s.asyncio.Api, kind: str, *names: str, **selectors: Any) -> list:
+    """kr8s's get as a list; a named object that does not exist gives an empty list."""
+    try:
+        return [obj async for obj in api.async_get(kind, *names, **selectors)]
+    except kr8s.NotFoundError:
+        return []
+
+
+def rolled_out(raw: dict) -> bool:
+    """Every replica updated to the current spec and available: what `rollout status` checks.
+
+    The Available condition alone can still be true of the previous pods.
+    """
+    spec, status = raw.get("spec", {}), raw.get("status") or {}
+    wanted = spec.get("replicas", 1)
+    return (
+        status.get("observedGeneration", 0) >= raw["metadata"].get("generation", 0)
+        and status.get("updatedReplicas", 0) == wanted
+        and status.get("availableReplicas", 0) == wanted
+        and status.get("replicas", 0) == wanted
+    )
+
+
+async def wait_deleted(obj: APIObject, window: float = WATCH_WINDOW) -> None:
+    """Watch until the object is gone; bound it with a timeout outside.
+
+    The watch starts at the resourceVersion just read, so a deletion that lands
+    in between is still seen.
+    """
+    while True:
+        try:
+            await obj.refresh()
+        except kr8s.NotFoundError:
+            return
+        if await _watch_for(obj, window, lambda event: event == "DELETED"):
+            return

@@ -1,0 +1,237 @@
+"""Read-only checks that run before provision changes anything.
+
+Every problem found is reported at once, each with what to do about it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ipaddress
+import json
+
+import httpx
+import kr8s
+import kr8s.asyncio
+
+from .config import Settings
+from .errors import ClusterUnreachable, PreflightError
+from .secrets import certificate_problems
+
+# What provision creates; the user must be allowed to do all of it.
+_REQUIRED_ACCESS = (
+    ("", "namespaces", "create"),
+    ("", "secrets", "create"),
+    ("", "configmaps", "create"),
+    ("", "services", "create"),
+    ("", "persistentvolumeclaims", "create"),
+    ("apps", "deployments", "create"),
+)
+
+
+async def _get(
+    api: kr8s.asyncio.Api, path: str, version: str = "v1", base: str = ""
+) -> dict | None:
+    async with api.call_api(
+        "GET", version=version, base=base, url=path, raise_for_status=False
+    ) as response:
+        return response.json() if response.status_code == 200 else None
+
+
+async def check_reachable(api: kr8s.asyncio.Api) -> None:
+    try:
+        await api.version()
+    except (httpx.HTTPError, kr8s.ServerError, OSError, ValueError) as error:
+        raise ClusterUnreachable(
+            f"cannot reach the Kubernetes API: {error}",
+            "check KUBECONFIG or --context, and that the API server is running",
+        ) from error
+
+
+async def _allowed(api: kr8s.asyncio.Api, namespace: str, group: str, resource: str, verb: str):
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectAccessReview",
+        "spec": {
+            "resourceAttributes": {
+                "namespace": namespace,
+                "group": group,
+                "resource": resource,
+                "verb": verb,
+            }
+        },
+    }
+    async with api.call_api(
+        "POST",
+        version="authorization.k8s.io/v1",
+        url="selfsubjectaccessreviews",
+        content=json.dumps(review),
+    ) as response:
+        return response.json()["status"].get("allowed", False)
+
+
+async def _access_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
+    answers = await asyncio.gather(
+        *(_allowed(api, settings.namespace, g, r, v) for g, r, v in _REQUIRED_ACCESS)
+    )
+    return [
+        f"not allowed to {verb} {resource} in namespace {settings.namespace}: "
+        "use a kubeconfig with cluster-admin rights"
+        for (_, resource, verb), allowed in zip(_REQUIRED_ACCESS, answers, strict=True)
+        if not allowed
+    ]
+
+
+async def _issuer_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
+    if settings.tls.mode != "cert-manager":
+        return []
+    crd = await _get(
+        api,
+        "customresourcedefinitions/certificates.cert-manager.io",
+        version="apiextensions.k8s.io/v1",
+    )
+    if crd is None:
+        return [
+            "cert-manager is not installed (no certificates.cert-manager.io CRD): install it, "
+            "or set tls.mode to self-signed or existing-secret"
+        ]
+    kind = settings.tls.issuer_kind
+    plural = "clusterissuers" if kind == "ClusterIssuer" else "issuers"
+    where = "" if kind == "ClusterIssuer" else f"namespaces/{settings.namespace}/"
+    issuer = await _get(
+        api, f"{where}{plural}/{settings.tls.issuer_name}", version="cert-manager.io/v1"
+    )
+    field = "tls.issuer_name"
+    if issuer is None:
+        return [
+            f"{field}: {kind} {settings.tls.issuer_name!r} does not exist: create it, or name "
+            f"an existing one (kubectl get {plural.lower()})"
+        ]
+    conditions = issuer.get("status", {}).get("conditions", [])
+    if not any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+        reason = next((c.get("message", "") for c in conditions if c["type"] == "Ready"), "")
+        return [f"{field}: {kind} {settings.tls.issuer_name!r} is not Ready: {reason}".rstrip()]
+    return []
+
+
+async def _storage_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
+    name = settings.storage.storage_class
+    found = await _get(api, f"storageclasses/{name}", version="storage.k8s.io/v1")
+    if found is not None:
+        return []
+    classes = await _get(api, "storageclasses", version="storage.k8s.io/v1")
+    names = ", ".join(c["metadata"]["name"] for c in (classes or {}).get("items", []))
+    return [
+        f"storage.storage_class: StorageClass {name!r} does not exist: "
+        f"use one of: {names or '(none: install a provisioner such as Longhorn)'}"
+    ]
+
+
+def _service_ips(service: dict) -> set[str]:
+    ingress = service.get("status", {}).get("loadBalancer", {}).get("ingress", [])
+    ips = {entry.get("ip") for entry in ingress}
+    ips.add(service.get("spec", {}).get("loadBalancerIP"))
+    annotations = service["metadata"].get("annotations", {})
+    for key in ("metallb.io/loadBalancerIPs", "metallb.universe.tf/loadBalancerIPs"):
+        ips.update(ip.strip() for ip in annotations.get(key, "").split(","))
+    return ips - {None, ""}
+
+
+async def _ip_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
+    services = await _get(api, "services")
+    ours = (settings.namespace, settings.service.name)
+    for service in (services or {}).get("items", []):
+        meta = service["metadata"]
+        if (meta["namespace"], meta["name"]) != ours and settings.service.ip in _service_ips(
+            service
+        ):
+            return [
+                f"service.ip: {settings.service.ip} is already used by Service "
+                f"{meta['namespace']}/{meta['name']}: pick a free IP from your MetalLB pool"
+            ]
+    return []
+
+
+def _pool_contains(pool: dict, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    for block in pool.get("spec", {}).get("addresses", []):
+        if "-" in block:
+            first, last = (ipaddress.ip_address(part.strip()) for part in block.split("-"))
+            if first.version == ip.version and first <= ip <= last:
+                return True
+        elif ip in ipaddress.ip_network(block, strict=False):
+            return True
+    return False
+
+
+async def _pool_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
+    """An IP outside every MetalLB pool would stay pending forever; say so up front."""
+    pools = await _get(api, "ipaddresspools", version="metallb.io/v1beta1")
+    if pools is None or not pools.get("items"):
+        return []  # not MetalLB, or MetalLB without pools: nothing to check against
+    ip = ipaddress.ip_address(settings.service.ip)
+    items = pools["items"]
+    if settings.service.address_pool:
+        items = [p for p in items if p["metadata"]["name"] == settings.service.address_pool]
+        if not items:
+            return [
+                f"service.address_pool: MetalLB has no IPAddressPool "
+                f"{settings.service.address_pool!r}: leave it empty or name an existing pool"
+            ]
+    if any(_pool_contains(pool, ip) for pool in items):
+        return []
+    ranges = "; ".join(
+        f"{p['metadata']['name']}: {', '.join(p['spec'].get('addresses', []))}" for p in items
+    )
+    return [
+        f"service.ip: {ip} is in no MetalLB IPAddressPool ({ranges}): pick an IP from a pool, "
+        "or add one that covers it"
+    ]
+
+
+async def _secret_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
+    if settings.tls.mode != "existing-secret":
+        return []
+    name = settings.tls.secret_name
+    secret = await _get(api, f"namespaces/{settings.namespace}/secrets/{name}")
+    if secret is None or not {"tls.crt", "tls.key"} <= set(secret.get("data", {})):
+        return [
+            f"tls.secret_name: Secret {name!r} with tls.crt and tls.key not found in namespace "
+            f"{settings.namespace}: create it (kubectl create secret tls ...)"
+        ]
+    cert_pem = base64.b64decode(secret["data"]["tls.crt"]).decode(errors="replace")
+    return [
+        f"tls.secret_name: Secret {name!r}: {problem}: replace its tls.crt and tls.key with a "
+        f"current certificate whose SANs include {settings.service.ip}"
+        for problem in certificate_problems(cert_pem, [settings.service.ip])
+    ]
+
+
+async def _namespace_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
+    missing = []
+    for namespace in settings.pull_secret.namespaces:
+        if namespace != settings.namespace and await _get(api, f"namespaces/{namespace}") is None:
+            missing.append(namespace)
+    if missing:
+        return [
+            f"pull_secret.namespaces: {', '.join(missing)} do not exist: create them first "
+            "or remove them from the list"
+        ]
+    return []
+
+
+async def run_preflight(api: kr8s.asyncio.Api, settings: Settings) -> None:
+    """Raise one PreflightError listing every problem, or return if there are none."""
+    await check_reachable(api)
+    checks = (
+        _access_problems,
+        _issuer_problems,
+        _storage_problems,
+        _ip_problems,
+        _pool_problems,
+        _secret_problems,
+        _namespace_problems,
+    )
+    found = await asyncio.gather(*(check(api, settings) for check in checks))
+    problems = [problem for problems in found for problem in problems]
+    if problems:
+        raise PreflightError("preflight failed, nothing was changed:\n  " + "\n  ".join(problems))

@@ -1,0 +1,231 @@
+"""Settings + credentials -> Kubernetes objects, in the order they must be applied.
+
+Pure: no cluster, no randomness. Credentials are passed in, so the same inputs
+always give the same objects; with ``credentials=None`` Secrets hold a readable
+placeholder, which is what ``invoke render`` prints.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from .config import Settings
+from .errors import ProvisionError
+from .secrets import Credentials, dockerconfigjson
+
+# An installed package carries the templates inside it; a checkout keeps them at its top.
+_PACKAGED = Path(__file__).resolve().parent / "manifests"
+MANIFESTS_DIR = (
+    _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parents[1] / "manifests"
+)
+MANAGED_BY = "registry-provisioner"
+PLACEHOLDER = "<generated at provision>"
+CHECKSUM_ANNOTATION = "registry-provisioner/config-checksum"
+# libyaml's loader when present: same safe semantics, many times faster.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _always(_: Settings) -> bool:
+    return True
+
+
+# Dependency order: everything a later object mounts or references exists before it.
+# Deletion walks this list backwards.
+APPLY_ORDER: tuple[tuple[str, Callable[[Settings], bool]], ...] = (
+    ("namespace.yaml.j2", _always),
+    ("certificate.yaml.j2", lambda s: s.tls.mode == "cert-manager"),
+    ("tls-secret.yaml.j2", lambda s: s.tls.mode == "self-signed"),
+    ("auth-secret.yaml.j2", _always),
+    ("registry-config.yaml.j2", _always),
+    ("pvc.yaml.j2", _always),
+    ("deployment.yaml.j2", _always),
+    ("service.yaml.j2", _always),
+    ("pull-secrets.yaml.j2", _always),
+    ("node-trust.yaml.j2", lambda s: s.node_trust.enabled),
+    ("local-registry-hosting.yaml.j2", lambda s: s.discovery.publish_local_registry_hosting),
+)
+
+
+def common_labels(settings: Settings) -> dict[str, str]:
+    """Labels on every object; ``instance`` is the namespace, which finds the objects we
+    put in other namespaces (pull secrets, kube-public) when deleting."""
+    return {
+        "app.kubernetes.io/name": settings.name,
+        "app.kubernetes.io/instance": settings.namespace,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+    }
+
+
+def selector_labels(settings: Settings, component: str) -> dict[str, str]:
+    """Pod selector; ``component`` keeps the registry Service off the node-trust pods."""
+    return {
+        "app.kubernetes.io/name": settings.name,
+        "app.kubernetes.io/instance": settings.namespace,
+        "app.kubernetes.io/component": component,
+    }
+
+
+def label_selector(settings: Settings) -> str:
+    """A ``key=value,...`` selector matching every object of this installation."""
+    return ",".join(f"{k}={v}" for k, v in common_labels(settings).items())
+
+
+@dataclass(frozen=True)
+class _SecretValues:
+    """What templates see: the real credentials, or placeholders for a preview."""
+
+    username: str
+    password: str
+    htpasswd: str
+    http_secret: str
+    ca_pem: str
+    cert_pem: str
+    key_pem: str
+    dockerconfigjson: str
+
+
+def _secret_values(settings: Settings, creds: Credentials | None) -> _SecretValues:
+    if creds is None:
+        return _SecretValues(settings.auth.username, *([PLACEHOLDER] * 7))
+    if creds.username != settings.auth.username:
+        raise ProvisionError(
+            f"credentials are for user {creds.username!r} but auth.username is "
+            f"{settings.auth.username!r}; regenerate them"
+        )
+    has_pair = creds.ca_pem and creds.cert_pem and creds.key_pem
+    if settings.tls.mode == "self-signed" and not has_pair:
+        raise ProvisionError("tls.mode self-signed needs a CA, certificate and key in credentials")
+    return _SecretValues(
+        username=creds.username,
+        password=creds.password,
+        htpasswd=creds.htpasswd,
+        http_secret=creds.http_secret,
+        ca_pem=creds.ca_pem,
+        cert_pem=creds.cert_pem,
+        key_pem=creds.key_pem,
+        dockerconfigjson=dockerconfigjson(settings.registry_host, creds.username, creds.password),
+    )
+
+
+def _quote(value: Any) -> str:
+    """JSON is valid YAML and TOML here: quoting every value stops ``on``/``1e3`` surprises."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+@functools.cache
+def _environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(MANIFESTS_DIR),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters["q"] = _quote
+    return env
+
+
+def _checksum(*parts: str) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode("utf-8"))
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _context(settings: Settings, credentials: Credentials | None) -> dict[str, Any]:
+    env = _environment()
+    values = _secret_values(settings, credentials)
+    preview = credentials is None
+
+    def secret_data(data: Mapping[str, str]) -> str:
+        # Placeholders stay readable in a preview; real values go base64 in ``data``.
+        if preview:
+            return f"stringData: {_quote(dict(data))}"
+        encoded = {k: base64.b64encode(v.encode("utf-8")).decode("ascii") for k, v in data.items()}
+        return f"data: {_quote(encoded)}"
+
+    base = {
+        "s": settings,
+        "labels": lambda component=None: (
+            {**common_labels(settings), "app.kubernetes.io/component": component}
+            if component
+            else common_labels(settings)
+        ),
+        "selector": lambda component: selector_labels(settings, component),
+    }
+    registry_config = env.get_template("_distribution-config.yml.j2").render(base)
+    hosts = env.get_template("_hosts.toml.j2")
+    hosts_toml = hosts.render(base, with_ca=True)
+    hosts_system = hosts.render(base, with_ca=False)
+    sync_script = (MANIFESTS_DIR / "_node-trust-sync.sh").read_text(encoding="utf-8")
+    serve_script = (MANIFESTS_DIR / "_registry-serve.sh").read_text(encoding="utf-8")
+    return {
+        **base,
+        "creds": values,
+        "secret_data": secret_data,
+        "registry_config": registry_config,
+        "serve_script": serve_script,
+        "config_checksum": _checksum(
+            registry_config, serve_script, values.htpasswd, values.http_secret, values.cert_pem
+        ),
+        "hosts_toml": hosts_toml,
+        "hosts_toml_system_trust": hosts_system,
+        "sync_script": sync_script,
+        "node_trust_checksum": _checksum(hosts_toml, hosts_system, sync_script),
+    }
+
+
+def templates_for(settings: Settings) -> list[str]:
+    """The templates that apply to ``settings``, in apply order."""
+    return [name for name, wanted in APPLY_ORDER if wanted(settings)]
+
+
+def render_manifests(settings: Settings, credentials: Credentials | None) -> list[dict[str, Any]]:
+    """Every object to apply, in apply order. ``credentials=None`` renders a preview."""
+    env = _environment()
+    context = _context(settings, credentials)
+    objects: list[dict[str, Any]] = []
+    for name in templates_for(settings):
+        text = env.get_template(name).render(context)
+        try:
+            docs = list(yaml.load_all(text, Loader=_LOADER))
+        except yaml.YAMLError as e:  # a template bug, not a user error
+            raise ProvisionError(f"template {name} rendered invalid YAML: {e}") from e
+        objects.extend(doc for doc in docs if doc)
+    return objects
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings (config.yml, scripts, PEM) print as literal blocks."""
+
+
+def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_BlockDumper.add_representer(str, _str_representer)
+
+
+def manifests_yaml(objs: list[dict[str, Any]]) -> str:
+    """A multi-document YAML stream for people to read (or pipe to kubectl)."""
+    return yaml.dump_all(
+        objs,
+        Dumper=_BlockDumper,
+        sort_keys=False,
+        default_flow_style=False,
+        explicit_start=True,
+        allow_unicode=True,
+    )

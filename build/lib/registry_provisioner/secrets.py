@@ -1,0 +1,215 @@
+"""Credential and certificate generation, kept pure so rendering can stay pure too.
+
+Nothing here talks to a cluster: provisioning generates ``Credentials`` once (or
+reads them back from the cluster) and hands them to ``render_manifests``.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import ipaddress
+import json
+import secrets
+from dataclasses import dataclass, field
+
+import bcrypt
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .config import Settings
+
+# bcrypt cost: distribution checks the hash on every authenticated request, so keep it modest.
+BCRYPT_ROUNDS = 10
+CA_VALIDITY_FACTOR = 10  # the CA outlives several server certs, so node trust survives renewals
+_CLOCK_SKEW = dt.timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Generated secret material; ``repr`` hides it so it never lands in a log."""
+
+    username: str
+    password: str = field(repr=False)
+    htpasswd: str = field(repr=False)
+    http_secret: str = field(repr=False)
+    ca_pem: str = field(default="", repr=False)
+    cert_pem: str = field(default="", repr=False)
+    key_pem: str = field(default="", repr=False)
+
+
+def generate_password() -> str:
+    """A URL-safe random password (32 chars), safe to paste into ``docker login``."""
+    return secrets.token_urlsafe(24)
+
+
+def generate_http_secret() -> str:
+    """The secret every replica must share to sign upload state (else "blob upload unknown")."""
+    return secrets.token_urlsafe(32)
+
+
+def htpasswd_line(user: str, password: str, rounds: int = BCRYPT_ROUNDS) -> str:
+    """One ``user:hash`` line; distribution accepts only bcrypt, in the ``$2y$`` spelling."""
+    if not user or ":" in user or any(c.isspace() for c in user):
+        raise ValueError("htpasswd user must be non-empty without ':' or whitespace")
+    secret = password.encode("utf-8")
+    if not secret or len(secret) > 72:
+        raise ValueError("bcrypt passwords must be 1-72 bytes")
+    hashed = bcrypt.hashpw(secret, bcrypt.gensalt(rounds=rounds)).decode("ascii")
+    return f"{user}:$2y${hashed[4:]}"
+
+
+def dockerconfigjson(host: str, user: str, password: str) -> str:
+    """The ``.dockerconfigjson`` payload kubelet uses to pull from ``host``."""
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    auth = {"username": user, "password": password, "auth": token}
+    return json.dumps({"auths": {host: auth}}, sort_keys=True)
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode("ascii")
+
+
+def key_usage(*, ca: bool) -> x509.KeyUsage:
+    """A CA signs certificates and CRLs; a server key signs only its TLS handshakes."""
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def self_signed_ca_and_server_cert(
+    hosts: list[str],
+    ips: list[str],
+    *,
+    days: int = 365,
+    not_before: dt.datetime | None = None,
+) -> tuple[str, str, str]:
+    """Make a private CA and a server cert for the ``self-signed`` TLS mode.
+
+    Returns ``(ca_pem, cert_pem, key_pem)``. Clients check only SANs, so every host
+    and IP goes there (IPs as IP SANs: an IP in a DNS SAN does not match). ECDSA
+    P-256 keeps generation fast and is accepted by Docker, containerd and Go.
+    ``not_before`` backdates both certificates, which is how tests make an expired one.
+    """
+    if not hosts and not ips:
+        raise ValueError("a server certificate needs at least one host name or IP")
+    now = not_before or dt.datetime.now(dt.UTC) - _CLOCK_SKEW
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "registry-provisioner CA")])
+    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=days * CA_VALIDITY_FACTOR))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            key_usage(ca=True),
+            critical=True,
+        )
+        .add_extension(ca_ski, critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    sans: list[x509.GeneralName] = [x509.DNSName(h) for h in hosts]
+    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+    cn = next((h for h in hosts if len(h) <= 64), ips[0] if ips else hosts[0][:64])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            key_usage(ca=False),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
+            critical=False,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    return (
+        ca_cert.public_bytes(pem).decode("ascii"),
+        cert.public_bytes(pem).decode("ascii"),
+        _pem_key(key),
+    )
+
+
+def certificate_problems(
+    cert_pem: str,
+    ips: list[str],
+    *,
+    now: dt.datetime | None = None,
+    renew_before: dt.timedelta = dt.timedelta(0),
+) -> list[str]:
+    """Why clients would refuse this server certificate for ``ips`` (empty if they would not).
+
+    ``renew_before`` counts a certificate that expires within it as expired already.
+    """
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    except ValueError:
+        return ["tls.crt is not a PEM certificate"]
+    now = now or dt.datetime.now(dt.UTC)
+    problems = []
+    if cert.not_valid_after_utc <= now + renew_before:
+        problems.append(f"the certificate expires {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
+    if cert.not_valid_before_utc > now:
+        problems.append(
+            f"the certificate is not valid until {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC"
+        )
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        named = {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
+    except x509.ExtensionNotFound:
+        named = set()
+    missing = [ip for ip in ips if ip not in named]
+    if missing:
+        problems.append(f"the certificate has no IP SAN for {', '.join(missing)}")
+    return problems
+
+
+def generate_credentials(settings: Settings) -> Credentials:
+    """Fresh credentials for ``settings``, with a CA and cert in ``self-signed`` mode."""
+    password = generate_password()
+    ca_pem = cert_pem = key_pem = ""
+    if settings.tls.mode == "self-signed":
+        ca_pem, cert_pem, key_pem = self_signed_ca_and_server_cert(
+            list(settings.tls_dns_names), [settings.service.ip]
+        )
+    return Credentials(
+        username=settings.auth.username,
+        password=password,
+        htpasswd=htpasswd_line(settings.auth.username, password),
+        http_secret=generate_http_secret(),
+        ca_pem=ca_pem,
+        cert_pem=cert_pem,
+        key_pem=key_pem,
+    )
