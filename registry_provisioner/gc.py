@@ -37,6 +37,7 @@ from .errors import ProvisionError, RegistryError
 from .oci_client import IMAGE_MANIFEST_TYPES, RegistryClient
 from .progress import step
 from .provision import READY_TIMEOUT, existing_credentials, fetch_ca
+from .references import split_digest
 from .smoke import human_size
 from .waiting import diagnose_pods, poll, wait_for
 
@@ -60,7 +61,6 @@ _SUMMARY = re.compile(
     r"^(\d+) blobs marked, (\d+) blobs and (\d+) manifests eligible for deletion$", re.MULTILINE
 )
 _ELIGIBLE_BLOB = re.compile(r"^blob eligible for deletion: (\S+)$", re.MULTILINE)
-_DIGEST = re.compile(r"^(sha256|sha384|sha512):([a-f0-9]{64,128})$")
 
 
 @dataclass(frozen=True)
@@ -124,10 +124,10 @@ def parse_du_kib(text: str) -> int:
 
 def blob_dir(digest: str) -> str:
     """Where the filesystem driver keeps a blob, as distribution lays it out."""
-    match = _DIGEST.match(digest)
-    if match is None:
-        raise ProvisionError(f"registry garbage-collect named an odd digest: {digest!r}")
-    algorithm, hex_ = match.groups()
+    try:
+        algorithm, hex_ = split_digest(digest)
+    except ValueError:
+        raise ProvisionError(f"registry garbage-collect named an odd digest: {digest!r}") from None
     return f"{STORAGE_ROOT}/docker/registry/v2/blobs/{algorithm}/{hex_[:2]}/{hex_}"
 
 

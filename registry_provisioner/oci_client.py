@@ -14,7 +14,6 @@ import hashlib
 import io
 import json
 import os
-import re
 import ssl
 import tarfile
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
@@ -25,6 +24,15 @@ from typing import Any, NamedTuple, Self
 import httpx
 
 from .errors import RegistryError
+from .references import (
+    DIGEST,
+    check_digest,
+    check_reference,
+    check_repository,
+    digest_like,
+    hasher_for,
+    sha256_digest,
+)
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -39,12 +47,6 @@ IMAGE_MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
 _ERROR_BODY_LIMIT = 2048
 
-# From the distribution spec; checked so a name can never reshape the URL path.
-_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
-_REPOSITORY = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
-_DIGEST = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
-
 
 class Manifest(NamedTuple):
     """A manifest exactly as the registry stored it: its digest covers these bytes."""
@@ -52,30 +54,6 @@ class Manifest(NamedTuple):
     data: bytes
     media_type: str
     digest: str
-
-
-def sha256_digest(data: bytes) -> str:
-    """The OCI digest string of `data`."""
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def _check_repository(repo: str) -> None:
-    if not _REPOSITORY.match(repo):
-        raise ValueError(f"invalid repository name: {repo!r}")
-
-
-def _check_digest(digest: str) -> None:
-    if not _DIGEST.match(digest):
-        raise ValueError(f"invalid digest: {digest!r}")
-
-
-def _check_reference(ref: str) -> None:
-    if not (_TAG.match(ref) or _DIGEST.match(ref)):
-        raise ValueError(f"invalid tag or digest: {ref!r}")
-
-
-def _hasher(digest: str) -> Any:
-    return hashlib.new(digest.split(":", 1)[0])
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -272,7 +250,7 @@ class RegistryClient:
         Pushes an empty manifest, which a writable registry rejects as invalid (400)
         before it stores anything, and a read-only one refuses outright (405).
         """
-        _check_repository(repo)
+        check_repository(repo)
         response = await self._send(
             "PUT",
             f"/v2/{repo}/manifests/push-probe",
@@ -293,8 +271,8 @@ class RegistryClient:
 
     async def blob_exists(self, repo: str, digest: str) -> bool:
         """Whether the repository holds the blob, so a push can skip it."""
-        _check_repository(repo)
-        _check_digest(digest)
+        check_repository(repo)
+        check_digest(digest)
         response = await self._send(
             "HEAD", f"/v2/{repo}/blobs/{digest}", expect=(200, 404), follow_redirects=True
         )
@@ -314,11 +292,11 @@ class RegistryClient:
         goes up as PATCH chunks (default 8 MiB), since its digest is known only at the end.
         The digest is computed here and, when `digest` is given, must match it.
         """
-        _check_repository(repo)
+        check_repository(repo)
         if digest is not None:
-            _check_digest(digest)
+            check_digest(digest)
         if isinstance(data, bytes):
-            actual = sha256_digest(data) if digest is None else _digest_like(digest, data)
+            actual = sha256_digest(data) if digest is None else digest_like(digest, data)
             if digest is not None and actual != digest:
                 raise ValueError(f"data does not match digest {digest} (it is {actual})")
             if chunk_size is None:
@@ -376,7 +354,7 @@ class RegistryClient:
         self, repo: str, chunks: AsyncIterator[bytes], *, digest: str | None
     ) -> str:
         location = await self._start_upload(repo)
-        hasher = _hasher(digest) if digest else hashlib.sha256()
+        hasher = hasher_for(digest) if digest else hashlib.sha256()
         offset = 0
         try:
             async for chunk in chunks:
@@ -403,12 +381,12 @@ class RegistryClient:
 
     async def get_blob(self, repo: str, digest: str) -> bytes:
         """Download a blob whole, verifying it against its digest."""
-        _check_repository(repo)
-        _check_digest(digest)
+        check_repository(repo)
+        check_digest(digest)
         response = await self._send(
             "GET", f"/v2/{repo}/blobs/{digest}", expect=(200,), follow_redirects=True
         )
-        _verify(digest, _digest_like(digest, response.content), f"blob in {repo}")
+        _verify(digest, digest_like(digest, response.content), f"blob in {repo}")
         return response.content
 
     async def stream_blob(
@@ -419,12 +397,12 @@ class RegistryClient:
         The digest can only be checked once every byte has gone by, so a mismatch
         raises RegistryError at the end of iteration: discard what was written then.
         """
-        _check_repository(repo)
-        _check_digest(digest)
+        check_repository(repo)
+        check_digest(digest)
         response = await self._send(
             "GET", f"/v2/{repo}/blobs/{digest}", expect=(200,), stream=True, follow_redirects=True
         )
-        hasher = _hasher(digest)
+        hasher = hasher_for(digest)
         try:
             async for chunk in response.aiter_bytes(chunk_size):
                 hasher.update(chunk)
@@ -441,8 +419,8 @@ class RegistryClient:
         self, repo: str, ref: str, manifest: bytes, media_type: str = OCI_MANIFEST
     ) -> str:
         """Store a manifest under a tag (or its digest) and return its digest."""
-        _check_repository(repo)
-        _check_reference(ref)
+        check_repository(repo)
+        check_reference(ref)
         digest = sha256_digest(manifest)
         response = await self._send(
             "PUT",
@@ -462,8 +440,8 @@ class RegistryClient:
 
     async def get_manifest(self, repo: str, ref: str) -> Manifest:
         """Fetch a manifest by tag or digest, verifying its digest."""
-        _check_repository(repo)
-        _check_reference(ref)
+        check_repository(repo)
+        check_reference(ref)
         response = await self._send(
             "GET",
             f"/v2/{repo}/manifests/{ref}",
@@ -471,8 +449,8 @@ class RegistryClient:
             headers={"Accept": ", ".join(MANIFEST_MEDIA_TYPES)},
         )
         data = response.content
-        claimed = ref if _DIGEST.match(ref) else response.headers.get("docker-content-digest")
-        digest = _digest_like(claimed, data) if claimed else sha256_digest(data)
+        claimed = ref if DIGEST.match(ref) else response.headers.get("docker-content-digest")
+        digest = digest_like(claimed, data) if claimed else sha256_digest(data)
         if claimed:
             _verify(claimed, digest, f"manifest {repo}:{ref}")
         media_type = response.headers.get("content-type", "").split(";")[0].strip()
@@ -480,13 +458,13 @@ class RegistryClient:
 
     async def delete_manifest(self, repo: str, digest: str) -> None:
         """Delete a manifest (and so every tag on it); blobs stay until garbage collection."""
-        _check_repository(repo)
-        _check_digest(digest)
+        check_repository(repo)
+        check_digest(digest)
         await self._send("DELETE", f"/v2/{repo}/manifests/{digest}", expect=(202,))
 
     async def list_tags(self, repo: str) -> list[str]:
         """Every tag in the repository, following pagination."""
-        _check_repository(repo)
+        check_repository(repo)
         return await self._paged(f"/v2/{repo}/tags/list", "tags")
 
     async def catalog(self) -> list[str]:
@@ -503,13 +481,6 @@ class RegistryClient:
             if not following:
                 return items
             url = response.request.url.join(following)
-
-
-def _digest_like(digest: str, data: bytes) -> str:
-    """The digest of `data` with the same algorithm as `digest`."""
-    hasher = _hasher(digest)
-    hasher.update(data)
-    return f"{hasher.name}:{hasher.hexdigest()}"
 
 
 def _verify(expected: str, actual: str, what: str) -> None:
