@@ -9,17 +9,13 @@ usual cause, rather than as raw transport exceptions.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
-import io
 import json
 import os
 import ssl
-import tarfile
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
-from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, NamedTuple, Self
+from typing import NamedTuple, Self
 
 import httpx
 
@@ -510,116 +506,3 @@ async def _rechunk(source: AsyncIterable[bytes], size: int) -> AsyncIterator[byt
             del pending[:size]
     if pending:
         yield bytes(pending)
-
-
-# -- images --
-
-
-@dataclass(frozen=True)
-class Image:
-    """An image as the bytes that make it up; every digest is derived from them."""
-
-    manifest: bytes
-    config: bytes
-    layers: tuple[bytes, ...]
-    media_type: str = OCI_MANIFEST
-
-    @property
-    def digest(self) -> str:
-        return sha256_digest(self.manifest)
-
-    @property
-    def manifest_json(self) -> dict[str, Any]:
-        return json.loads(self.manifest)
-
-    @property
-    def size(self) -> int:
-        """Bytes of manifest, config and layers together."""
-        return len(self.manifest) + len(self.config) + sum(len(layer) for layer in self.layers)
-
-    def blobs(self) -> dict[str, bytes]:
-        """Config and layers by digest."""
-        return {sha256_digest(b): b for b in (self.config, *self.layers)}
-
-
-def _descriptor(media_type: str, data: bytes) -> dict[str, Any]:
-    return {"mediaType": media_type, "digest": sha256_digest(data), "size": len(data)}
-
-
-def _random_layer(index: int, size: int) -> tuple[bytes, str]:
-    """A gzip'd tar holding `size` random bytes, and the digest of the tar (its diff_id)."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        info = tarfile.TarInfo(f"random-{index}.bin")
-        info.size = size
-        info.mode = 0o644
-        tar.addfile(info, io.BytesIO(os.urandom(size)))
-    tar_bytes = buffer.getvalue()
-    # Random bytes do not compress, so the fastest level loses nothing.
-    return gzip.compress(tar_bytes, compresslevel=1, mtime=0), sha256_digest(tar_bytes)
-
-
-def random_image(layer_sizes: list[int]) -> Image:
-    """A valid linux/amd64 OCI image whose layers hold fresh random bytes.
-
-    Random content makes every blob new to the registry, so a push really uploads.
-    """
-    layers, diff_ids = [], []
-    for index, size in enumerate(layer_sizes):
-        layer, diff_id = _random_layer(index, size)
-        layers.append(layer)
-        diff_ids.append(diff_id)
-    config = json.dumps(
-        {
-            "architecture": "amd64",
-            "os": "linux",
-            "config": {},
-            "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        },
-        separators=(",", ":"),
-    ).encode()
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": _descriptor(OCI_CONFIG, config),
-            "layers": [_descriptor(OCI_LAYER_GZIP, layer) for layer in layers],
-        },
-        separators=(",", ":"),
-    ).encode()
-    return Image(manifest=manifest, config=config, layers=tuple(layers))
-
-
-async def push_image(client: RegistryClient, repo: str, tag: str, image: Image) -> str:
-    """Push blobs the registry lacks, then the manifest under `tag`; return its digest."""
-    for digest, data in image.blobs().items():
-        if not await client.blob_exists(repo, digest):
-            await client.push_blob(repo, data, digest)
-    return await client.put_manifest(repo, tag, image.manifest, image.media_type)
-
-
-async def pull_image(client: RegistryClient, repo: str, ref: str) -> Image:
-    """Fetch an image by tag or digest, verifying every digest and size on the way."""
-    manifest = await client.get_manifest(repo, ref)
-    if manifest.media_type not in IMAGE_MANIFEST_TYPES:
-        raise RegistryError(
-            f"{repo}:{ref} is a {manifest.media_type or 'untyped'} manifest, not an image",
-            hint="multi-platform indexes are not supported; pull a platform's digest",
-        )
-    document = json.loads(manifest.data)
-    config = await _fetch_described(client, repo, document["config"])
-    layers = [await _fetch_described(client, repo, d) for d in document.get("layers", [])]
-    return Image(
-        manifest=manifest.data, config=config, layers=tuple(layers), media_type=manifest.media_type
-    )
-
-
-async def _fetch_described(client: RegistryClient, repo: str, descriptor: dict[str, Any]) -> bytes:
-    data = await client.get_blob(repo, descriptor["digest"])
-    if len(data) != descriptor["size"]:
-        raise RegistryError(
-            f"blob {descriptor['digest']} is {len(data)} bytes; its descriptor says "
-            f"{descriptor['size']}",
-            hint="the manifest and the stored blob disagree",
-        )
-    return data

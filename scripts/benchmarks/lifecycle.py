@@ -22,7 +22,7 @@ import kr8s.asyncio
 
 from registry_provisioner import kube, provision, render
 from registry_provisioner.config import Settings
-from registry_provisioner.oci_client import Image
+from registry_provisioner.images import Image
 from registry_provisioner.secrets import Credentials, generate_credentials
 from scripts.local_cluster.paths import CACHE_DIR
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from registry_provisioner import kube
 from registry_provisioner.config import Settings
-from registry_provisioner.oci_client import Image, random_image
+from registry_provisioner.images import Image, random_image
 from registry_provisioner.preflight import check_reachable
 
 from . import data_plane, lifecycle, pod_cost

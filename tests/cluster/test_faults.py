@@ -17,7 +17,8 @@ from kr8s.asyncio.objects import Deployment
 
 from registry_provisioner import kube
 from registry_provisioner.errors import RegistryError
-from registry_provisioner.oci_client import RegistryClient, sha256_digest
+from registry_provisioner.oci_client import RegistryClient
+from registry_provisioner.references import sha256_digest
 from scripts.local_cluster import cluster as local_cluster
 from tests.cluster.helpers import REPO, invoke, registry_password, until_answers
 

@@ -20,16 +20,9 @@ import httpx
 import pytest
 
 from registry_provisioner.errors import RegistryError
-from registry_provisioner.oci_client import (
-    OCI_INDEX,
-    OCI_MANIFEST,
-    Image,
-    RegistryClient,
-    pull_image,
-    push_image,
-    random_image,
-    sha256_digest,
-)
+from registry_provisioner.images import Image, pull_image, push_image, random_image
+from registry_provisioner.oci_client import OCI_INDEX, OCI_MANIFEST, RegistryClient
+from registry_provisioner.references import sha256_digest
 from registry_provisioner.smoke import PHASES, format_report, smoke_test
 from scripts.loopback_registry import RunningRegistry, free_port, run_registry, write_tls_files
 
