@@ -4,16 +4,18 @@ It exists so the smoke test can prove, from outside the cluster, that the regist
 accepts pushes and serves pulls over TLS with htpasswd (Basic) auth, and so that
 failures come back as one error type carrying the HTTP status and a hint at the
 usual cause, rather than as raw transport exceptions.
+
+Blobs go up in one PUT: what the product pushes is small. The chunked uploads and
+streamed downloads that only tests need are in tests/support/chunked_client.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import Mapping
 from types import TracebackType
 from typing import NamedTuple, Self
 
@@ -26,7 +28,6 @@ from .references import (
     check_reference,
     check_repository,
     digest_like,
-    hasher_for,
     sha256_digest,
 )
 
@@ -40,7 +41,6 @@ MANIFEST_MEDIA_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFES
 # Image manifests whose layers pull_image knows how to fetch.
 IMAGE_MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 
-DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
 _ERROR_BODY_LIMIT = 2048
 
 
@@ -274,33 +274,23 @@ class RegistryClient:
         )
         return response.status_code == 200
 
-    async def push_blob(
-        self,
-        repo: str,
-        data: bytes | AsyncIterable[bytes],
-        digest: str | None = None,
-        *,
-        chunk_size: int | None = None,
-    ) -> str:
-        """Upload a blob and return its digest.
+    async def push_blob(self, repo: str, data: bytes, digest: str | None = None) -> str:
+        """Upload a blob in one PUT and return its digest.
 
-        Bytes go up in one PUT unless `chunk_size` is given; an async iterable always
-        goes up as PATCH chunks (default 8 MiB), since its digest is known only at the end.
         The digest is computed here and, when `digest` is given, must match it.
         """
         check_repository(repo)
         if digest is not None:
             check_digest(digest)
-        if isinstance(data, bytes):
-            actual = sha256_digest(data) if digest is None else digest_like(digest, data)
-            if digest is not None and actual != digest:
-                raise ValueError(f"data does not match digest {digest} (it is {actual})")
-            if chunk_size is None:
-                return await self._push_monolithic(repo, data, actual)
-            return await self._push_chunked(repo, _chunks_of(data, chunk_size), digest=actual)
-        return await self._push_chunked(
-            repo, _rechunk(data, chunk_size or DEFAULT_CHUNK_SIZE), digest=digest
-        )
+        actual = sha256_digest(data) if digest is None else digest_like(digest, data)
+        if digest is not None and actual != digest:
+            raise ValueError(f"data does not match digest {digest} (it is {actual})")
+        location = await self._start_upload(repo)
+        try:
+            return await self._finish_upload(location, actual, data)
+        except BaseException:
+            await self._cancel_upload(location)
+            raise
 
     async def _start_upload(self, repo: str) -> httpx.URL:
         response = await self._send("POST", f"/v2/{repo}/blobs/uploads/", expect=(202,))
@@ -338,43 +328,6 @@ class RegistryClient:
             )
         return digest
 
-    async def _push_monolithic(self, repo: str, data: bytes, digest: str) -> str:
-        location = await self._start_upload(repo)
-        try:
-            return await self._finish_upload(location, digest, data)
-        except BaseException:
-            await self._cancel_upload(location)
-            raise
-
-    async def _push_chunked(
-        self, repo: str, chunks: AsyncIterator[bytes], *, digest: str | None
-    ) -> str:
-        location = await self._start_upload(repo)
-        hasher = hasher_for(digest) if digest else hashlib.sha256()
-        offset = 0
-        try:
-            async for chunk in chunks:
-                hasher.update(chunk)
-                response = await self._send(
-                    "PATCH",
-                    location,
-                    expect=(202,),
-                    content=chunk,
-                    headers={
-                        "Content-Type": "application/octet-stream",
-                        "Content-Range": f"{offset}-{offset + len(chunk) - 1}",
-                    },
-                )
-                offset += len(chunk)
-                location = self._location(response)
-            actual = f"{hasher.name}:{hasher.hexdigest()}"
-            if digest is not None and actual != digest:
-                raise ValueError(f"data does not match digest {digest} (it is {actual})")
-            return await self._finish_upload(location, actual, b"")
-        except BaseException:
-            await self._cancel_upload(location)
-            raise
-
     async def get_blob(self, repo: str, digest: str) -> bytes:
         """Download a blob whole, verifying it against its digest."""
         check_repository(repo)
@@ -384,32 +337,6 @@ class RegistryClient:
         )
         _verify(digest, digest_like(digest, response.content), f"blob in {repo}")
         return response.content
-
-    async def stream_blob(
-        self, repo: str, digest: str, *, chunk_size: int = 1024 * 1024
-    ) -> AsyncIterator[bytes]:
-        """Download a blob piece by piece, for blobs too big to hold in memory.
-
-        The digest can only be checked once every byte has gone by, so a mismatch
-        raises RegistryError at the end of iteration: discard what was written then.
-        """
-        check_repository(repo)
-        check_digest(digest)
-        response = await self._send(
-            "GET", f"/v2/{repo}/blobs/{digest}", expect=(200,), stream=True, follow_redirects=True
-        )
-        hasher = hasher_for(digest)
-        try:
-            async for chunk in response.aiter_bytes(chunk_size):
-                hasher.update(chunk)
-                yield chunk
-        except httpx.TransportError as exc:
-            raise RegistryError(
-                f"GET blob {digest} in {repo} broke off: {exc}", hint=_transport_hint(exc)
-            ) from exc
-        finally:
-            await response.aclose()
-        _verify(digest, f"{hasher.name}:{hasher.hexdigest()}", f"blob in {repo}")
 
     async def put_manifest(
         self, repo: str, ref: str, manifest: bytes, media_type: str = OCI_MANIFEST
@@ -485,24 +412,3 @@ def _verify(expected: str, actual: str, what: str) -> None:
             f"{what}: content digest is {actual}, expected {expected}",
             hint="the registry served corrupt content, or a proxy altered it",
         )
-
-
-async def _chunks_of(data: bytes, size: int) -> AsyncIterator[bytes]:
-    if size <= 0:
-        raise ValueError("chunk_size must be positive")
-    for start in range(0, len(data), size):
-        yield data[start : start + size]
-
-
-async def _rechunk(source: AsyncIterable[bytes], size: int) -> AsyncIterator[bytes]:
-    """Regroup an iterable's pieces into chunks of exactly `size` (bar the last)."""
-    if size <= 0:
-        raise ValueError("chunk_size must be positive")
-    pending = bytearray()
-    async for piece in source:
-        pending += piece
-        while len(pending) >= size:
-            yield bytes(pending[:size])
-            del pending[:size]
-    if pending:
-        yield bytes(pending)
