@@ -14,9 +14,9 @@ import httpx
 import kr8s
 import kr8s.asyncio
 
+from .certificates import certificate_problems
 from .config import Settings
 from .errors import ClusterUnreachable, PreflightError
-from .secrets import certificate_problems
 
 # What provision creates; the user must be allowed to do all of it.
 _REQUIRED_ACCESS = (

@@ -13,11 +13,13 @@ import kr8s.asyncio
 from cryptography import x509
 
 from . import kube, maintenance, render
+from .certificates import certificate_problems
 from .config import Settings
+from .credentials import Credentials, generate_credentials
 from .errors import ProvisionError, RegistryError
+from .logins import htpasswd_line
 from .oci_client import RegistryClient
 from .preflight import run_preflight
-from .secrets import Credentials, certificate_problems, generate_credentials, htpasswd_line
 from .waiting import diagnose_pods, poll, wait_for
 
 READY_TIMEOUT = 300.0

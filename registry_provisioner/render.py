@@ -20,8 +20,9 @@ import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from .config import Settings
+from .credentials import Credentials
 from .errors import ProvisionError
-from .secrets import Credentials, dockerconfigjson
+from .logins import dockerconfigjson
 
 MANIFESTS_DIR = Path(__file__).resolve().parents[1] / "manifests"
 MANAGED_BY = "registry-provisioner"

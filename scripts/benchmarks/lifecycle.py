@@ -22,8 +22,8 @@ import kr8s.asyncio
 
 from registry_provisioner import kube, provision, render
 from registry_provisioner.config import Settings
+from registry_provisioner.credentials import Credentials, generate_credentials
 from registry_provisioner.images import Image
-from registry_provisioner.secrets import Credentials, generate_credentials
 from scripts.local_cluster.paths import CACHE_DIR
 
 from .children import BenchError, ChildRun, run_child
