@@ -111,6 +111,11 @@ def self_signed_ca_and_server_cert(
     )
 
 
+def certificate_expiry(pem: str) -> dt.datetime:
+    """When the PEM certificate stops being valid, in UTC."""
+    return x509.load_pem_x509_certificate(pem.encode()).not_valid_after_utc
+
+
 def certificate_problems(
     cert_pem: str,
     ips: list[str],

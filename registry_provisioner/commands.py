@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import gc, kube, provision, render
+from . import gc, kube, provision, render, status, unprovision
 from .config import Settings
+from .credentials import required_credentials, write_client_ca
 from .preflight import check_reachable
 from .smoke import format_report, smoke_test
 
@@ -39,7 +40,7 @@ async def unprovision_command(
 ) -> None:
     api = await kube.connect(context, kubeconfig)
     await check_reachable(api)
-    changes = await provision.unprovision(api, settings, purge=purge)
+    changes = await unprovision.unprovision(api, settings, purge=purge)
     if all(change.action == "absent" for change in changes):
         print(f"nothing to remove: no registry is installed in namespace {settings.namespace}")
         return
@@ -59,12 +60,8 @@ async def smoke_test_command(
     settings: Settings, context: str | None, kubeconfig: str | None, ca_dir: Path
 ) -> None:
     api = await kube.connect(context, kubeconfig)
-    credentials = await provision.existing_credentials(api, settings)
-    if credentials is None:
-        raise provision.ProvisionError(
-            f"no registry credentials in namespace {settings.namespace}: run `invoke provision`"
-        )
-    ca_file = await provision.write_client_ca(api, settings, ca_dir)
+    credentials = await required_credentials(api, settings)
+    ca_file = await write_client_ca(api, settings, ca_dir)
     report = await smoke_test(
         settings.registry_url, credentials.username, credentials.password, ca_file
     )
@@ -83,7 +80,7 @@ async def gc_command(
 async def status_command(settings: Settings, context: str | None, kubeconfig: str | None) -> None:
     api = await kube.connect(context, kubeconfig)
     await check_reachable(api)
-    for line in await provision.status_lines(api, settings):
+    for line in await status.status_lines(api, settings):
         print(line)
 
 

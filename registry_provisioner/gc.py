@@ -33,13 +33,13 @@ from kr8s.asyncio.objects import Pod
 
 from . import kube, maintenance, render
 from .config import Settings
+from .credentials import required_credentials, write_client_ca
 from .errors import ProvisionError, RegistryError
 from .oci_client import IMAGE_MANIFEST_TYPES, RegistryClient
 from .progress import step
-from .provision import READY_TIMEOUT, existing_credentials, fetch_ca
 from .references import split_digest
 from .smoke import human_size
-from .waiting import diagnose_pods, poll, wait_for
+from .waiting import READY_TIMEOUT, diagnose_pods, poll, wait_for
 
 if TYPE_CHECKING:
     from kr8s._exec import CompletedExec  # what Pod.exec returns
@@ -222,13 +222,8 @@ async def _collect(pod: Pod, dry_run: bool, timeout: float) -> GcOutcome:
 
 async def _client(api: kr8s.asyncio.Api, settings: Settings, ca_dir: Path) -> RegistryClient:
     """A client through the LoadBalancer IP: what every pushing client sees."""
-    credentials = await existing_credentials(api, settings)
-    if credentials is None:
-        raise ProvisionError(
-            f"no registry credentials in namespace {settings.namespace}: run `invoke provision`"
-        )
-    ca_file = ca_dir / "ca.crt"
-    ca_file.write_text(await fetch_ca(api, settings))
+    credentials = await required_credentials(api, settings)
+    ca_file = await write_client_ca(api, settings, ca_dir)
     return RegistryClient(
         settings.registry_url, credentials.username, credentials.password, ca_file, timeout=10
     )

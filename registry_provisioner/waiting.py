@@ -16,6 +16,8 @@ from .errors import ReadinessTimeout
 from .progress import step
 
 T = TypeVar("T")
+# How long a rollout, a certificate or the registry's first answer may take.
+READY_TIMEOUT = 300.0
 
 
 async def wait_for(

@@ -19,6 +19,7 @@ from kr8s.asyncio.objects import Deployment, Namespace
 
 from registry_provisioner import kube, provision
 from registry_provisioner.config import Settings
+from registry_provisioner.credentials import existing_credentials
 from registry_provisioner.progress import step
 
 from . import images
@@ -92,7 +93,7 @@ async def ensure_namespace(api: kr8s.asyncio.Api, name: str) -> None:
 async def run_demo(api: kr8s.asyncio.Api, settings: Settings, ca_dir: Path) -> list[str]:
     await ensure_namespace(api, DEMO_NAMESPACE)
     result = await provision.provision(api, settings, ca_dir=ca_dir)
-    credentials = await provision.existing_credentials(api, settings)
+    credentials = await existing_credentials(api, settings)
     assert credentials is not None
     archive = images.build_image(images.helper_image())
     reference = f"{settings.registry_host}/{DEMO_REPOSITORY}:1"

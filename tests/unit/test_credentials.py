@@ -10,8 +10,12 @@ from cryptography import x509
 
 from registry_provisioner.certificates import self_signed_ca_and_server_cert
 from registry_provisioner.config import Settings
-from registry_provisioner.credentials import Credentials, generate_credentials, generate_http_secret
-from registry_provisioner.provision import self_signed_renewal_reason
+from registry_provisioner.credentials import (
+    Credentials,
+    generate_credentials,
+    generate_http_secret,
+    self_signed_renewal_reason,
+)
 
 
 def test_http_secrets_are_long_and_random() -> None:
