@@ -15,6 +15,7 @@ from pathlib import Path
 
 import kr8s.asyncio
 
+from . import kube
 from .certificates import certificate_problems, self_signed_ca_and_server_cert
 from .config import Settings
 from .errors import ProvisionError
@@ -65,16 +66,11 @@ def _decode(secret: dict, key: str) -> str:
     return base64.b64decode(secret.get("data", {}).get(key, "")).decode()
 
 
-async def _secret(api: kr8s.asyncio.Api, namespace: str, name: str) -> dict | None:
-    async with api.call_api(
-        "GET", url=f"secrets/{name}", namespace=namespace, raise_for_status=False
-    ) as response:
-        return response.json() if response.status_code == 200 else None
-
-
 async def existing_credentials(api: kr8s.asyncio.Api, settings: Settings) -> Credentials | None:
     """Credentials from an earlier run, so a re-run keeps the password and the CA."""
-    auth = await _secret(api, settings.namespace, settings.auth.secret_name)
+    auth = await kube.read(
+        api, f"secrets/{settings.auth.secret_name}", namespace=settings.namespace
+    )
     if auth is None or not _decode(auth, "password"):
         return None
     credentials = Credentials(
@@ -91,7 +87,9 @@ async def existing_credentials(api: kr8s.asyncio.Api, settings: Settings) -> Cre
             htpasswd=htpasswd_line(settings.auth.username, credentials.password),
         )
     if settings.tls.mode == "self-signed":
-        tls = await _secret(api, settings.namespace, settings.tls.secret_name)
+        tls = await kube.read(
+            api, f"secrets/{settings.tls.secret_name}", namespace=settings.namespace
+        )
         if tls is None:
             return None
         credentials = replace(
@@ -143,7 +141,7 @@ async def credentials_for(
 
 async def tls_secret_value(api: kr8s.asyncio.Api, settings: Settings, key: str) -> str:
     """One PEM from the TLS Secret (ca.crt, tls.crt), or "" when it or the Secret is absent."""
-    tls = await _secret(api, settings.namespace, settings.tls.secret_name)
+    tls = await kube.read(api, f"secrets/{settings.tls.secret_name}", namespace=settings.namespace)
     return _decode(tls, key) if tls else ""
 
 
