@@ -10,7 +10,6 @@ from pathlib import Path
 from . import gc, kube, provision, render, status, unprovision
 from .config import Settings
 from .credentials import required_credentials, write_client_ca
-from .preflight import check_reachable
 from .smoke import format_report, smoke_test
 
 
@@ -39,7 +38,7 @@ async def unprovision_command(
     settings: Settings, context: str | None, kubeconfig: str | None, *, purge: bool
 ) -> None:
     api = await kube.connect(context, kubeconfig)
-    await check_reachable(api)
+    await kube.check_reachable(api)
     changes = await unprovision.unprovision(api, settings, purge=purge)
     if all(change.action == "absent" for change in changes):
         print(f"nothing to remove: no registry is installed in namespace {settings.namespace}")
@@ -72,14 +71,14 @@ async def gc_command(
     settings: Settings, context: str | None, kubeconfig: str | None, *, dry_run: bool
 ) -> None:
     api = await kube.connect(context, kubeconfig)
-    await check_reachable(api)
+    await kube.check_reachable(api)
     report = await gc.garbage_collect(api, settings, dry_run=dry_run)
     print(gc.format_report(settings, report))
 
 
 async def status_command(settings: Settings, context: str | None, kubeconfig: str | None) -> None:
     api = await kube.connect(context, kubeconfig)
-    await check_reachable(api)
+    await kube.check_reachable(api)
     for line in await status.status_lines(api, settings):
         print(line)
 

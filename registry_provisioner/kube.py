@@ -51,11 +51,25 @@ async def connect(context: str | None = None, kubeconfig: str | None = None) -> 
     try:
         return await kr8s.asyncio.api(context=context, kubeconfig=kubeconfig)
     except (httpx.HTTPError, OSError, ValueError, KeyError) as error:
-        where = kubeconfig or "$KUBECONFIG or ~/.kube/config"
-        raise ClusterUnreachable(
-            f"cannot reach the Kubernetes API: {type(error).__name__}: {error}",
-            f"check the kubeconfig ({where}), the context, and that the API server is running",
-        ) from error
+        raise unreachable(error, kubeconfig) from error
+
+
+async def check_reachable(api: kr8s.asyncio.Api) -> None:
+    """Ask for the server's version: the cheapest call that proves an API server answers."""
+    try:
+        await api.version()
+    except (httpx.HTTPError, kr8s.ServerError, OSError, ValueError) as error:
+        raise unreachable(error) from error
+
+
+def unreachable(error: BaseException, kubeconfig: str | None = None) -> ClusterUnreachable:
+    """The one wording of "no API server answered", wherever that is found out."""
+    where = kubeconfig or "--kubeconfig, else $KUBECONFIG or ~/.kube/config"
+    return ClusterUnreachable(
+        f"cannot reach the Kubernetes API: {type(error).__name__}: {error}",
+        f"check the kubeconfig ({where}), the context (--context), "
+        "and that the API server is running",
+    )
 
 
 def stages(manifests: Sequence[dict]) -> list[list[dict]]:

@@ -10,14 +10,13 @@ import base64
 import ipaddress
 import json
 
-import httpx
 import kr8s
 import kr8s.asyncio
 
 from . import kube
 from .certificates import certificate_problems
 from .config import Settings
-from .errors import ClusterUnreachable, PreflightError
+from .errors import PreflightError
 
 # What provision creates; the user must be allowed to do all of it.
 _REQUIRED_ACCESS = (
@@ -28,16 +27,6 @@ _REQUIRED_ACCESS = (
     ("", "persistentvolumeclaims", "create"),
     ("apps", "deployments", "create"),
 )
-
-
-async def check_reachable(api: kr8s.asyncio.Api) -> None:
-    try:
-        await api.version()
-    except (httpx.HTTPError, kr8s.ServerError, OSError, ValueError) as error:
-        raise ClusterUnreachable(
-            f"cannot reach the Kubernetes API: {error}",
-            "check KUBECONFIG or --context, and that the API server is running",
-        ) from error
 
 
 async def _allowed(api: kr8s.asyncio.Api, namespace: str, group: str, resource: str, verb: str):
@@ -219,7 +208,7 @@ async def _namespace_problems(api: kr8s.asyncio.Api, settings: Settings) -> list
 
 async def run_preflight(api: kr8s.asyncio.Api, settings: Settings) -> None:
     """Raise one PreflightError listing every problem, or return if there are none."""
-    await check_reachable(api)
+    await kube.check_reachable(api)
     checks = (
         _access_problems,
         _issuer_problems,

@@ -1,11 +1,11 @@
-"""A refused read names the object, the answer and what to do, on one line."""
+"""Errors from the API server say what failed and what to do, on one line each."""
 
 from __future__ import annotations
 
 import pytest
 
-from registry_provisioner.errors import ProvisionError, ReadFailed
-from registry_provisioner.kube import read_failure
+from registry_provisioner.errors import ClusterUnreachable, ProvisionError, ReadFailed
+from registry_provisioner.kube import read_failure, unreachable
 
 
 def test_a_forbidden_secret_read_says_which_right_to_check() -> None:
@@ -53,3 +53,17 @@ def test_any_other_answer_is_still_an_error_on_one_line() -> None:
     assert isinstance(error, ReadFailed)
     assert "\n" not in str(error)
     assert str(error).startswith("cannot read storageclasses.storage.k8s.io/fast: HTTP 400")
+
+
+def test_an_unreachable_cluster_names_the_kubeconfig_given() -> None:
+    error = unreachable(ConnectionRefusedError("refused"), "/tmp/kubeconfig")
+    assert isinstance(error, ClusterUnreachable)
+    assert str(error) == (
+        "cannot reach the Kubernetes API: ConnectionRefusedError: refused (check the kubeconfig "
+        "(/tmp/kubeconfig), the context (--context), and that the API server is running)"
+    )
+
+
+def test_without_a_kubeconfig_path_it_names_where_one_is_looked_for() -> None:
+    error = unreachable(TimeoutError("timed out"))
+    assert "(--kubeconfig, else $KUBECONFIG or ~/.kube/config)" in error.hint
