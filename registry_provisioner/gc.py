@@ -90,7 +90,7 @@ class GcOutcome(NamedTuple):
     eligible_blobs: tuple[str, ...]
 
 
-def gc_command(dry_run: bool) -> list[str]:
+def garbage_collect_argv(dry_run: bool) -> list[str]:
     """The command run in the registry container (the same binary, config and volume)."""
     return [
         "registry",
@@ -212,9 +212,9 @@ async def _size_of(pod: Pod, digests: tuple[str, ...]) -> int:
 
 
 async def _collect(pod: Pod, dry_run: bool, timeout: float) -> GcOutcome:
-    what = " ".join(gc_command(dry_run)[:-1])
+    what = " ".join(garbage_collect_argv(dry_run)[:-1])
     with step(f"running `{what}` in pod {pod.name} (up to {timeout:.0f}s)", every=30):
-        return parse_gc_output(await _run_in(pod, gc_command(dry_run), timeout))
+        return parse_gc_output(await _run_in(pod, garbage_collect_argv(dry_run), timeout))
 
 
 # -------------------------------------------------------------- read-only window

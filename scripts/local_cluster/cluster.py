@@ -63,10 +63,11 @@ def _api_client(pki: Pki) -> httpx.Client:
     )
 
 
-def wait_until(
+def poll_while_running(
     what: str, check: Callable[[], bool], timeout: float, processes: Supervisor, component: str
 ) -> None:
-    """Poll `check` until true; on timeout, or if `component` dies, raise with its log."""
+    """Call `check` every half second, blocking, until true; raise with `component`'s log
+    on timeout or as soon as it dies. (kube.wait_until is the async watch on an object.)"""
     with step(f"waiting for {what} (up to {timeout:.0f}s)", every=15):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -125,12 +126,14 @@ def up() -> Path:
         processes.start(control_plane.kube_scheduler(kube, pki))
         processes.start(control_plane.containerd(node))
         socket = node.containerd_socket
-        wait_until("containerd's socket", socket.exists, 60, processes, "containerd")
+        poll_while_running("containerd's socket", socket.exists, 60, processes, "containerd")
         with step("importing the pause, helper and registry images into containerd"):
             images.import_images(socket, archives)
         processes.start(control_plane.kubelet(kube, node, pki))
         processes.start(control_plane.kube_proxy(kube, node))
-        wait_until("the node to be Ready", lambda: _node_ready(api), 120, processes, "kubelet")
+        poll_while_running(
+            "the node to be Ready", lambda: _node_ready(api), 120, processes, "kubelet"
+        )
     shutil.copy(pki.kubeconfig("admin"), KUBECONFIG)
     asyncio.run(_start_addons(processes, KUBECONFIG, addon_specs))
     print(f"local cluster up in {time.monotonic() - started:.0f}s; kubeconfig: {KUBECONFIG}")
@@ -200,7 +203,7 @@ def start_apiserver() -> None:
 def _start_apiserver(processes: Supervisor, kubernetes_binary: Path, pki: Pki) -> None:
     processes.start(control_plane.kube_apiserver(kubernetes_binary, pki))
     with _api_client(pki) as api:
-        wait_until(
+        poll_while_running(
             "the API server to be ready",
             lambda: api.get("/readyz").status_code == 200,
             120,
