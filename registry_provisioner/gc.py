@@ -355,21 +355,25 @@ async def garbage_collect(
     """Delete untagged manifests and unreferenced blobs with the registry read-only."""
     pod = await _registry_pod(api, settings, read_only=False)
     if not await _anything_pushed(pod):
-        return GcReport(dry_run, 0, 0, 0, 0, 0, 0, nothing_pushed=True)
+        return _report(_NOTHING, dry_run=dry_run, before=0, after=0, reclaimed=0, nothing=True)
     if dry_run:
-        used = await _used(pod)
-        outcome = await _collect(pod, dry_run=True, timeout=timeout)
-        with step(f"sizing the {len(outcome.eligible_blobs)} blobs that would be deleted"):
-            reclaimable = await _size_of(pod, outcome.eligible_blobs)
-        return GcReport(
-            dry_run=True,
-            blobs_kept=outcome.blobs_marked,
-            blobs_deleted=outcome.blobs_eligible,
-            manifests_deleted=outcome.manifests_eligible,
-            used_before=used,
-            used_after=used,
-            reclaimed=reclaimable,
-        )
+        return await _size_up(pod, timeout)
+    return await _collect_while_read_only(api, settings, timeout)
+
+
+async def _size_up(pod: Pod, timeout: float) -> GcReport:
+    """What a run would delete and about how much space that frees; the registry stays writable."""
+    used = await _used(pod)
+    outcome = await _collect(pod, dry_run=True, timeout=timeout)
+    with step(f"sizing the {len(outcome.eligible_blobs)} blobs that would be deleted"):
+        reclaimable = await _size_of(pod, outcome.eligible_blobs)
+    return _report(outcome, dry_run=True, before=used, after=used, reclaimed=reclaimable)
+
+
+async def _collect_while_read_only(
+    api: kr8s.asyncio.Api, settings: Settings, timeout: float
+) -> GcReport:
+    """Collect, measure and check every tag inside the read-only window."""
     with tempfile.TemporaryDirectory(prefix="registry-gc-") as ca_dir:
         async with await _client(api, settings, Path(ca_dir)) as client:
             started = time.monotonic()
@@ -379,19 +383,47 @@ async def garbage_collect(
                 outcome = await _collect(pod, dry_run=False, timeout=timeout)
                 after = await _used(pod)
                 with step("checking that every tag resolves to blobs that all exist"):
-                    repositories, tags = await check_tags(client)
+                    checked = await check_tags(client)
             read_only_seconds = time.monotonic() - started
-    return GcReport(
+    return _report(
+        outcome,
         dry_run=False,
+        before=before,
+        after=after,
+        reclaimed=max(0, before - after),
+        read_only_seconds=read_only_seconds,
+        checked=checked,
+    )
+
+
+_NOTHING = GcOutcome(0, 0, 0, ())
+
+
+def _report(
+    outcome: GcOutcome,
+    *,
+    dry_run: bool,
+    before: int,
+    after: int,
+    reclaimed: int,
+    read_only_seconds: float = 0.0,
+    checked: tuple[int, int] = (0, 0),
+    nothing: bool = False,
+) -> GcReport:
+    """The one place a report is made: garbage-collect's counts beside what was measured."""
+    repositories, tags = checked
+    return GcReport(
+        dry_run=dry_run,
         blobs_kept=outcome.blobs_marked,
         blobs_deleted=outcome.blobs_eligible,
         manifests_deleted=outcome.manifests_eligible,
         used_before=before,
         used_after=after,
-        reclaimed=max(0, before - after),
+        reclaimed=reclaimed,
         read_only_seconds=read_only_seconds,
         tags_checked=tags,
         repositories_checked=repositories,
+        nothing_pushed=nothing,
     )
 
 
