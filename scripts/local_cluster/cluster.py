@@ -66,8 +66,11 @@ def _api_client(pki: Pki) -> httpx.Client:
 def poll_while_running(
     what: str, check: Callable[[], bool], timeout: float, processes: Supervisor, component: str
 ) -> None:
-    """Call `check` every half second, blocking, until true; raise with `component`'s log
-    on timeout or as soon as it dies. (kube.wait_until is the async watch on an object.)"""
+    """Block, calling `check` every half second, until it is true.
+
+    Raises with `component`'s log on timeout, or as soon as it dies. (The async
+    watch on a Kubernetes object is kube.wait_until.)
+    """
     with step(f"waiting for {what} (up to {timeout:.0f}s)", every=15):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -213,7 +216,7 @@ def _start_apiserver(processes: Supervisor, kubernetes_binary: Path, pki: Pki) -
 
 
 class LocalCluster:
-    """The same interface as pytest-kind's KindCluster, for the local cluster.
+    """What the tests' `cluster` fixture uses of pytest-kind's KindCluster, for the local cluster.
 
     One fixture can then hand tests either cluster.
     """
@@ -224,27 +227,6 @@ class LocalCluster:
     def create(self) -> None:
         up()
 
-    def delete(self) -> None:
-        down()
-
     def kubectl(self, *args: str) -> str:
         command = [str(build(kubernetes())), "kubectl", f"--kubeconfig={self.kubeconfig_path}"]
         return subprocess.run([*command, *args], check=True, capture_output=True, text=True).stdout
-
-    def load_docker_image(self, archive: Path) -> None:
-        """Import an OCI archive into the node's containerd (kind loads from Docker)."""
-        _, node, _ = _layout()
-        subprocess.run(
-            [
-                "ctr",
-                "--address",
-                str(node.containerd_socket),
-                "-n",
-                "k8s.io",
-                "images",
-                "import",
-                str(archive),
-            ],
-            check=True,
-            capture_output=True,
-        )
