@@ -54,21 +54,34 @@ def skopeo_push(archive: Path, reference: str, ca_dir: Path, user: str, password
         )
 
 
-def demo_deployment(image: str, pull_secret: str) -> dict:
+def demo_deployment(
+    image: str,
+    pull_secret: str,
+    *,
+    name: str = "hello",
+    namespace: str = DEMO_NAMESPACE,
+    grace_seconds: int = 30,
+) -> dict:
+    """A Deployment that pulls `image` with `pull_secret` and keeps running it.
+
+    The end-to-end test runs the same one under its own name; it passes a short
+    `grace_seconds` (30 is Kubernetes' default) because `sleep` ignores SIGTERM.
+    """
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": "hello", "namespace": DEMO_NAMESPACE},
+        "metadata": {"name": name, "namespace": namespace},
         "spec": {
             "replicas": 1,
-            "selector": {"matchLabels": {"app": "hello"}},
+            "selector": {"matchLabels": {"app": name}},
             "template": {
-                "metadata": {"labels": {"app": "hello"}},
+                "metadata": {"labels": {"app": name}},
                 "spec": {
                     "imagePullSecrets": [{"name": pull_secret}],
+                    "terminationGracePeriodSeconds": grace_seconds,
                     "containers": [
                         {
-                            "name": "hello",
+                            "name": name,
                             "image": image,
                             "imagePullPolicy": "Always",
                             "command": [
