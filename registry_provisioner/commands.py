@@ -7,10 +7,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import kr8s.asyncio
+
 from . import gc, kube, provision, render, status, unprovision
 from .config import Settings
 from .credentials import required_credentials, write_client_ca
 from .smoke import format_report, smoke_test
+
+
+async def _reachable_api(context: str | None, kubeconfig: str | None) -> kr8s.asyncio.Api:
+    """A client whose API server has answered, for the tasks without a preflight of their own."""
+    api = await kube.connect(context, kubeconfig)
+    await kube.check_reachable(api)
+    return api
 
 
 async def provision_command(
@@ -37,8 +46,7 @@ async def provision_command(
 async def unprovision_command(
     settings: Settings, context: str | None, kubeconfig: str | None, *, purge: bool
 ) -> None:
-    api = await kube.connect(context, kubeconfig)
-    await kube.check_reachable(api)
+    api = await _reachable_api(context, kubeconfig)
     changes = await unprovision.unprovision(api, settings, purge=purge)
     if all(change.action == "absent" for change in changes):
         print(f"nothing to remove: no registry is installed in namespace {settings.namespace}")
@@ -70,15 +78,13 @@ async def smoke_test_command(
 async def gc_command(
     settings: Settings, context: str | None, kubeconfig: str | None, *, dry_run: bool
 ) -> None:
-    api = await kube.connect(context, kubeconfig)
-    await kube.check_reachable(api)
+    api = await _reachable_api(context, kubeconfig)
     report = await gc.garbage_collect(api, settings, dry_run=dry_run)
     print(gc.format_report(settings, report))
 
 
 async def status_command(settings: Settings, context: str | None, kubeconfig: str | None) -> None:
-    api = await kube.connect(context, kubeconfig)
-    await kube.check_reachable(api)
+    api = await _reachable_api(context, kubeconfig)
     for line in await status.status_lines(api, settings):
         print(line)
 

@@ -312,19 +312,35 @@ class RegistryClient:
             await self._send("DELETE", location, expect=(204, 404))
 
     async def _finish_upload(self, location: httpx.URL, digest: str, body: bytes) -> str:
-        response = await self._send(
-            "PUT",
+        return await self._put_checked(
             location.copy_merge_params({"digest": digest}),
-            expect=(201,),
-            content=body,
-            headers={"Content-Type": "application/octet-stream"},
+            body,
+            "application/octet-stream",
+            digest,
+            what="blob",
+            hint="the upload was altered in transit",
+        )
+
+    async def _put_checked(
+        self,
+        url: str | httpx.URL,
+        body: bytes,
+        content_type: str,
+        digest: str,
+        *,
+        what: str,
+        hint: str,
+    ) -> str:
+        """PUT `body` and check that the registry stored it under `digest`."""
+        response = await self._send(
+            "PUT", url, expect=(201,), content=body, headers={"Content-Type": content_type}
         )
         stored = response.headers.get("docker-content-digest", digest)
         if stored != digest:
             raise RegistryError(
-                f"registry stored blob as {stored}, expected {digest}",
+                f"registry stored {what} as {stored}, expected {digest}",
                 status=response.status_code,
-                hint="the upload was altered in transit",
+                hint=hint,
             )
         return digest
 
@@ -344,22 +360,14 @@ class RegistryClient:
         """Store a manifest under a tag (or its digest) and return its digest."""
         check_repository(repo)
         check_reference(ref)
-        digest = sha256_digest(manifest)
-        response = await self._send(
-            "PUT",
+        return await self._put_checked(
             f"/v2/{repo}/manifests/{ref}",
-            expect=(201,),
-            content=manifest,
-            headers={"Content-Type": media_type},
+            manifest,
+            media_type,
+            sha256_digest(manifest),
+            what="the manifest",
+            hint="the registry rewrote the manifest; is the media type right?",
         )
-        stored = response.headers.get("docker-content-digest", digest)
-        if stored != digest:
-            raise RegistryError(
-                f"registry stored the manifest as {stored}, expected {digest}",
-                status=response.status_code,
-                hint="the registry rewrote the manifest; is the media type right?",
-            )
-        return digest
 
     async def get_manifest(self, repo: str, ref: str) -> Manifest:
         """Fetch a manifest by tag or digest, verifying its digest."""
