@@ -20,6 +20,7 @@ from typing import Any
 # A path component of a repository name, from the distribution spec; checked so a
 # name can never reshape the URL path it goes into.
 _COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+# One component alone, for checks that split a full image reference themselves (the config).
 PATH_COMPONENT = re.compile(rf"^{_COMPONENT}$")
 REPOSITORY = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
 TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
