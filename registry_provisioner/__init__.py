@@ -6,6 +6,7 @@ from .errors import (
     ConfigError,
     PreflightError,
     ProvisionError,
+    ReadFailed,
     ReadinessTimeout,
     RegistryError,
 )
@@ -16,6 +17,7 @@ __all__ = [
     "ConfigError",
     "PreflightError",
     "ProvisionError",
+    "ReadFailed",
     "ReadinessTimeout",
     "RegistryError",
     "Settings",

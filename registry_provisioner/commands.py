@@ -7,10 +7,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import gc, kube, provision, render
+import kr8s.asyncio
+
+from . import gc, kube, provision, render, status, unprovision
 from .config import Settings
-from .preflight import check_reachable
+from .credentials import required_credentials, write_client_ca
 from .smoke import format_report, smoke_test
+
+
+async def _reachable_api(context: str | None, kubeconfig: str | None) -> kr8s.asyncio.Api:
+    """A client whose API server has answered, for the tasks without a preflight of their own."""
+    api = await kube.connect(context, kubeconfig)
+    await kube.check_reachable(api)
+    return api
 
 
 async def provision_command(
@@ -37,9 +46,8 @@ async def provision_command(
 async def unprovision_command(
     settings: Settings, context: str | None, kubeconfig: str | None, *, purge: bool
 ) -> None:
-    api = await kube.connect(context, kubeconfig)
-    await check_reachable(api)
-    changes = await provision.unprovision(api, settings, purge=purge)
+    api = await _reachable_api(context, kubeconfig)
+    changes = await unprovision.unprovision(api, settings, purge=purge)
     if all(change.action == "absent" for change in changes):
         print(f"nothing to remove: no registry is installed in namespace {settings.namespace}")
         return
@@ -59,12 +67,8 @@ async def smoke_test_command(
     settings: Settings, context: str | None, kubeconfig: str | None, ca_dir: Path
 ) -> None:
     api = await kube.connect(context, kubeconfig)
-    credentials = await provision.existing_credentials(api, settings)
-    if credentials is None:
-        raise provision.ProvisionError(
-            f"no registry credentials in namespace {settings.namespace}: run `invoke provision`"
-        )
-    ca_file = await provision.write_client_ca(api, settings, ca_dir)
+    credentials = await required_credentials(api, settings)
+    ca_file = await write_client_ca(api, settings, ca_dir)
     report = await smoke_test(
         settings.registry_url, credentials.username, credentials.password, ca_file
     )
@@ -74,16 +78,14 @@ async def smoke_test_command(
 async def gc_command(
     settings: Settings, context: str | None, kubeconfig: str | None, *, dry_run: bool
 ) -> None:
-    api = await kube.connect(context, kubeconfig)
-    await check_reachable(api)
+    api = await _reachable_api(context, kubeconfig)
     report = await gc.garbage_collect(api, settings, dry_run=dry_run)
     print(gc.format_report(settings, report))
 
 
 async def status_command(settings: Settings, context: str | None, kubeconfig: str | None) -> None:
-    api = await kube.connect(context, kubeconfig)
-    await check_reachable(api)
-    for line in await provision.status_lines(api, settings):
+    api = await _reachable_api(context, kubeconfig)
+    for line in await status.status_lines(api, settings):
         print(line)
 
 

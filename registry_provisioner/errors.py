@@ -92,6 +92,21 @@ class RegistryError(ProvisionError):
         super().__init__(f"{text} ({hint})" if hint else text)
 
 
+class ReadFailed(ProvisionError):
+    """A read got neither the object nor 404, so whether the object exists is unknown.
+
+    Taking such an answer for "absent" is how a refused read of the login Secret
+    once made provision generate a new password over the stored one.
+    """
+
+    def __init__(self, what: str, status: int, reason: str, hint: str) -> None:
+        self.what = what
+        self.status = status
+        self.reason = reason
+        self.hint = hint
+        super().__init__(f"cannot read {what}: HTTP {status} {reason} ({hint})")
+
+
 class ClusterUnreachable(ProvisionError):
     """No API server answered, so nothing else is worth trying."""
 

@@ -33,12 +33,13 @@ from kr8s.asyncio.objects import Pod
 
 from . import kube, maintenance, render
 from .config import Settings
+from .credentials import required_credentials, write_client_ca
 from .errors import ProvisionError, RegistryError
 from .oci_client import IMAGE_MANIFEST_TYPES, RegistryClient
 from .progress import step
-from .provision import READY_TIMEOUT, existing_credentials, fetch_ca
+from .references import split_digest
 from .smoke import human_size
-from .waiting import diagnose_pods, poll, wait_for
+from .waiting import READY_TIMEOUT, diagnose_pods, poll, wait_for
 
 if TYPE_CHECKING:
     from kr8s._exec import CompletedExec  # what Pod.exec returns
@@ -60,7 +61,6 @@ _SUMMARY = re.compile(
     r"^(\d+) blobs marked, (\d+) blobs and (\d+) manifests eligible for deletion$", re.MULTILINE
 )
 _ELIGIBLE_BLOB = re.compile(r"^blob eligible for deletion: (\S+)$", re.MULTILINE)
-_DIGEST = re.compile(r"^(sha256|sha384|sha512):([a-f0-9]{64,128})$")
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ class GcOutcome(NamedTuple):
     eligible_blobs: tuple[str, ...]
 
 
-def gc_command(dry_run: bool) -> list[str]:
+def garbage_collect_argv(dry_run: bool) -> list[str]:
     """The command run in the registry container (the same binary, config and volume)."""
     return [
         "registry",
@@ -124,10 +124,10 @@ def parse_du_kib(text: str) -> int:
 
 def blob_dir(digest: str) -> str:
     """Where the filesystem driver keeps a blob, as distribution lays it out."""
-    match = _DIGEST.match(digest)
-    if match is None:
-        raise ProvisionError(f"registry garbage-collect named an odd digest: {digest!r}")
-    algorithm, hex_ = match.groups()
+    try:
+        algorithm, hex_ = split_digest(digest)
+    except ValueError:
+        raise ProvisionError(f"registry garbage-collect named an odd digest: {digest!r}") from None
     return f"{STORAGE_ROOT}/docker/registry/v2/blobs/{algorithm}/{hex_[:2]}/{hex_}"
 
 
@@ -212,9 +212,9 @@ async def _size_of(pod: Pod, digests: tuple[str, ...]) -> int:
 
 
 async def _collect(pod: Pod, dry_run: bool, timeout: float) -> GcOutcome:
-    what = " ".join(gc_command(dry_run)[:-1])
+    what = " ".join(garbage_collect_argv(dry_run)[:-1])
     with step(f"running `{what}` in pod {pod.name} (up to {timeout:.0f}s)", every=30):
-        return parse_gc_output(await _run_in(pod, gc_command(dry_run), timeout))
+        return parse_gc_output(await _run_in(pod, garbage_collect_argv(dry_run), timeout))
 
 
 # -------------------------------------------------------------- read-only window
@@ -222,13 +222,8 @@ async def _collect(pod: Pod, dry_run: bool, timeout: float) -> GcOutcome:
 
 async def _client(api: kr8s.asyncio.Api, settings: Settings, ca_dir: Path) -> RegistryClient:
     """A client through the LoadBalancer IP: what every pushing client sees."""
-    credentials = await existing_credentials(api, settings)
-    if credentials is None:
-        raise ProvisionError(
-            f"no registry credentials in namespace {settings.namespace}: run `invoke provision`"
-        )
-    ca_file = ca_dir / "ca.crt"
-    ca_file.write_text(await fetch_ca(api, settings))
+    credentials = await required_credentials(api, settings)
+    ca_file = await write_client_ca(api, settings, ca_dir)
     return RegistryClient(
         settings.registry_url, credentials.username, credentials.password, ca_file, timeout=10
     )
@@ -360,21 +355,25 @@ async def garbage_collect(
     """Delete untagged manifests and unreferenced blobs with the registry read-only."""
     pod = await _registry_pod(api, settings, read_only=False)
     if not await _anything_pushed(pod):
-        return GcReport(dry_run, 0, 0, 0, 0, 0, 0, nothing_pushed=True)
+        return _report(_NOTHING, dry_run=dry_run, before=0, after=0, reclaimed=0, nothing=True)
     if dry_run:
-        used = await _used(pod)
-        outcome = await _collect(pod, dry_run=True, timeout=timeout)
-        with step(f"sizing the {len(outcome.eligible_blobs)} blobs that would be deleted"):
-            reclaimable = await _size_of(pod, outcome.eligible_blobs)
-        return GcReport(
-            dry_run=True,
-            blobs_kept=outcome.blobs_marked,
-            blobs_deleted=outcome.blobs_eligible,
-            manifests_deleted=outcome.manifests_eligible,
-            used_before=used,
-            used_after=used,
-            reclaimed=reclaimable,
-        )
+        return await _size_up(pod, timeout)
+    return await _collect_while_read_only(api, settings, timeout)
+
+
+async def _size_up(pod: Pod, timeout: float) -> GcReport:
+    """What a run would delete and about how much space that frees; the registry stays writable."""
+    used = await _used(pod)
+    outcome = await _collect(pod, dry_run=True, timeout=timeout)
+    with step(f"sizing the {len(outcome.eligible_blobs)} blobs that would be deleted"):
+        reclaimable = await _size_of(pod, outcome.eligible_blobs)
+    return _report(outcome, dry_run=True, before=used, after=used, reclaimed=reclaimable)
+
+
+async def _collect_while_read_only(
+    api: kr8s.asyncio.Api, settings: Settings, timeout: float
+) -> GcReport:
+    """Collect, measure and check every tag inside the read-only window."""
     with tempfile.TemporaryDirectory(prefix="registry-gc-") as ca_dir:
         async with await _client(api, settings, Path(ca_dir)) as client:
             started = time.monotonic()
@@ -384,19 +383,47 @@ async def garbage_collect(
                 outcome = await _collect(pod, dry_run=False, timeout=timeout)
                 after = await _used(pod)
                 with step("checking that every tag resolves to blobs that all exist"):
-                    repositories, tags = await check_tags(client)
+                    checked = await check_tags(client)
             read_only_seconds = time.monotonic() - started
-    return GcReport(
+    return _report(
+        outcome,
         dry_run=False,
+        before=before,
+        after=after,
+        reclaimed=max(0, before - after),
+        read_only_seconds=read_only_seconds,
+        checked=checked,
+    )
+
+
+_NOTHING = GcOutcome(0, 0, 0, ())
+
+
+def _report(
+    outcome: GcOutcome,
+    *,
+    dry_run: bool,
+    before: int,
+    after: int,
+    reclaimed: int,
+    read_only_seconds: float = 0.0,
+    checked: tuple[int, int] = (0, 0),
+    nothing: bool = False,
+) -> GcReport:
+    """The one place a report is made: garbage-collect's counts beside what was measured."""
+    repositories, tags = checked
+    return GcReport(
+        dry_run=dry_run,
         blobs_kept=outcome.blobs_marked,
         blobs_deleted=outcome.blobs_eligible,
         manifests_deleted=outcome.manifests_eligible,
         used_before=before,
         used_after=after,
-        reclaimed=max(0, before - after),
+        reclaimed=reclaimed,
         read_only_seconds=read_only_seconds,
         tags_checked=tags,
         repositories_checked=repositories,
+        nothing_pushed=nothing,
     )
 
 

@@ -20,7 +20,7 @@ import kr8s
 import kr8s.asyncio
 from kr8s.asyncio.objects import APIObject, new_class, object_from_spec
 
-from .errors import ClusterUnreachable
+from .errors import ClusterUnreachable, ReadFailed
 
 # kr8s warns on stderr when its API discovery meets a group version the server no
 # longer serves (e.g. a stale metallb.io/v1beta2) or a Kubernetes newer than it lists;
@@ -57,11 +57,25 @@ async def connect(context: str | None = None, kubeconfig: str | None = None) -> 
     try:
         return await kr8s.asyncio.api(context=context, kubeconfig=kubeconfig)
     except (httpx.HTTPError, OSError, ValueError, KeyError) as error:
-        where = kubeconfig or "$KUBECONFIG or ~/.kube/config"
-        raise ClusterUnreachable(
-            f"cannot reach the Kubernetes API: {type(error).__name__}: {error}",
-            f"check the kubeconfig ({where}), the context, and that the API server is running",
-        ) from error
+        raise unreachable(error, kubeconfig) from error
+
+
+async def check_reachable(api: kr8s.asyncio.Api) -> None:
+    """Ask for the server's version: the cheapest call that proves an API server answers."""
+    try:
+        await api.version()
+    except (httpx.HTTPError, kr8s.ServerError, OSError, ValueError) as error:
+        raise unreachable(error) from error
+
+
+def unreachable(error: BaseException, kubeconfig: str | None = None) -> ClusterUnreachable:
+    """The one wording of "no API server answered", wherever that is found out."""
+    where = kubeconfig or "--kubeconfig, else $KUBECONFIG or ~/.kube/config"
+    return ClusterUnreachable(
+        f"cannot reach the Kubernetes API: {type(error).__name__}: {error}",
+        f"check the kubeconfig ({where}), the context (--context), "
+        "and that the API server is running",
+    )
 
 
 def stages(manifests: Sequence[dict]) -> list[list[dict]]:
@@ -87,15 +101,53 @@ async def object_for(api: kr8s.asyncio.Api, manifest: dict) -> APIObject:
     return cls(manifest, api=api)
 
 
-async def _current(obj: APIObject) -> dict | None:
-    async with obj.api.call_api(
-        "GET",
-        version=obj.version,
-        url=f"{obj.endpoint}/{obj.name}",
-        namespace=obj.namespace,
-        raise_for_status=False,
+async def read(
+    api: kr8s.asyncio.Api, path: str, *, version: str = "v1", namespace: str | None = None
+) -> dict | None:
+    """GET one object (``resource/name``) or a list (``resource``); None only on 404.
+
+    404 means the object, its namespace or its CRD is absent. Any other refusal
+    raises ReadFailed: absence cannot be assumed from a 403, 429 or 5xx. Transport
+    errors propagate as they are.
+    """
+    async with api.call_api(
+        "GET", version=version, url=path, namespace=namespace, raise_for_status=False
     ) as response:
-        return response.json() if response.status_code == 200 else None
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise read_failure(
+                path,
+                response.status_code,
+                response.reason_phrase,
+                version=version,
+                namespace=namespace,
+            )
+        return response.json()
+
+
+def read_failure(
+    path: str, status: int, reason: str, *, version: str = "v1", namespace: str | None = None
+) -> ReadFailed:
+    """The error for a read answered with neither the object nor 404: what, why, what to do."""
+    resource, _, name = path.partition("/")
+    group = version.rpartition("/")[0]
+    qualified = f"{resource}.{group}" if group else resource
+    where = f" in namespace {namespace}" if namespace else ""
+    what = f"{qualified}/{name}{where}" if name else f"{qualified}{where}"
+    verb = "get" if name else "list"
+    return ReadFailed(what, status, reason, _read_hint(status, verb, qualified, namespace))
+
+
+def _read_hint(status: int, verb: str, resource: str, namespace: str | None) -> str:
+    if status == 401:
+        return "the API server does not accept your credentials: renew them in the kubeconfig"
+    if status == 403:
+        scope = f" -n {namespace}" if namespace else " --all-namespaces" if verb == "list" else ""
+        return f"check your rights: kubectl auth can-i {verb} {resource}{scope}"
+    if status == 429 or status >= 500:
+        return "the API server is overloaded or failing: run the same command again"
+    return "unexpected for a read: run the same command again; if it persists, see the server's log"
 
 
 async def _server_side_apply(
@@ -130,7 +182,9 @@ def _comparable(obj: dict) -> dict:
 
 async def apply_object(api: kr8s.asyncio.Api, manifest: dict, dry_run: bool = False) -> Change:
     obj = await object_for(api, manifest)
-    before = await _current(obj)
+    before = await read(
+        api, f"{obj.endpoint}/{obj.name}", version=obj.version, namespace=obj.namespace
+    )
     try:
         after = await _server_side_apply(obj, manifest, dry_run)
     except kr8s.ServerError as error:

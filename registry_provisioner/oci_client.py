@@ -4,27 +4,32 @@ It exists so the smoke test can prove, from outside the cluster, that the regist
 accepts pushes and serves pulls over TLS with htpasswd (Basic) auth, and so that
 failures come back as one error type carrying the HTTP status and a hint at the
 usual cause, rather than as raw transport exceptions.
+
+Blobs go up in one PUT: what the product pushes is small. The chunked uploads and
+streamed downloads that only tests need are in tests/support/chunked_client.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import gzip
-import hashlib
-import io
 import json
 import os
-import re
 import ssl
-import tarfile
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, NamedTuple, Self
+from typing import NamedTuple, Self
 
 import httpx
 
 from .errors import RegistryError
+from .references import (
+    DIGEST,
+    check_digest,
+    check_reference,
+    check_repository,
+    digest_like,
+    sha256_digest,
+)
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -36,14 +41,7 @@ MANIFEST_MEDIA_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFES
 # Image manifests whose layers pull_image knows how to fetch.
 IMAGE_MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 
-DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
 _ERROR_BODY_LIMIT = 2048
-
-# From the distribution spec; checked so a name can never reshape the URL path.
-_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
-_REPOSITORY = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
-_DIGEST = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
 
 
 class Manifest(NamedTuple):
@@ -52,30 +50,6 @@ class Manifest(NamedTuple):
     data: bytes
     media_type: str
     digest: str
-
-
-def sha256_digest(data: bytes) -> str:
-    """The OCI digest string of `data`."""
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def _check_repository(repo: str) -> None:
-    if not _REPOSITORY.match(repo):
-        raise ValueError(f"invalid repository name: {repo!r}")
-
-
-def _check_digest(digest: str) -> None:
-    if not _DIGEST.match(digest):
-        raise ValueError(f"invalid digest: {digest!r}")
-
-
-def _check_reference(ref: str) -> None:
-    if not (_TAG.match(ref) or _DIGEST.match(ref)):
-        raise ValueError(f"invalid tag or digest: {ref!r}")
-
-
-def _hasher(digest: str) -> Any:
-    return hashlib.new(digest.split(":", 1)[0])
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -272,7 +246,7 @@ class RegistryClient:
         Pushes an empty manifest, which a writable registry rejects as invalid (400)
         before it stores anything, and a read-only one refuses outright (405).
         """
-        _check_repository(repo)
+        check_repository(repo)
         response = await self._send(
             "PUT",
             f"/v2/{repo}/manifests/push-probe",
@@ -293,40 +267,30 @@ class RegistryClient:
 
     async def blob_exists(self, repo: str, digest: str) -> bool:
         """Whether the repository holds the blob, so a push can skip it."""
-        _check_repository(repo)
-        _check_digest(digest)
+        check_repository(repo)
+        check_digest(digest)
         response = await self._send(
             "HEAD", f"/v2/{repo}/blobs/{digest}", expect=(200, 404), follow_redirects=True
         )
         return response.status_code == 200
 
-    async def push_blob(
-        self,
-        repo: str,
-        data: bytes | AsyncIterable[bytes],
-        digest: str | None = None,
-        *,
-        chunk_size: int | None = None,
-    ) -> str:
-        """Upload a blob and return its digest.
+    async def push_blob(self, repo: str, data: bytes, digest: str | None = None) -> str:
+        """Upload a blob in one PUT and return its digest.
 
-        Bytes go up in one PUT unless `chunk_size` is given; an async iterable always
-        goes up as PATCH chunks (default 8 MiB), since its digest is known only at the end.
         The digest is computed here and, when `digest` is given, must match it.
         """
-        _check_repository(repo)
+        check_repository(repo)
         if digest is not None:
-            _check_digest(digest)
-        if isinstance(data, bytes):
-            actual = sha256_digest(data) if digest is None else _digest_like(digest, data)
-            if digest is not None and actual != digest:
-                raise ValueError(f"data does not match digest {digest} (it is {actual})")
-            if chunk_size is None:
-                return await self._push_monolithic(repo, data, actual)
-            return await self._push_chunked(repo, _chunks_of(data, chunk_size), digest=actual)
-        return await self._push_chunked(
-            repo, _rechunk(data, chunk_size or DEFAULT_CHUNK_SIZE), digest=digest
-        )
+            check_digest(digest)
+        actual = sha256_digest(data) if digest is None else digest_like(digest, data)
+        if digest is not None and actual != digest:
+            raise ValueError(f"data does not match digest {digest} (it is {actual})")
+        location = await self._start_upload(repo)
+        try:
+            return await self._finish_upload(location, actual, data)
+        except BaseException:
+            await self._cancel_upload(location)
+            raise
 
     async def _start_upload(self, repo: str) -> httpx.URL:
         response = await self._send("POST", f"/v2/{repo}/blobs/uploads/", expect=(202,))
@@ -348,122 +312,67 @@ class RegistryClient:
             await self._send("DELETE", location, expect=(204, 404))
 
     async def _finish_upload(self, location: httpx.URL, digest: str, body: bytes) -> str:
-        response = await self._send(
-            "PUT",
+        return await self._put_checked(
             location.copy_merge_params({"digest": digest}),
-            expect=(201,),
-            content=body,
-            headers={"Content-Type": "application/octet-stream"},
+            body,
+            "application/octet-stream",
+            digest,
+            what="blob",
+            hint="the upload was altered in transit",
+        )
+
+    async def _put_checked(
+        self,
+        url: str | httpx.URL,
+        body: bytes,
+        content_type: str,
+        digest: str,
+        *,
+        what: str,
+        hint: str,
+    ) -> str:
+        """PUT `body` and check that the registry stored it under `digest`."""
+        response = await self._send(
+            "PUT", url, expect=(201,), content=body, headers={"Content-Type": content_type}
         )
         stored = response.headers.get("docker-content-digest", digest)
         if stored != digest:
             raise RegistryError(
-                f"registry stored blob as {stored}, expected {digest}",
+                f"registry stored {what} as {stored}, expected {digest}",
                 status=response.status_code,
-                hint="the upload was altered in transit",
+                hint=hint,
             )
         return digest
 
-    async def _push_monolithic(self, repo: str, data: bytes, digest: str) -> str:
-        location = await self._start_upload(repo)
-        try:
-            return await self._finish_upload(location, digest, data)
-        except BaseException:
-            await self._cancel_upload(location)
-            raise
-
-    async def _push_chunked(
-        self, repo: str, chunks: AsyncIterator[bytes], *, digest: str | None
-    ) -> str:
-        location = await self._start_upload(repo)
-        hasher = _hasher(digest) if digest else hashlib.sha256()
-        offset = 0
-        try:
-            async for chunk in chunks:
-                hasher.update(chunk)
-                response = await self._send(
-                    "PATCH",
-                    location,
-                    expect=(202,),
-                    content=chunk,
-                    headers={
-                        "Content-Type": "application/octet-stream",
-                        "Content-Range": f"{offset}-{offset + len(chunk) - 1}",
-                    },
-                )
-                offset += len(chunk)
-                location = self._location(response)
-            actual = f"{hasher.name}:{hasher.hexdigest()}"
-            if digest is not None and actual != digest:
-                raise ValueError(f"data does not match digest {digest} (it is {actual})")
-            return await self._finish_upload(location, actual, b"")
-        except BaseException:
-            await self._cancel_upload(location)
-            raise
-
     async def get_blob(self, repo: str, digest: str) -> bytes:
         """Download a blob whole, verifying it against its digest."""
-        _check_repository(repo)
-        _check_digest(digest)
+        check_repository(repo)
+        check_digest(digest)
         response = await self._send(
             "GET", f"/v2/{repo}/blobs/{digest}", expect=(200,), follow_redirects=True
         )
-        _verify(digest, _digest_like(digest, response.content), f"blob in {repo}")
+        _verify(digest, digest_like(digest, response.content), f"blob in {repo}")
         return response.content
-
-    async def stream_blob(
-        self, repo: str, digest: str, *, chunk_size: int = 1024 * 1024
-    ) -> AsyncIterator[bytes]:
-        """Download a blob piece by piece, for blobs too big to hold in memory.
-
-        The digest can only be checked once every byte has gone by, so a mismatch
-        raises RegistryError at the end of iteration: discard what was written then.
-        """
-        _check_repository(repo)
-        _check_digest(digest)
-        response = await self._send(
-            "GET", f"/v2/{repo}/blobs/{digest}", expect=(200,), stream=True, follow_redirects=True
-        )
-        hasher = _hasher(digest)
-        try:
-            async for chunk in response.aiter_bytes(chunk_size):
-                hasher.update(chunk)
-                yield chunk
-        except httpx.TransportError as exc:
-            raise RegistryError(
-                f"GET blob {digest} in {repo} broke off: {exc}", hint=_transport_hint(exc)
-            ) from exc
-        finally:
-            await response.aclose()
-        _verify(digest, f"{hasher.name}:{hasher.hexdigest()}", f"blob in {repo}")
 
     async def put_manifest(
         self, repo: str, ref: str, manifest: bytes, media_type: str = OCI_MANIFEST
     ) -> str:
         """Store a manifest under a tag (or its digest) and return its digest."""
-        _check_repository(repo)
-        _check_reference(ref)
-        digest = sha256_digest(manifest)
-        response = await self._send(
-            "PUT",
+        check_repository(repo)
+        check_reference(ref)
+        return await self._put_checked(
             f"/v2/{repo}/manifests/{ref}",
-            expect=(201,),
-            content=manifest,
-            headers={"Content-Type": media_type},
+            manifest,
+            media_type,
+            sha256_digest(manifest),
+            what="the manifest",
+            hint="the registry rewrote the manifest; is the media type right?",
         )
-        stored = response.headers.get("docker-content-digest", digest)
-        if stored != digest:
-            raise RegistryError(
-                f"registry stored the manifest as {stored}, expected {digest}",
-                status=response.status_code,
-                hint="the registry rewrote the manifest; is the media type right?",
-            )
-        return digest
 
     async def get_manifest(self, repo: str, ref: str) -> Manifest:
         """Fetch a manifest by tag or digest, verifying its digest."""
-        _check_repository(repo)
-        _check_reference(ref)
+        check_repository(repo)
+        check_reference(ref)
         response = await self._send(
             "GET",
             f"/v2/{repo}/manifests/{ref}",
@@ -471,8 +380,8 @@ class RegistryClient:
             headers={"Accept": ", ".join(MANIFEST_MEDIA_TYPES)},
         )
         data = response.content
-        claimed = ref if _DIGEST.match(ref) else response.headers.get("docker-content-digest")
-        digest = _digest_like(claimed, data) if claimed else sha256_digest(data)
+        claimed = ref if DIGEST.match(ref) else response.headers.get("docker-content-digest")
+        digest = digest_like(claimed, data) if claimed else sha256_digest(data)
         if claimed:
             _verify(claimed, digest, f"manifest {repo}:{ref}")
         media_type = response.headers.get("content-type", "").split(";")[0].strip()
@@ -480,13 +389,13 @@ class RegistryClient:
 
     async def delete_manifest(self, repo: str, digest: str) -> None:
         """Delete a manifest (and so every tag on it); blobs stay until garbage collection."""
-        _check_repository(repo)
-        _check_digest(digest)
+        check_repository(repo)
+        check_digest(digest)
         await self._send("DELETE", f"/v2/{repo}/manifests/{digest}", expect=(202,))
 
     async def list_tags(self, repo: str) -> list[str]:
         """Every tag in the repository, following pagination."""
-        _check_repository(repo)
+        check_repository(repo)
         return await self._paged(f"/v2/{repo}/tags/list", "tags")
 
     async def catalog(self) -> list[str]:
@@ -505,150 +414,9 @@ class RegistryClient:
             url = response.request.url.join(following)
 
 
-def _digest_like(digest: str, data: bytes) -> str:
-    """The digest of `data` with the same algorithm as `digest`."""
-    hasher = _hasher(digest)
-    hasher.update(data)
-    return f"{hasher.name}:{hasher.hexdigest()}"
-
-
 def _verify(expected: str, actual: str, what: str) -> None:
     if actual != expected:
         raise RegistryError(
             f"{what}: content digest is {actual}, expected {expected}",
             hint="the registry served corrupt content, or a proxy altered it",
         )
-
-
-async def _chunks_of(data: bytes, size: int) -> AsyncIterator[bytes]:
-    if size <= 0:
-        raise ValueError("chunk_size must be positive")
-    for start in range(0, len(data), size):
-        yield data[start : start + size]
-
-
-async def _rechunk(source: AsyncIterable[bytes], size: int) -> AsyncIterator[bytes]:
-    """Regroup an iterable's pieces into chunks of exactly `size` (bar the last)."""
-    if size <= 0:
-        raise ValueError("chunk_size must be positive")
-    pending = bytearray()
-    async for piece in source:
-        pending += piece
-        while len(pending) >= size:
-            yield bytes(pending[:size])
-            del pending[:size]
-    if pending:
-        yield bytes(pending)
-
-
-# -- images --
-
-
-@dataclass(frozen=True)
-class Image:
-    """An image as the bytes that make it up; every digest is derived from them."""
-
-    manifest: bytes
-    config: bytes
-    layers: tuple[bytes, ...]
-    media_type: str = OCI_MANIFEST
-
-    @property
-    def digest(self) -> str:
-        return sha256_digest(self.manifest)
-
-    @property
-    def manifest_json(self) -> dict[str, Any]:
-        return json.loads(self.manifest)
-
-    @property
-    def size(self) -> int:
-        """Bytes of manifest, config and layers together."""
-        return len(self.manifest) + len(self.config) + sum(len(layer) for layer in self.layers)
-
-    def blobs(self) -> dict[str, bytes]:
-        """Config and layers by digest."""
-        return {sha256_digest(b): b for b in (self.config, *self.layers)}
-
-
-def _descriptor(media_type: str, data: bytes) -> dict[str, Any]:
-    return {"mediaType": media_type, "digest": sha256_digest(data), "size": len(data)}
-
-
-def _random_layer(index: int, size: int) -> tuple[bytes, str]:
-    """A gzip'd tar holding `size` random bytes, and the digest of the tar (its diff_id)."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        info = tarfile.TarInfo(f"random-{index}.bin")
-        info.size = size
-        info.mode = 0o644
-        tar.addfile(info, io.BytesIO(os.urandom(size)))
-    tar_bytes = buffer.getvalue()
-    # Random bytes do not compress, so the fastest level loses nothing.
-    return gzip.compress(tar_bytes, compresslevel=1, mtime=0), sha256_digest(tar_bytes)
-
-
-def random_image(layer_sizes: list[int]) -> Image:
-    """A valid linux/amd64 OCI image whose layers hold fresh random bytes.
-
-    Random content makes every blob new to the registry, so a push really uploads.
-    """
-    layers, diff_ids = [], []
-    for index, size in enumerate(layer_sizes):
-        layer, diff_id = _random_layer(index, size)
-        layers.append(layer)
-        diff_ids.append(diff_id)
-    config = json.dumps(
-        {
-            "architecture": "amd64",
-            "os": "linux",
-            "config": {},
-            "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        },
-        separators=(",", ":"),
-    ).encode()
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": _descriptor(OCI_CONFIG, config),
-            "layers": [_descriptor(OCI_LAYER_GZIP, layer) for layer in layers],
-        },
-        separators=(",", ":"),
-    ).encode()
-    return Image(manifest=manifest, config=config, layers=tuple(layers))
-
-
-async def push_image(client: RegistryClient, repo: str, tag: str, image: Image) -> str:
-    """Push blobs the registry lacks, then the manifest under `tag`; return its digest."""
-    for digest, data in image.blobs().items():
-        if not await client.blob_exists(repo, digest):
-            await client.push_blob(repo, data, digest)
-    return await client.put_manifest(repo, tag, image.manifest, image.media_type)
-
-
-async def pull_image(client: RegistryClient, repo: str, ref: str) -> Image:
-    """Fetch an image by tag or digest, verifying every digest and size on the way."""
-    manifest = await client.get_manifest(repo, ref)
-    if manifest.media_type not in IMAGE_MANIFEST_TYPES:
-        raise RegistryError(
-            f"{repo}:{ref} is a {manifest.media_type or 'untyped'} manifest, not an image",
-            hint="multi-platform indexes are not supported; pull a platform's digest",
-        )
-    document = json.loads(manifest.data)
-    config = await _fetch_described(client, repo, document["config"])
-    layers = [await _fetch_described(client, repo, d) for d in document.get("layers", [])]
-    return Image(
-        manifest=manifest.data, config=config, layers=tuple(layers), media_type=manifest.media_type
-    )
-
-
-async def _fetch_described(client: RegistryClient, repo: str, descriptor: dict[str, Any]) -> bytes:
-    data = await client.get_blob(repo, descriptor["digest"])
-    if len(data) != descriptor["size"]:
-        raise RegistryError(
-            f"blob {descriptor['digest']} is {len(data)} bytes; its descriptor says "
-            f"{descriptor['size']}",
-            hint="the manifest and the stored blob disagree",
-        )
-    return data

@@ -10,13 +10,13 @@ import base64
 import ipaddress
 import json
 
-import httpx
 import kr8s
 import kr8s.asyncio
 
+from . import kube
+from .certificates import certificate_problems
 from .config import Settings
-from .errors import ClusterUnreachable, PreflightError
-from .secrets import certificate_problems
+from .errors import PreflightError
 
 # What provision creates; the user must be allowed to do all of it.
 _REQUIRED_ACCESS = (
@@ -27,25 +27,6 @@ _REQUIRED_ACCESS = (
     ("", "persistentvolumeclaims", "create"),
     ("apps", "deployments", "create"),
 )
-
-
-async def _get(
-    api: kr8s.asyncio.Api, path: str, version: str = "v1", base: str = ""
-) -> dict | None:
-    async with api.call_api(
-        "GET", version=version, base=base, url=path, raise_for_status=False
-    ) as response:
-        return response.json() if response.status_code == 200 else None
-
-
-async def check_reachable(api: kr8s.asyncio.Api) -> None:
-    try:
-        await api.version()
-    except (httpx.HTTPError, kr8s.ServerError, OSError, ValueError) as error:
-        raise ClusterUnreachable(
-            f"cannot reach the Kubernetes API: {error}",
-            "check KUBECONFIG or --context, and that the API server is running",
-        ) from error
 
 
 async def _allowed(api: kr8s.asyncio.Api, namespace: str, group: str, resource: str, verb: str):
@@ -85,7 +66,7 @@ async def _access_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[st
 async def _issuer_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
     if settings.tls.mode != "cert-manager":
         return []
-    crd = await _get(
+    crd = await kube.read(
         api,
         "customresourcedefinitions/certificates.cert-manager.io",
         version="apiextensions.k8s.io/v1",
@@ -97,9 +78,11 @@ async def _issuer_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[st
         ]
     kind = settings.tls.issuer_kind
     plural = "clusterissuers" if kind == "ClusterIssuer" else "issuers"
-    where = "" if kind == "ClusterIssuer" else f"namespaces/{settings.namespace}/"
-    issuer = await _get(
-        api, f"{where}{plural}/{settings.tls.issuer_name}", version="cert-manager.io/v1"
+    issuer = await kube.read(
+        api,
+        f"{plural}/{settings.tls.issuer_name}",
+        version="cert-manager.io/v1",
+        namespace=None if kind == "ClusterIssuer" else settings.namespace,
     )
     field = "tls.issuer_name"
     if issuer is None:
@@ -116,10 +99,10 @@ async def _issuer_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[st
 
 async def _storage_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
     name = settings.storage.storage_class
-    found = await _get(api, f"storageclasses/{name}", version="storage.k8s.io/v1")
+    found = await kube.read(api, f"storageclasses/{name}", version="storage.k8s.io/v1")
     if found is not None:
         return []
-    classes = await _get(api, "storageclasses", version="storage.k8s.io/v1")
+    classes = await kube.read(api, "storageclasses", version="storage.k8s.io/v1")
     names = ", ".join(c["metadata"]["name"] for c in (classes or {}).get("items", []))
     return [
         f"storage.storage_class: StorageClass {name!r} does not exist: "
@@ -138,7 +121,7 @@ def _service_ips(service: dict) -> set[str]:
 
 
 async def _ip_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
-    services = await _get(api, "services")
+    services = await kube.read(api, "services")
     ours = (settings.namespace, settings.service.name)
     for service in (services or {}).get("items", []):
         meta = service["metadata"]
@@ -165,7 +148,8 @@ def _pool_contains(pool: dict, ip: ipaddress.IPv4Address | ipaddress.IPv6Address
 
 async def _pool_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
     """An IP outside every MetalLB pool would stay pending forever; say so up front."""
-    pools = await _get(api, "ipaddresspools", version="metallb.io/v1beta1")
+    # 404 when MetalLB's CRD is not installed: absent, like an empty list.
+    pools = await kube.read(api, "ipaddresspools", version="metallb.io/v1beta1")
     if pools is None or not pools.get("items"):
         return []  # not MetalLB, or MetalLB without pools: nothing to check against
     ip = ipaddress.ip_address(settings.service.ip)
@@ -192,7 +176,7 @@ async def _secret_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[st
     if settings.tls.mode != "existing-secret":
         return []
     name = settings.tls.secret_name
-    secret = await _get(api, f"namespaces/{settings.namespace}/secrets/{name}")
+    secret = await kube.read(api, f"secrets/{name}", namespace=settings.namespace)
     if secret is None or not {"tls.crt", "tls.key"} <= set(secret.get("data", {})):
         return [
             f"tls.secret_name: Secret {name!r} with tls.crt and tls.key not found in namespace "
@@ -209,7 +193,10 @@ async def _secret_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[st
 async def _namespace_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
     missing = []
     for namespace in settings.pull_secret.namespaces:
-        if namespace != settings.namespace and await _get(api, f"namespaces/{namespace}") is None:
+        if (
+            namespace != settings.namespace
+            and await kube.read(api, f"namespaces/{namespace}") is None
+        ):
             missing.append(namespace)
     if missing:
         return [
@@ -221,7 +208,7 @@ async def _namespace_problems(api: kr8s.asyncio.Api, settings: Settings) -> list
 
 async def run_preflight(api: kr8s.asyncio.Api, settings: Settings) -> None:
     """Raise one PreflightError listing every problem, or return if there are none."""
-    await check_reachable(api)
+    await kube.check_reachable(api)
     checks = (
         _access_problems,
         _issuer_problems,

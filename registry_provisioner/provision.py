@@ -1,28 +1,20 @@
-"""Provision, unprovision and inspect the registry: the steps behind the tasks."""
+"""Provision the registry: preflight, apply, wait until it answers, hand clients the CA."""
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import kr8s
 import kr8s.asyncio
-from cryptography import x509
 
 from . import kube, maintenance, render
 from .config import Settings
+from .credentials import Credentials, credentials_for, write_client_ca
 from .errors import ProvisionError, RegistryError
 from .oci_client import RegistryClient
 from .preflight import run_preflight
-from .secrets import Credentials, certificate_problems, generate_credentials, htpasswd_line
-from .waiting import diagnose_pods, poll, wait_for
-
-READY_TIMEOUT = 300.0
-# A stored self-signed certificate this close to expiry (or already past it) is replaced.
-SELF_SIGNED_RENEW_BEFORE = dt.timedelta(days=30)
+from .waiting import READY_TIMEOUT, diagnose_pods, poll, wait_for
 
 
 @dataclass(frozen=True)
@@ -36,76 +28,6 @@ class ProvisionResult:
         return any(change.action != "unchanged" for change in self.changes)
 
 
-def _decode(secret: dict, key: str) -> str:
-    return base64.b64decode(secret.get("data", {}).get(key, "")).decode()
-
-
-async def _secret(api: kr8s.asyncio.Api, namespace: str, name: str) -> dict | None:
-    async with api.call_api(
-        "GET", url=f"secrets/{name}", namespace=namespace, raise_for_status=False
-    ) as response:
-        return response.json() if response.status_code == 200 else None
-
-
-async def existing_credentials(api: kr8s.asyncio.Api, settings: Settings) -> Credentials | None:
-    """Credentials from an earlier run, so a re-run keeps the password and the CA."""
-    auth = await _secret(api, settings.namespace, settings.auth.secret_name)
-    if auth is None or not _decode(auth, "password"):
-        return None
-    credentials = Credentials(
-        username=_decode(auth, "username"),
-        password=_decode(auth, "password"),
-        htpasswd=_decode(auth, "htpasswd"),
-        http_secret=_decode(auth, "http-secret"),
-    )
-    if credentials.username != settings.auth.username:
-        # The user name changed: keep the password, re-hash it for the new name.
-        credentials = replace(
-            credentials,
-            username=settings.auth.username,
-            htpasswd=htpasswd_line(settings.auth.username, credentials.password),
-        )
-    if settings.tls.mode == "self-signed":
-        tls = await _secret(api, settings.namespace, settings.tls.secret_name)
-        if tls is None:
-            return None
-        credentials = replace(
-            credentials,
-            ca_pem=_decode(tls, "ca.crt"),
-            cert_pem=_decode(tls, "tls.crt"),
-            key_pem=_decode(tls, "tls.key"),
-        )
-    return credentials
-
-
-def self_signed_renewal_reason(settings: Settings, credentials: Credentials) -> str | None:
-    """Why a stored self-signed certificate must be replaced, or None to keep it."""
-    if settings.tls.mode != "self-signed":
-        return None
-    problems = certificate_problems(
-        credentials.cert_pem, [settings.service.ip], renew_before=SELF_SIGNED_RENEW_BEFORE
-    )
-    return "; ".join(problems) or None
-
-
-async def credentials_for(
-    api: kr8s.asyncio.Api, settings: Settings, rotate_password: bool
-) -> tuple[Credentials, str | None]:
-    """The credentials to apply, and why the self-signed certificate was renewed (if it was)."""
-    existing = await existing_credentials(api, settings)
-    fresh = generate_credentials(settings)
-    if existing is None:
-        return fresh, None
-    if rotate_password:
-        existing = replace(existing, password=fresh.password, htpasswd=fresh.htpasswd)
-    renewal = self_signed_renewal_reason(settings, existing)
-    if renewal:
-        existing = replace(
-            existing, ca_pem=fresh.ca_pem, cert_pem=fresh.cert_pem, key_pem=fresh.key_pem
-        )
-    return existing, renewal
-
-
 async def provision(
     api: kr8s.asyncio.Api,
     settings: Settings,
@@ -114,6 +36,10 @@ async def provision(
     rotate_password: bool = False,
     ca_dir: Path = Path("certs"),
 ) -> ProvisionResult:
+    """Apply the rendered manifests and wait until the registry answers with its credentials.
+
+    A re-run keeps the stored password and CA, so clients keep working.
+    """
     await run_preflight(api, settings)
     credentials, renewal = await credentials_for(api, settings, rotate_password)
     manifests = render.render_manifests(settings, credentials)
@@ -229,26 +155,6 @@ async def _service_diagnosis(api: kr8s.asyncio.Api, settings: Settings) -> str:
     return "\n".join([hint, *messages])
 
 
-async def fetch_ca(api: kr8s.asyncio.Api, settings: Settings) -> str:
-    """The CA that signed the serving certificate, as issued into the TLS Secret."""
-    tls = await _secret(api, settings.namespace, settings.tls.secret_name)
-    ca = _decode(tls, "ca.crt") if tls else ""
-    if not ca:
-        raise ProvisionError(
-            f"Secret {settings.namespace}/{settings.tls.secret_name} has no ca.crt: "
-            "clients need the CA; with a public issuer, the system trust store is used"
-        )
-    return ca
-
-
-async def write_client_ca(api: kr8s.asyncio.Api, settings: Settings, ca_dir: Path) -> Path:
-    """Write the CA where docker expects it, laid out as /etc/docker/certs.d/<host>/ca.crt."""
-    path = ca_dir / settings.registry_host / "ca.crt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(await fetch_ca(api, settings))
-    return path
-
-
 def summary(settings: Settings, result: ProvisionResult) -> str:
     ns, secret, host = settings.namespace, settings.auth.secret_name, settings.registry_host
     state = "changed" if result.changed else "no changes: everything was already as configured"
@@ -270,114 +176,3 @@ def summary(settings: Settings, result: ProvisionResult) -> str:
             f"get secret {secret} -o jsonpath='{{.data.password}}' | base64 -d)\"",
         ]
     )
-
-
-def _kept(settings: Settings, manifest: dict) -> bool:
-    """Unprovision without purge keeps the data and the login that protects it."""
-    kind, name = manifest["kind"], manifest["metadata"]["name"]
-    return (
-        kind == "Namespace"
-        or kind == "PersistentVolumeClaim"
-        or (kind == "Secret" and name == settings.auth.secret_name)
-        or (kind == "Secret" and name == settings.tls.secret_name)
-    )
-
-
-async def unprovision(
-    api: kr8s.asyncio.Api, settings: Settings, *, purge: bool = False
-) -> list[kube.Change]:
-    manifests = render.render_manifests(settings, None) + await _strays(api, settings)
-    if purge:
-        # Deleting the namespace takes what cert-manager made in it (the TLS Secret).
-        return await kube.delete_manifests(api, manifests)
-    return await kube.delete_manifests(api, [m for m in manifests if not _kept(settings, m)])
-
-
-async def _strays(api: kr8s.asyncio.Api, settings: Settings) -> list[dict]:
-    """Our objects in other namespaces that the current config no longer names.
-
-    A namespace dropped from pull_secret.namespaces still holds its pull Secret.
-    """
-    rendered = {
-        (m["kind"], m["metadata"].get("namespace"), m["metadata"]["name"])
-        for m in render.render_manifests(settings, None)
-    }
-    found = []
-    for kind in ("Secret", "ConfigMap"):
-        for obj in await kube.get_all(
-            api,
-            kind.lower() + "s",
-            namespace=kr8s.ALL,
-            label_selector=render.label_selector(settings),
-        ):
-            key = (kind, obj.namespace, obj.name)
-            if obj.namespace != settings.namespace and key not in rendered:
-                found.append(
-                    {
-                        "apiVersion": "v1",
-                        "kind": kind,
-                        "metadata": {"name": obj.name, "namespace": obj.namespace},
-                    }
-                )
-    return found
-
-
-def certificate_expiry(pem: str) -> dt.datetime:
-    return x509.load_pem_x509_certificate(pem.encode()).not_valid_after_utc
-
-
-async def status_lines(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
-    """What is installed and how it is doing, for `invoke status`."""
-    lines = [f"registry {settings.name} in namespace {settings.namespace}:"]
-    for manifest in render.render_manifests(settings, None):
-        meta = manifest["metadata"]
-        found = await kube.get_all(
-            api, manifest["kind"], meta["name"], namespace=meta.get("namespace")
-        )
-        lines.append(f"  {manifest['kind']}/{meta['name']}: {_state(found)}")
-    tls = await _secret(api, settings.namespace, settings.tls.secret_name)
-    if tls and _decode(tls, "tls.crt"):
-        expiry = certificate_expiry(_decode(tls, "tls.crt"))
-        lines.append(f"  certificate expires: {expiry:%Y-%m-%d %H:%M} UTC")
-    lines.append(f"  storage used: {await _storage_used(api, settings)}")
-    deployment = await maintenance.deployment_of(api, settings)
-    if deployment is not None and kube.managed_by(deployment.raw, maintenance.FIELD_MANAGER):
-        reason = deployment.annotations.get(maintenance.REASON_ANNOTATION, "maintenance")
-        lines.append(f"  read-only: {reason} (if no `invoke gc` runs, `invoke provision` ends it)")
-    return lines
-
-
-def _state(found) -> str:
-    if not found:
-        return "absent"
-    raw = (found[0] if isinstance(found, list) else found).raw
-    status = raw.get("status", {})
-    if raw["kind"] == "Deployment":
-        return f"{status.get('readyReplicas', 0)}/{raw['spec']['replicas']} ready"
-    if raw["kind"] == "Service":
-        ingress = status.get("loadBalancer", {}).get("ingress", [])
-        return f"LoadBalancer IP {ingress[0]['ip']}" if ingress else "LoadBalancer IP pending"
-    if raw["kind"] == "PersistentVolumeClaim":
-        return f"{status.get('phase')} ({status.get('capacity', {}).get('storage', '?')})"
-    conditions = {c["type"]: c["status"] for c in status.get("conditions", [])}
-    if "Ready" in conditions:
-        return "Ready" if conditions["Ready"] == "True" else "not Ready"
-    return "present"
-
-
-async def _storage_used(api: kr8s.asyncio.Api, settings: Settings) -> str:
-    pods = await kube.get_all(
-        api,
-        "pods",
-        namespace=settings.namespace,
-        label_selector=render.label_selector(settings),
-        field_selector="status.phase=Running",
-    )
-    registry_pods = [
-        p for p in pods if p.name.startswith(f"{settings.name}-") and "node-trust" not in p.name
-    ]
-    if not registry_pods:
-        return "unknown (no running registry pod)"
-    result = await registry_pods[0].exec(["du", "-sh", "/var/lib/registry"], check=False)
-    used = result.stdout.decode().split()
-    return f"{used[0]} of {settings.storage.size}" if used else "unknown"

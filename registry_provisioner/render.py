@@ -20,8 +20,9 @@ import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from .config import Settings
+from .credentials import Credentials
 from .errors import ProvisionError
-from .secrets import Credentials, dockerconfigjson
+from .logins import dockerconfigjson
 
 # An installed package carries the templates inside it; a checkout keeps them at its top.
 _PACKAGED = Path(__file__).resolve().parent / "manifests"

@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .errors import RegistryError
-from .oci_client import Image, RegistryClient, pull_image, push_image, random_image
+from .images import Image, pull_image, push_image, random_image
+from .oci_client import RegistryClient
 
 # Small, so the test is quick, but two layers so multi-blob pushes are exercised.
 DEFAULT_LAYER_SIZES = (64 * 1024, 512 * 1024)

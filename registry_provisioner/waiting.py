@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -16,6 +15,8 @@ from .errors import ReadinessTimeout
 from .progress import step
 
 T = TypeVar("T")
+# How long a rollout, a certificate or the registry's first answer may take.
+READY_TIMEOUT = 300.0
 
 
 async def wait_for(
@@ -71,7 +72,3 @@ async def _describe_pod(pod: Pod) -> list[str]:
         tail = []
     lines += [f"    | {line}" for line in tail]
     return lines
-
-
-def elapsed_since(started: float) -> str:
-    return f"{time.monotonic() - started:.1f}s"

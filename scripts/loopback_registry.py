@@ -25,7 +25,8 @@ from typing import Any
 import httpx
 import yaml
 
-from registry_provisioner.secrets import htpasswd_line, self_signed_ca_and_server_cert
+from registry_provisioner.certificates import self_signed_ca_and_server_cert
+from registry_provisioner.logins import htpasswd_line
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0

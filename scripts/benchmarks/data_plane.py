@@ -15,13 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from registry_provisioner.errors import RegistryError
-from registry_provisioner.oci_client import (
-    Image,
-    RegistryClient,
-    pull_image,
-    push_image,
-    random_image,
-)
+from registry_provisioner.images import Image, pull_image, push_image, random_image
+from registry_provisioner.oci_client import RegistryClient
 
 LAYERS_PER_IMAGE = 8
 READ_CHUNK = 8 * 1024 * 1024

@@ -20,10 +20,10 @@ from pathlib import Path
 import kr8s
 import kr8s.asyncio
 
-from registry_provisioner import kube, provision, render
+from registry_provisioner import kube, render
 from registry_provisioner.config import Settings
-from registry_provisioner.oci_client import Image
-from registry_provisioner.secrets import Credentials, generate_credentials
+from registry_provisioner.credentials import Credentials, existing_credentials, generate_credentials
+from registry_provisioner.images import Image
 from scripts.local_cluster.paths import CACHE_DIR
 
 from .children import BenchError, ChildRun, run_child
@@ -110,7 +110,7 @@ def provision_phases(run: ChildRun) -> dict[str, float]:
 
 
 async def endpoint_of(target: Target, ca_file: Path) -> Endpoint:
-    credentials = await provision.existing_credentials(target.api, target.settings)
+    credentials = await existing_credentials(target.api, target.settings)
     if credentials is None:
         raise BenchError("provision finished but left no login Secret")
     return Endpoint(

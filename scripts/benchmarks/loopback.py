@@ -18,7 +18,7 @@ import yaml
 
 from registry_provisioner import render
 from registry_provisioner.config import Settings
-from registry_provisioner.secrets import BCRYPT_ROUNDS
+from registry_provisioner.logins import BCRYPT_ROUNDS
 from scripts.loopback_registry import RunningRegistry, run_registry
 
 

@@ -92,7 +92,6 @@ SPECS: tuple[Spec, ...] = (
     Spec("provision_cpu", COST, "CPU time of the `invoke provision` process", "s"),
     Spec("cli_startup", COST, "`invoke --list` (interpreter and imports)", "s"),
 )
-SPEC_BY_KEY = {spec.key: spec for spec in SPECS}
 
 
 @dataclass

@@ -19,8 +19,7 @@ from pathlib import Path
 
 from registry_provisioner import kube
 from registry_provisioner.config import Settings
-from registry_provisioner.oci_client import Image, random_image
-from registry_provisioner.preflight import check_reachable
+from registry_provisioner.images import Image, random_image
 
 from . import data_plane, lifecycle, pod_cost
 from .children import BenchError
@@ -194,7 +193,7 @@ async def bench_command(
     if repeat < 1 or size_mib < 1:
         raise BenchError("--repeat and --size-mib must be at least 1")
     api = await kube.connect(kubeconfig=kubeconfig)
-    await check_reachable(api)
+    await kube.check_reachable(api)
     version = await api.version()
     results = Results(
         parameters={

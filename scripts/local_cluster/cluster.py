@@ -63,10 +63,14 @@ def _api_client(pki: Pki) -> httpx.Client:
     )
 
 
-def wait_until(
+def poll_while_running(
     what: str, check: Callable[[], bool], timeout: float, processes: Supervisor, component: str
 ) -> None:
-    """Poll `check` until true; on timeout, or if `component` dies, raise with its log."""
+    """Block, calling `check` every half second, until it is true.
+
+    Raises with `component`'s log on timeout, or as soon as it dies. (The async
+    watch on a Kubernetes object is kube.wait_until.)
+    """
     with step(f"waiting for {what} (up to {timeout:.0f}s)", every=15):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -125,12 +129,14 @@ def up() -> Path:
         processes.start(control_plane.kube_scheduler(kube, pki))
         processes.start(control_plane.containerd(node))
         socket = node.containerd_socket
-        wait_until("containerd's socket", socket.exists, 60, processes, "containerd")
+        poll_while_running("containerd's socket", socket.exists, 60, processes, "containerd")
         with step("importing the pause, helper and registry images into containerd"):
             images.import_images(socket, archives)
         processes.start(control_plane.kubelet(kube, node, pki))
         processes.start(control_plane.kube_proxy(kube, node))
-        wait_until("the node to be Ready", lambda: _node_ready(api), 120, processes, "kubelet")
+        poll_while_running(
+            "the node to be Ready", lambda: _node_ready(api), 120, processes, "kubelet"
+        )
     shutil.copy(pki.kubeconfig("admin"), KUBECONFIG)
     asyncio.run(_start_addons(processes, KUBECONFIG, addon_specs))
     print(f"local cluster up in {time.monotonic() - started:.0f}s; kubeconfig: {KUBECONFIG}")
@@ -200,7 +206,7 @@ def start_apiserver() -> None:
 def _start_apiserver(processes: Supervisor, kubernetes_binary: Path, pki: Pki) -> None:
     processes.start(control_plane.kube_apiserver(kubernetes_binary, pki))
     with _api_client(pki) as api:
-        wait_until(
+        poll_while_running(
             "the API server to be ready",
             lambda: api.get("/readyz").status_code == 200,
             120,
@@ -210,7 +216,7 @@ def _start_apiserver(processes: Supervisor, kubernetes_binary: Path, pki: Pki) -
 
 
 class LocalCluster:
-    """The same interface as pytest-kind's KindCluster, for the local cluster.
+    """What the tests' `cluster` fixture uses of pytest-kind's KindCluster, for the local cluster.
 
     One fixture can then hand tests either cluster.
     """
@@ -221,27 +227,6 @@ class LocalCluster:
     def create(self) -> None:
         up()
 
-    def delete(self) -> None:
-        down()
-
     def kubectl(self, *args: str) -> str:
         command = [str(build(kubernetes())), "kubectl", f"--kubeconfig={self.kubeconfig_path}"]
         return subprocess.run([*command, *args], check=True, capture_output=True, text=True).stdout
-
-    def load_docker_image(self, archive: Path) -> None:
-        """Import an OCI archive into the node's containerd (kind loads from Docker)."""
-        _, node, _ = _layout()
-        subprocess.run(
-            [
-                "ctr",
-                "--address",
-                str(node.containerd_socket),
-                "-n",
-                "k8s.io",
-                "images",
-                "import",
-                str(archive),
-            ],
-            check=True,
-            capture_output=True,
-        )

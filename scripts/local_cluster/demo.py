@@ -19,6 +19,7 @@ from kr8s.asyncio.objects import Deployment, Namespace
 
 from registry_provisioner import kube, provision
 from registry_provisioner.config import Settings
+from registry_provisioner.credentials import existing_credentials
 from registry_provisioner.progress import step
 
 from . import images
@@ -53,21 +54,34 @@ def skopeo_push(archive: Path, reference: str, ca_dir: Path, user: str, password
         )
 
 
-def demo_deployment(image: str, pull_secret: str) -> dict:
+def demo_deployment(
+    image: str,
+    pull_secret: str,
+    *,
+    name: str = "hello",
+    namespace: str = DEMO_NAMESPACE,
+    grace_seconds: int = 30,
+) -> dict:
+    """A Deployment that pulls `image` with `pull_secret` and keeps running it.
+
+    The end-to-end test runs the same one under its own name; it passes a short
+    `grace_seconds` (30 is Kubernetes' default) because `sleep` ignores SIGTERM.
+    """
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": "hello", "namespace": DEMO_NAMESPACE},
+        "metadata": {"name": name, "namespace": namespace},
         "spec": {
             "replicas": 1,
-            "selector": {"matchLabels": {"app": "hello"}},
+            "selector": {"matchLabels": {"app": name}},
             "template": {
-                "metadata": {"labels": {"app": "hello"}},
+                "metadata": {"labels": {"app": name}},
                 "spec": {
                     "imagePullSecrets": [{"name": pull_secret}],
+                    "terminationGracePeriodSeconds": grace_seconds,
                     "containers": [
                         {
-                            "name": "hello",
+                            "name": name,
                             "image": image,
                             "imagePullPolicy": "Always",
                             "command": [
@@ -92,7 +106,7 @@ async def ensure_namespace(api: kr8s.asyncio.Api, name: str) -> None:
 async def run_demo(api: kr8s.asyncio.Api, settings: Settings, ca_dir: Path) -> list[str]:
     await ensure_namespace(api, DEMO_NAMESPACE)
     result = await provision.provision(api, settings, ca_dir=ca_dir)
-    credentials = await provision.existing_credentials(api, settings)
+    credentials = await existing_credentials(api, settings)
     assert credentials is not None
     archive = images.build_image(images.helper_image())
     reference = f"{settings.registry_host}/{DEMO_REPOSITORY}:1"

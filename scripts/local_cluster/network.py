@@ -15,7 +15,7 @@ from registry_provisioner.errors import ProvisionError
 NETNS = "registry-local-cluster"
 HOST_VETH = "rlc-host"
 NODE_VETH = "rlc-node"
-LINK_CIDR = "10.213.0.0/24"
+# The host and the node share 10.213.0.0/24 over the veth pair.
 HOST_IP = "10.213.0.1"
 NODE_IP = "10.213.0.2"
 NODE_NAME = "local-node"

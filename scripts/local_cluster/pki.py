@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from registry_provisioner.secrets import key_usage
+from registry_provisioner.certificates import key_usage
 
 from . import network
 

@@ -17,9 +17,10 @@ from kr8s.asyncio.objects import Deployment
 
 from registry_provisioner import kube
 from registry_provisioner.errors import RegistryError
-from registry_provisioner.oci_client import RegistryClient, sha256_digest
+from registry_provisioner.references import sha256_digest
 from scripts.local_cluster import cluster as local_cluster
 from tests.cluster.helpers import REPO, invoke, registry_password, until_answers
+from tests.support.chunked_client import ChunkedClient
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 
@@ -64,8 +65,8 @@ async def test_pod_killed_mid_upload_then_retry_succeeds(
                 await pod_replaced.wait()  # the rest goes only once the pod is gone
             yield blob[index : index + CHUNK]
 
-    async with RegistryClient(URL, "registry", password, ca_file) as client:
-        upload = asyncio.create_task(client.push_blob("faults/big", chunks()))
+    async with ChunkedClient(URL, "registry", password, ca_file) as client:
+        upload = asyncio.create_task(client.push_blob_in_chunks("faults/big", chunks()))
         await asyncio.wait_for(two_chunks_sent.wait(), 120)
         await _restart_registry(api)
         pod_replaced.set()
@@ -74,9 +75,9 @@ async def test_pod_killed_mid_upload_then_retry_succeeds(
         with contextlib.suppress(RegistryError):
             assert await upload == sha256_digest(blob)
 
-    async with RegistryClient(URL, "registry", password, ca_file) as client:
+    async with ChunkedClient(URL, "registry", password, ca_file) as client:
         await asyncio.wait_for(until_answers(client), 60)
-        digest = await client.push_blob("faults/big", blob, chunk_size=CHUNK)
+        digest = await client.push_blob_in_chunks("faults/big", blob, chunk_size=CHUNK)
         assert digest == sha256_digest(blob)
         assert await client.get_blob("faults/big", digest) == blob  # verified by digest too
 

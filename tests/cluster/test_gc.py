@@ -12,17 +12,9 @@ import pytest
 
 from registry_provisioner import gc, kube, load_settings, maintenance
 from registry_provisioner.errors import RegistryError
-from registry_provisioner.oci_client import (
-    OCI_CONFIG,
-    OCI_LAYER_GZIP,
-    OCI_MANIFEST,
-    Image,
-    RegistryClient,
-    pull_image,
-    push_image,
-    random_image,
-    sha256_digest,
-)
+from registry_provisioner.images import Image, assemble_image, pull_image, push_image, random_image
+from registry_provisioner.oci_client import RegistryClient
+from registry_provisioner.references import sha256_digest
 from tests.cluster.helpers import invoke, isolated_overrides, registry_password, set_args
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
@@ -44,31 +36,11 @@ def ca_file(kubeconfig: str, tmp_path: Path) -> Iterator[Path]:
     assert purge.returncode == 0, purge.stderr
 
 
-def _descriptor(media_type: str, data: bytes) -> dict:
-    return {"mediaType": media_type, "digest": sha256_digest(data), "size": len(data)}
-
-
 def sharing_first_layer(first: Image, second: Image) -> Image:
     """An image of first's and second's first layers: it shares a blob with `first`."""
     layers = (first.layers[0], second.layers[0])
     diff_ids = [json.loads(image.config)["rootfs"]["diff_ids"][0] for image in (first, second)]
-    config = json.dumps(
-        {
-            "architecture": "amd64",
-            "os": "linux",
-            "config": {},
-            "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        }
-    ).encode()
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": _descriptor(OCI_CONFIG, config),
-            "layers": [_descriptor(OCI_LAYER_GZIP, layer) for layer in layers],
-        }
-    ).encode()
-    return Image(manifest=manifest, config=config, layers=layers)
+    return assemble_image(layers, diff_ids)
 
 
 async def _on_disk(api: kr8s.asyncio.Api, digest: str) -> bool:

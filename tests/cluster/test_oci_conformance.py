@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from registry_provisioner import kube
-from registry_provisioner.secrets import self_signed_ca_and_server_cert
+from registry_provisioner.certificates import self_signed_ca_and_server_cert
 from scripts.local_cluster import build, components, versions
 from tests.cluster.helpers import REPO, invoke, isolated_overrides, registry_password, set_args
 

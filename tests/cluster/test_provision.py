@@ -6,7 +6,8 @@ import kr8s.asyncio
 import pytest
 
 from registry_provisioner import kube
-from registry_provisioner.oci_client import RegistryClient, push_image, random_image
+from registry_provisioner.images import push_image, random_image
+from registry_provisioner.oci_client import RegistryClient
 from tests.cluster.helpers import invoke, registry_password
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]

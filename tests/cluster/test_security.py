@@ -15,9 +15,10 @@ import pytest
 from kr8s.asyncio.objects import Deployment
 
 from registry_provisioner import kube
+from registry_provisioner.certificates import self_signed_ca_and_server_cert
 from registry_provisioner.errors import RegistryError
-from registry_provisioner.oci_client import RegistryClient, pull_image, push_image, random_image
-from registry_provisioner.secrets import self_signed_ca_and_server_cert
+from registry_provisioner.images import pull_image, push_image, random_image
+from registry_provisioner.oci_client import RegistryClient
 from registry_provisioner.smoke import smoke_test
 from tests.cluster.helpers import invoke, registry_password, until_answers
 

@@ -14,9 +14,9 @@ import pytest
 from kr8s.asyncio.objects import Namespace, Secret
 
 from registry_provisioner import kube
+from registry_provisioner.certificates import self_signed_ca_and_server_cert
 from registry_provisioner.errors import RegistryError
 from registry_provisioner.oci_client import RegistryClient
-from registry_provisioner.secrets import self_signed_ca_and_server_cert
 from tests.cluster.helpers import decoded, invoke, registry_password
 from tests.cluster.test_preflight import snapshot
 

@@ -15,8 +15,9 @@ from kr8s.asyncio.objects import Deployment, Namespace
 from registry_provisioner import kube
 from registry_provisioner.oci_client import RegistryClient
 from scripts.local_cluster import images, node_config
+from scripts.local_cluster.demo import demo_deployment
 from scripts.local_cluster.paths import STATE_DIR
-from tests.cluster.helpers import invoke, until_answers
+from tests.cluster.helpers import invoke, registry_password, until_answers
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1200)]
 
@@ -48,36 +49,11 @@ def skopeo(*args: str, authfile: Path, cert_dir: Path) -> str:
     return result.stdout
 
 
-async def password(api: kr8s.asyncio.Api) -> str:
-    [secret] = await kube.get_all(api, "secrets", "docker-registry-auth", namespace=NAMESPACE)
-    return base64.b64decode(secret.raw["data"]["password"]).decode()
-
-
 def app_deployment(image: str) -> dict:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "app", "namespace": APPS},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": "app"}},
-            "template": {
-                "metadata": {"labels": {"app": "app"}},
-                "spec": {
-                    "imagePullSecrets": [{"name": "docker-registry-pull"}],
-                    "terminationGracePeriodSeconds": 1,
-                    "containers": [
-                        {
-                            "name": "app",
-                            "image": image,
-                            "imagePullPolicy": "Always",
-                            "command": ["sh", "-c", "echo running; exec sleep 100000"],
-                        }
-                    ],
-                },
-            },
-        },
-    }
+    """The demo's Deployment, in the test's namespace; it ends quickly when deleted."""
+    return demo_deployment(
+        image, "docker-registry-pull", name="app", namespace=APPS, grace_seconds=1
+    )
 
 
 async def test_push_from_outside_then_deploy_restart_and_reprovision(
@@ -93,7 +69,7 @@ async def test_push_from_outside_then_deploy_restart_and_reprovision(
     provisioned = invoke("provision", *SETTINGS, "--ca-dir", str(ca_dir), kubeconfig=kubeconfig)
     assert provisioned.returncode == 0, provisioned.stderr
     cert_dir = ca_dir / HOST
-    login = await password(api)
+    login = await registry_password(api, NAMESPACE)
     authfile = tmp_path / "auth.json"
     token = base64.b64encode(f"registry:{login}".encode()).decode()
     authfile.write_text(json.dumps({"auths": {HOST: {"auth": token}}}))

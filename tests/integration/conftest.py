@@ -11,6 +11,7 @@ import pytest
 
 from registry_provisioner.oci_client import RegistryClient
 from scripts.loopback_registry import RunningRegistry, registry_binary, run_registry
+from tests.support.chunked_client import ChunkedClient
 
 
 @pytest.fixture(scope="session")
@@ -47,6 +48,14 @@ async def registry_client(registry_on_loopback: RunningRegistry) -> AsyncIterato
     """A client with the right URL, credentials and CA."""
     reg = registry_on_loopback
     async with RegistryClient(reg.url, reg.username, reg.password, reg.ca_path) as client:
+        yield client
+
+
+@pytest.fixture
+async def chunked_client(registry_on_loopback: RunningRegistry) -> AsyncIterator[ChunkedClient]:
+    """The same client, plus the chunked uploads and streamed downloads only tests use."""
+    reg = registry_on_loopback
+    async with ChunkedClient(reg.url, reg.username, reg.password, reg.ca_path) as client:
         yield client
 
 

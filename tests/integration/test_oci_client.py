@@ -20,18 +20,12 @@ import httpx
 import pytest
 
 from registry_provisioner.errors import RegistryError
-from registry_provisioner.oci_client import (
-    OCI_INDEX,
-    OCI_MANIFEST,
-    Image,
-    RegistryClient,
-    pull_image,
-    push_image,
-    random_image,
-    sha256_digest,
-)
+from registry_provisioner.images import Image, pull_image, push_image, random_image
+from registry_provisioner.oci_client import OCI_INDEX, OCI_MANIFEST, RegistryClient
+from registry_provisioner.references import sha256_digest
 from registry_provisioner.smoke import PHASES, format_report, smoke_test
 from scripts.loopback_registry import RunningRegistry, free_port, run_registry, write_tls_files
+from tests.support.chunked_client import ChunkedClient
 
 pytestmark = pytest.mark.timeout(120, func_only=True)
 
@@ -233,15 +227,15 @@ async def test_delete_manifest_then_get_is_404(
 
 
 async def test_large_blob_goes_up_in_chunks(
-    registry_client: RegistryClient, registry_on_loopback: RunningRegistry, unique_repo: str
+    chunked_client: ChunkedClient, registry_on_loopback: RunningRegistry, unique_repo: str
 ) -> None:
     data = os.urandom(64 * MiB)
-    digest = await registry_client.push_blob(unique_repo, data, chunk_size=16 * MiB)
+    digest = await chunked_client.push_blob_in_chunks(unique_repo, data, chunk_size=16 * MiB)
     assert digest == sha256_digest(data)
-    assert await registry_client.blob_exists(unique_repo, digest)
+    assert await chunked_client.blob_exists(unique_repo, digest)
 
     hasher, size = hashlib.sha256(), 0
-    async for chunk in registry_client.stream_blob(unique_repo, digest):
+    async for chunk in chunked_client.stream_blob(unique_repo, digest):
         hasher.update(chunk)
         size += len(chunk)
     assert (size, f"sha256:{hasher.hexdigest()}") == (len(data), digest)
@@ -251,7 +245,7 @@ async def test_large_blob_goes_up_in_chunks(
 
 
 async def test_async_iterable_upload_is_rechunked(
-    registry_client: RegistryClient, unique_repo: str
+    chunked_client: ChunkedClient, unique_repo: str
 ) -> None:
     data = os.urandom(3 * MiB + 123)
 
@@ -259,10 +253,10 @@ async def test_async_iterable_upload_is_rechunked(
         for start in range(0, len(data), 100_000):
             yield data[start : start + 100_000]
 
-    digest = await registry_client.push_blob(
+    digest = await chunked_client.push_blob_in_chunks(
         unique_repo, pieces(), sha256_digest(data), chunk_size=MiB
     )
-    assert await registry_client.get_blob(unique_repo, digest) == data
+    assert await chunked_client.get_blob(unique_repo, digest) == data
 
 
 async def test_mismatched_digest_is_refused_before_upload(
@@ -273,10 +267,10 @@ async def test_mismatched_digest_is_refused_before_upload(
 
 
 async def test_corrupt_blob_is_detected(
-    registry_client: RegistryClient, registry_on_loopback: RunningRegistry, unique_repo: str
+    chunked_client: ChunkedClient, registry_on_loopback: RunningRegistry, unique_repo: str
 ) -> None:
     data = os.urandom(4096)
-    digest = await registry_client.push_blob(unique_repo, data)
+    digest = await chunked_client.push_blob(unique_repo, data)
     hex_digest = digest.removeprefix("sha256:")
     stored = (
         registry_on_loopback.storage_dir
@@ -285,9 +279,9 @@ async def test_corrupt_blob_is_detected(
     stored.write_bytes(os.urandom(len(data)))
 
     with pytest.raises(RegistryError, match="expected " + digest):
-        await registry_client.get_blob(unique_repo, digest)
+        await chunked_client.get_blob(unique_repo, digest)
     with pytest.raises(RegistryError, match="expected " + digest):
-        async for _ in registry_client.stream_blob(unique_repo, digest):
+        async for _ in chunked_client.stream_blob(unique_repo, digest):
             pass
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from registry_provisioner.errors import RegistryError
+from registry_provisioner.images import push_image, random_image
 from registry_provisioner.maintenance import READ_ONLY_ENV, READ_ONLY_VALUE
-from registry_provisioner.oci_client import RegistryClient, push_image, random_image
+from registry_provisioner.oci_client import RegistryClient
 from scripts.loopback_registry import run_registry
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from registry_provisioner.config import load_settings
-from registry_provisioner.oci_client import random_image
+from registry_provisioner.images import random_image
 from scripts.benchmarks import children, data_plane, loopback, pod_cost, report
 from scripts.benchmarks.children import BenchError, ChildRun, redact, run_child
 from scripts.benchmarks.lifecycle import provision_phases

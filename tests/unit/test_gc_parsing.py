@@ -24,13 +24,13 @@ app/one: layer link eligible for deletion: {GONE}
 
 
 def test_command_collects_untagged_with_the_registry_config() -> None:
-    assert gc.gc_command(dry_run=False) == [
+    assert gc.garbage_collect_argv(dry_run=False) == [
         "registry",
         "garbage-collect",
         "--delete-untagged",
         "/etc/distribution/config.yml",
     ]
-    assert "--dry-run" in gc.gc_command(dry_run=True)
+    assert "--dry-run" in gc.garbage_collect_argv(dry_run=True)
 
 
 def test_output_gives_counts_and_the_blobs_to_delete() -> None:

@@ -19,7 +19,9 @@ from kubernetes_validate import utils as kv_utils
 from kubernetes_validate.utils import VersionNotSupportedError
 
 from registry_provisioner.config import Settings, load_settings
+from registry_provisioner.credentials import Credentials, generate_credentials
 from registry_provisioner.errors import ProvisionError
+from registry_provisioner.logins import htpasswd_line
 from registry_provisioner.render import (
     APPLY_ORDER,
     CHECKSUM_ANNOTATION,
@@ -29,7 +31,6 @@ from registry_provisioner.render import (
     manifests_yaml,
     render_manifests,
 )
-from registry_provisioner.secrets import Credentials, generate_credentials, htpasswd_line
 
 K8S_VERSION = "1.34"
 NS_OBJ = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "probe"}}

@@ -1,34 +1,19 @@
-"""Credential and certificate helpers: checked with the same libraries clients rely on."""
+"""The self-signed CA and server certificate: checked with the same libraries clients use."""
 
 from __future__ import annotations
 
-import base64
-import dataclasses
 import datetime as dt
 import ipaddress
-import json
 import ssl
 from pathlib import Path
 
-import bcrypt
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from registry_provisioner.config import Settings
-from registry_provisioner.provision import self_signed_renewal_reason
-from registry_provisioner.secrets import (
-    Credentials,
-    certificate_problems,
-    dockerconfigjson,
-    generate_credentials,
-    generate_http_secret,
-    generate_password,
-    htpasswd_line,
-    self_signed_ca_and_server_cert,
-)
+from registry_provisioner.certificates import certificate_problems, self_signed_ca_and_server_cert
 
 HOSTS = ["docker-registry-service.docker-registry.svc", "registry.home.lan"]
 IPS = ["172.17.1.62", "fd00::62"]
@@ -45,36 +30,6 @@ def chain(pems: tuple[str, str, str]) -> tuple[x509.Certificate, x509.Certificat
     ca = x509.load_pem_x509_certificate(ca_pem.encode())
     cert = x509.load_pem_x509_certificate(cert_pem.encode())
     return ca, cert, key_pem
-
-
-def test_passwords_are_long_random_and_url_safe() -> None:
-    seen = {generate_password() for _ in range(20)}
-    assert len(seen) == 20
-    for password in seen:
-        assert len(password) >= 24
-        assert set(password) <= set(
-            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-        )
-    assert len(generate_http_secret()) >= 32
-    assert generate_http_secret() != generate_http_secret()
-
-
-def test_htpasswd_line_is_bcrypt_2y_and_verifies() -> None:
-    line = htpasswd_line("registry", "s3cret-pass")
-    user, hashed = line.split(":", 1)
-    assert user == "registry"
-    assert hashed.startswith("$2y$")
-    assert bcrypt.checkpw(b"s3cret-pass", hashed.encode())
-    assert not bcrypt.checkpw(b"wrong", hashed.encode())
-
-
-@pytest.mark.parametrize(
-    ("user", "password"),
-    [("", "pw"), ("a:b", "pw"), ("a b", "pw"), ("user", ""), ("user", "x" * 73)],
-)
-def test_htpasswd_line_refuses_unusable_input(user: str, password: str) -> None:
-    with pytest.raises(ValueError):
-        htpasswd_line(user, password)
 
 
 def test_server_cert_chains_to_the_ca(
@@ -156,39 +111,6 @@ def test_self_signed_needs_a_name() -> None:
         self_signed_ca_and_server_cert([], [])
 
 
-def test_dockerconfigjson_decodes_to_the_login() -> None:
-    payload = json.loads(dockerconfigjson("172.17.1.62:5000", "registry", "pw:with:colons"))
-    entry = payload["auths"]["172.17.1.62:5000"]
-    assert entry["username"] == "registry"
-    assert entry["password"] == "pw:with:colons"
-    assert base64.b64decode(entry["auth"]).decode() == "registry:pw:with:colons"
-
-
-def test_generate_credentials_matches_settings() -> None:
-    creds = generate_credentials(Settings())
-    assert creds.username == "registry"
-    assert bcrypt.checkpw(creds.password.encode(), creds.htpasswd.split(":", 1)[1].encode())
-    assert creds.ca_pem == creds.cert_pem == creds.key_pem == ""  # cert-manager mode
-
-
-def test_generate_credentials_self_signed_covers_ip_and_service_names() -> None:
-    base = Settings()
-    settings = dataclasses.replace(base, tls=dataclasses.replace(base.tls, mode="self-signed"))
-    creds = generate_credentials(settings)
-    cert = x509.load_pem_x509_certificate(creds.cert_pem.encode())
-    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert ipaddress.ip_address("172.17.1.62") in san.get_values_for_type(x509.IPAddress)
-    assert set(settings.cluster_dns_names) <= set(san.get_values_for_type(x509.DNSName))
-
-
-def test_credentials_repr_hides_secrets() -> None:
-    creds = Credentials("registry", "hunter2", "registry:$2y$hash", "httpsecret", "ca", "c", "k")
-    text = repr(creds)
-    assert "registry" in text
-    for secret in ("hunter2", "$2y$hash", "httpsecret"):
-        assert secret not in text
-
-
 def test_a_current_certificate_naming_the_ip_has_no_problems(pems: tuple[str, str, str]) -> None:
     _, cert, _ = pems
     assert certificate_problems(cert, ["172.17.1.62", "fd00::62"]) == []
@@ -218,19 +140,3 @@ def test_a_future_certificate_and_a_missing_ip_are_both_named() -> None:
 
 def test_garbage_is_not_a_certificate() -> None:
     assert certificate_problems("not a pem", ["10.0.0.5"]) == ["tls.crt is not a PEM certificate"]
-
-
-def test_a_self_signed_certificate_is_renewed_when_due_or_the_ip_moved() -> None:
-    base = Settings()
-    settings = dataclasses.replace(base, tls=dataclasses.replace(base.tls, mode="self-signed"))
-    current = generate_credentials(settings)
-    assert self_signed_renewal_reason(settings, current) is None
-    moved = dataclasses.replace(
-        settings, service=dataclasses.replace(settings.service, ip="172.17.1.63")
-    )
-    assert "no IP SAN for 172.17.1.63" in (self_signed_renewal_reason(moved, current) or "")
-    _, soon, _ = self_signed_ca_and_server_cert([], ["172.17.1.62"], days=7)
-    due = dataclasses.replace(current, cert_pem=soon)
-    assert "expires" in (self_signed_renewal_reason(settings, due) or "")
-    # cert-manager renews its own certificates; nothing here replaces them.
-    assert self_signed_renewal_reason(base, due) is None

@@ -1,71 +1,20 @@
-"""Credential and certificate generation, kept pure so rendering can stay pure too.
+"""The self-signed CA and server certificate, and why a server certificate would be refused.
 
-Nothing here talks to a cluster: provisioning generates ``Credentials`` once (or
-reads them back from the cluster) and hands them to ``render_manifests``.
+Pure: nothing here talks to a cluster.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import ipaddress
-import json
-import secrets
-from dataclasses import dataclass, field
 
-import bcrypt
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .config import Settings
-
-# bcrypt cost: distribution checks the hash on every authenticated request, so keep it modest.
-BCRYPT_ROUNDS = 10
 CA_VALIDITY_FACTOR = 10  # the CA outlives several server certs, so node trust survives renewals
 _CLOCK_SKEW = dt.timedelta(minutes=5)
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """Generated secret material; ``repr`` hides it so it never lands in a log."""
-
-    username: str
-    password: str = field(repr=False)
-    htpasswd: str = field(repr=False)
-    http_secret: str = field(repr=False)
-    ca_pem: str = field(default="", repr=False)
-    cert_pem: str = field(default="", repr=False)
-    key_pem: str = field(default="", repr=False)
-
-
-def generate_password() -> str:
-    """A URL-safe random password (32 chars), safe to paste into ``docker login``."""
-    return secrets.token_urlsafe(24)
-
-
-def generate_http_secret() -> str:
-    """The secret every replica must share to sign upload state (else "blob upload unknown")."""
-    return secrets.token_urlsafe(32)
-
-
-def htpasswd_line(user: str, password: str, rounds: int = BCRYPT_ROUNDS) -> str:
-    """One ``user:hash`` line; distribution accepts only bcrypt, in the ``$2y$`` spelling."""
-    if not user or ":" in user or any(c.isspace() for c in user):
-        raise ValueError("htpasswd user must be non-empty without ':' or whitespace")
-    secret = password.encode("utf-8")
-    if not secret or len(secret) > 72:
-        raise ValueError("bcrypt passwords must be 1-72 bytes")
-    hashed = bcrypt.hashpw(secret, bcrypt.gensalt(rounds=rounds)).decode("ascii")
-    return f"{user}:$2y${hashed[4:]}"
-
-
-def dockerconfigjson(host: str, user: str, password: str) -> str:
-    """The ``.dockerconfigjson`` payload kubelet uses to pull from ``host``."""
-    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-    auth = {"username": user, "password": password, "auth": token}
-    return json.dumps({"auths": {host: auth}}, sort_keys=True)
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> str:
@@ -162,6 +111,11 @@ def self_signed_ca_and_server_cert(
     )
 
 
+def certificate_expiry(pem: str) -> dt.datetime:
+    """When the PEM certificate stops being valid, in UTC."""
+    return x509.load_pem_x509_certificate(pem.encode()).not_valid_after_utc
+
+
 def certificate_problems(
     cert_pem: str,
     ips: list[str],
@@ -194,22 +148,3 @@ def certificate_problems(
     if missing:
         problems.append(f"the certificate has no IP SAN for {', '.join(missing)}")
     return problems
-
-
-def generate_credentials(settings: Settings) -> Credentials:
-    """Fresh credentials for ``settings``, with a CA and cert in ``self-signed`` mode."""
-    password = generate_password()
-    ca_pem = cert_pem = key_pem = ""
-    if settings.tls.mode == "self-signed":
-        ca_pem, cert_pem, key_pem = self_signed_ca_and_server_cert(
-            list(settings.tls_dns_names), [settings.service.ip]
-        )
-    return Credentials(
-        username=settings.auth.username,
-        password=password,
-        htpasswd=htpasswd_line(settings.auth.username, password),
-        http_secret=generate_http_secret(),
-        ca_pem=ca_pem,
-        cert_pem=cert_pem,
-        key_pem=key_pem,
-    )

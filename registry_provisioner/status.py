@@ -1,0 +1,67 @@
+"""What `invoke status` shows: each object's state, certificate expiry, storage used."""
+
+from __future__ import annotations
+
+import kr8s.asyncio
+
+from . import kube, maintenance, render
+from .certificates import certificate_expiry
+from .config import Settings
+from .credentials import tls_secret_value
+
+
+async def status_lines(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
+    """What is installed and how it is doing, for `invoke status`."""
+    lines = [f"registry {settings.name} in namespace {settings.namespace}:"]
+    for manifest in render.render_manifests(settings, None):
+        meta = manifest["metadata"]
+        found = await kube.get_all(
+            api, manifest["kind"], meta["name"], namespace=meta.get("namespace")
+        )
+        lines.append(f"  {manifest['kind']}/{meta['name']}: {_state(found)}")
+    serving = await tls_secret_value(api, settings, "tls.crt")
+    if serving:
+        expiry = certificate_expiry(serving)
+        lines.append(f"  certificate expires: {expiry:%Y-%m-%d %H:%M} UTC")
+    lines.append(f"  storage used: {await _storage_used(api, settings)}")
+    deployment = await maintenance.deployment_of(api, settings)
+    if deployment is not None and kube.managed_by(deployment.raw, maintenance.FIELD_MANAGER):
+        reason = deployment.annotations.get(maintenance.REASON_ANNOTATION, "maintenance")
+        lines.append(f"  read-only: {reason} (if no `invoke gc` runs, `invoke provision` ends it)")
+    return lines
+
+
+def _state(found) -> str:
+    if not found:
+        return "absent"
+    raw = (found[0] if isinstance(found, list) else found).raw
+    status = raw.get("status", {})
+    if raw["kind"] == "Deployment":
+        return f"{status.get('readyReplicas', 0)}/{raw['spec']['replicas']} ready"
+    if raw["kind"] == "Service":
+        ingress = status.get("loadBalancer", {}).get("ingress", [])
+        return f"LoadBalancer IP {ingress[0]['ip']}" if ingress else "LoadBalancer IP pending"
+    if raw["kind"] == "PersistentVolumeClaim":
+        return f"{status.get('phase')} ({status.get('capacity', {}).get('storage', '?')})"
+    conditions = {c["type"]: c["status"] for c in status.get("conditions", [])}
+    if "Ready" in conditions:
+        return "Ready" if conditions["Ready"] == "True" else "not Ready"
+    return "present"
+
+
+async def _storage_used(api: kr8s.asyncio.Api, settings: Settings) -> str:
+    pods = await kube.get_all(
+        api,
+        "pods",
+        namespace=settings.namespace,
+        label_selector=render.label_selector(settings),
+        field_selector="status.phase=Running",
+    )
+    registry_pods = [
+        p for p in pods if p.name.startswith(f"{settings.name}-") and "node-trust" not in p.name
+    ]
+    if not registry_pods:
+        return "unknown (no running registry pod)"
+    result = await registry_pods[0].exec(["du", "-sh", "/var/lib/registry"], check=False)
+    used = result.stdout.decode().split()
+    return f"{used[0]} of {settings.storage.size}" if used else "unknown"
