@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -40,43 +41,59 @@ def key_usage(*, ca: bool) -> x509.KeyUsage:
     )
 
 
-def self_signed_ca_and_server_cert(
+@dataclass(frozen=True)
+class CertificateAuthority:
+    """A private CA: it outlives the server certificates it signs, so clients keep it."""
+
+    cert_pem: str
+    key_pem: str = field(repr=False)
+
+
+def make_ca(
+    *, days: int = 365 * CA_VALIDITY_FACTOR, not_before: dt.datetime | None = None
+) -> CertificateAuthority:
+    """A fresh CA, valid for `days`; ECDSA P-256 is fast and every client accepts it."""
+    now = not_before or dt.datetime.now(dt.UTC) - _CLOCK_SKEW
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "registry-provisioner CA")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(key_usage(ca=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return CertificateAuthority(
+        cert.public_bytes(serialization.Encoding.PEM).decode(), _pem_key(key)
+    )
+
+
+def issue_server_cert(
+    ca: CertificateAuthority,
     hosts: list[str],
     ips: list[str],
     *,
     days: int = 365,
     not_before: dt.datetime | None = None,
-) -> tuple[str, str, str]:
-    """Make a private CA and a server cert for the ``self-signed`` TLS mode.
+) -> tuple[str, str]:
+    """A server certificate signed by `ca`: ``(cert_pem, key_pem)``.
 
-    Returns ``(ca_pem, cert_pem, key_pem)``. Clients check only SANs, so every host
-    and IP goes there (IPs as IP SANs: an IP in a DNS SAN does not match). ECDSA
-    P-256 keeps generation fast and is accepted by Docker, containerd and Go.
-    ``not_before`` backdates both certificates, which is how tests make an expired one.
+    Clients check only SANs, so every host and IP goes there (IPs as IP SANs: an
+    IP in a DNS SAN does not match). ``not_before`` backdates the certificate,
+    which is how tests make an expired one.
     """
     if not hosts and not ips:
         raise ValueError("a server certificate needs at least one host name or IP")
     now = not_before or dt.datetime.now(dt.UTC) - _CLOCK_SKEW
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "registry-provisioner CA")])
-    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=days * CA_VALIDITY_FACTOR))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            key_usage(ca=True),
-            critical=True,
-        )
-        .add_extension(ca_ski, critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-
+    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.encode())
+    ca_key = serialization.load_pem_private_key(ca.key_pem.encode(), password=None)
+    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     key = ec.generate_private_key(ec.SECP256R1())
     sans: list[x509.GeneralName] = [x509.DNSName(h) for h in hosts]
     sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
@@ -84,31 +101,38 @@ def self_signed_ca_and_server_cert(
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-        .issuer_name(ca_name)
+        .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now)
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            key_usage(ca=False),
-            critical=True,
-        )
+        .add_extension(key_usage(ca=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
             critical=False,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
+        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
     )
-    pem = serialization.Encoding.PEM
-    return (
-        ca_cert.public_bytes(pem).decode("ascii"),
-        cert.public_bytes(pem).decode("ascii"),
-        _pem_key(key),
-    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), _pem_key(key)
+
+
+def self_signed_ca_and_server_cert(
+    hosts: list[str],
+    ips: list[str],
+    *,
+    days: int = 365,
+    not_before: dt.datetime | None = None,
+) -> tuple[str, str, str]:
+    """A new CA and a server certificate from it: ``(ca_pem, cert_pem, key_pem)``."""
+    if not hosts and not ips:
+        raise ValueError("a server certificate needs at least one host name or IP")
+    ca = make_ca(days=days * CA_VALIDITY_FACTOR, not_before=not_before)
+    cert_pem, key_pem = issue_server_cert(ca, hosts, ips, days=days, not_before=not_before)
+    return ca.cert_pem, cert_pem, key_pem
 
 
 def certificate_expiry(pem: str) -> dt.datetime:

@@ -72,11 +72,10 @@ async def provision(
     return ProvisionResult(changes, ca_file, time.monotonic() - started)
 
 
-def _renewed(change: kube.Change, settings: Settings, reason: str) -> kube.Change:
+def _renewed(change: kube.Change, settings: Settings, renewal: str) -> kube.Change:
     if (change.kind, change.name) != ("Secret", settings.tls.secret_name):
         return change
-    note = f"new CA and certificate ({reason}); give clients the new ca.crt"
-    return replace(change, action=f"{change.action}: {note}")
+    return replace(change, action=f"{change.action}: {renewal}")
 
 
 async def _registry_answers(settings: Settings, credentials: Credentials, ca_file: Path) -> bool:

@@ -92,12 +92,13 @@ class _SecretValues:
     ca_pem: str
     cert_pem: str
     key_pem: str
+    ca_key_pem: str
     dockerconfigjson: str
 
 
 def _secret_values(settings: Settings, creds: Credentials | None) -> _SecretValues:
     if creds is None:
-        return _SecretValues(settings.auth.username, *([PLACEHOLDER] * 7))
+        return _SecretValues(settings.auth.username, *([PLACEHOLDER] * 8))
     if creds.username != settings.auth.username:
         raise ProvisionError(
             f"credentials are for user {creds.username!r} but auth.username is "
@@ -114,6 +115,7 @@ def _secret_values(settings: Settings, creds: Credentials | None) -> _SecretValu
         ca_pem=creds.ca_pem,
         cert_pem=creds.cert_pem,
         key_pem=creds.key_pem,
+        ca_key_pem=creds.ca_key_pem,
         dockerconfigjson=dockerconfigjson(settings.registry_host, creds.username, creds.password),
     )
 
