@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -43,8 +44,16 @@ def test_requirements_pin_exactly_what_pyproject_declares() -> None:
 
 
 def test_installed_package_renders_without_the_checkout(tmp_path: Path) -> None:
-    """`pip install .` gives a package that finds its templates inside itself."""
-    target = tmp_path / "site"
+    """`pip install .` gives a package that finds its templates inside itself.
+
+    It installs from a copy: setuptools writes build/ and egg-info into the source.
+    """
+    source, target = tmp_path / "source", tmp_path / "site"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    for name in ("registry_provisioner", "manifests"):
+        shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run(
         [
             sys.executable,
@@ -57,7 +66,7 @@ def test_installed_package_renders_without_the_checkout(tmp_path: Path) -> None:
             "--no-build-isolation",
             "--target",
             str(target),
-            str(REPO),
+            str(source),
         ],
         check=True,
         capture_output=True,
