@@ -110,7 +110,7 @@ async def _storage_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[s
     ]
 
 
-def _service_ips(service: dict) -> set[str]:
+def service_ips(service: dict) -> set[str]:
     ingress = service.get("status", {}).get("loadBalancer", {}).get("ingress", [])
     ips = {entry.get("ip") for entry in ingress}
     ips.add(service.get("spec", {}).get("loadBalancerIP"))
@@ -125,7 +125,7 @@ async def _ip_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
     ours = (settings.namespace, settings.service.name)
     for service in (services or {}).get("items", []):
         meta = service["metadata"]
-        if (meta["namespace"], meta["name"]) != ours and settings.service.ip in _service_ips(
+        if (meta["namespace"], meta["name"]) != ours and settings.service.ip in service_ips(
             service
         ):
             return [
