@@ -24,6 +24,7 @@ from registry_provisioner import kube, render
 from registry_provisioner.config import Settings
 from registry_provisioner.credentials import Credentials, existing_credentials, generate_credentials
 from registry_provisioner.images import Image
+from scripts.kinds import KINDS
 from scripts.local_cluster.paths import CACHE_DIR
 
 from .children import BenchError, ChildRun, run_child
@@ -33,16 +34,6 @@ STEP_TIMEOUT = 600.0
 WAIT_TIMEOUT = "300s"
 GONE_TIMEOUT = 300.0
 FIELD_MANAGER = "bench-kubectl"
-# Every kind provision makes, looked up by our labels wherever it lives.
-OUR_KINDS = (
-    "certificates.cert-manager.io",
-    "secrets",
-    "configmaps",
-    "services",
-    "deployments",
-    "daemonsets",
-    "persistentvolumeclaims",
-)
 # provision's progress lines name what it waits for; these give each wait a short name.
 _WAIT_NAMES = (
     (re.compile(r"^Certificate "), "wait: Certificate Ready"),
@@ -232,15 +223,19 @@ async def kubectl_delete_until_gone(
 
 
 async def leftovers(target: Target) -> list[str]:
-    """Every object of this installation still present, the namespace included."""
+    """Every object of this installation still present, the namespace included.
+
+    Every kind a provision makes is looked up by our labels wherever it lives, and
+    the namespace by its name as well, whether or not it carries our labels.
+    """
     api, s = target.api, target.settings
     found = [f"Namespace/{s.namespace}" for _ in await kube.get_all(api, "namespaces", s.namespace)]
-    for kind in OUR_KINDS:
+    for kind in KINDS:
         for obj in await kube.get_all(
             api, kind, namespace=kr8s.ALL, label_selector=render.label_selector(s)
         ):
-            found.append(f"{obj.kind}/{obj.namespace}/{obj.name}")
-    return found
+            found.append("/".join(part for part in (obj.kind, obj.namespace, obj.name) if part))
+    return list(dict.fromkeys(found))
 
 
 async def wait_gone(target: Target, timeout: float = GONE_TIMEOUT) -> None:
