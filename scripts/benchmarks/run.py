@@ -9,6 +9,7 @@ loopback registry and onto the raw disk.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import os
 import platform
@@ -20,6 +21,7 @@ from pathlib import Path
 from registry_provisioner import kube
 from registry_provisioner.config import Settings
 from registry_provisioner.images import Image, random_image
+from scripts.local_cluster.addresses import AddressPool
 
 from . import data_plane, lifecycle, pod_cost
 from .children import BenchError
@@ -28,7 +30,6 @@ from .loopback import run_loopback
 from .report import MIB, Results, markdown, write
 
 NAMESPACE = "bench-registry"
-SERVICE_IP = "10.213.1.59"
 CLIENTS = 8
 IDLE_SECONDS = 5.0
 FIRST_PUSH_LAYERS = [64 * 1024]  # the smoke test's size: readiness, not throughput
@@ -40,7 +41,8 @@ def bench_set_args(extra: Sequence[str]) -> tuple[str, ...]:
     The pull Secret stays in the bench's namespace and the KEP-1755 ConfigMap is
     off: both default to names shared by every installation (default's
     docker-registry-pull, kube-public's local-registry-hosting), which a purge
-    would delete from under whoever else uses the cluster.
+    would delete from under whoever else uses the cluster. No service.ip unless
+    `extra` gives one: the bench then claims an address of the pool when it starts.
     """
     given = dict(pair.partition("=")[::2] for pair in extra)
     namespace = given.get("namespace", NAMESPACE)
@@ -48,11 +50,26 @@ def bench_set_args(extra: Sequence[str]) -> tuple[str, ...]:
         raise BenchError(f"namespace {namespace!r}: the bench purges it, so it must start bench-")
     defaults = {
         "namespace": namespace,
-        "service.ip": SERVICE_IP,
         "pull_secret.namespaces": f"[{namespace}]",
         "discovery.publish_local_registry_hosting": "false",
     }
     return tuple(f"{key}={value}" for key, value in {**defaults, **given}.items())
+
+
+def given_address(set_args: Sequence[str]) -> str | None:
+    """The service.ip that --set gave, if any: then the bench claims none."""
+    given = dict(pair.partition("=")[::2] for pair in set_args)
+    return given.get("service.ip")
+
+
+def at_address(target: lifecycle.Target, ip: str) -> lifecycle.Target:
+    """The target with its registry at `ip`, in its settings and in its --set pairs alike."""
+    service = dataclasses.replace(target.settings.service, ip=ip)
+    return dataclasses.replace(
+        target,
+        settings=dataclasses.replace(target.settings, service=service),
+        set_args=(*target.set_args, f"service.ip={ip}"),
+    )
 
 
 def log(message: str) -> None:
@@ -189,7 +206,11 @@ async def bench_command(
     size_mib: int,
     out_dir: Path,
 ) -> None:
-    """Run every measurement `repeat` times, write bench/results.{json,md}, print the table."""
+    """Run every measurement `repeat` times, write bench/results.{json,md}, print the table.
+
+    Without a service.ip in `set_args` the registry gets an address of the local
+    cluster's pool that no Service and no test run holds, released at the end.
+    """
     if repeat < 1 or size_mib < 1:
         raise BenchError("--repeat and --size-mib must be at least 1")
     api = await kube.connect(kubeconfig=kubeconfig)
@@ -231,16 +252,27 @@ async def bench_command(
             api=api,
             work_dir=Path(tmp),
         )
-        log(f"namespace {settings.namespace}, {settings.registry_url}; cleaning up first")
+        log(f"namespace {settings.namespace}; cleaning up first")
+        # Whatever an earlier run left goes first, so that it holds no address.
         await lifecycle.ensure_clean(target)
+        addresses, claimed = AddressPool(), None
+        if given_address(set_args) is None:
+            claimed = await addresses.claim(api)
+            target = at_address(target, claimed)
+            results.parameters["settings"] = list(target.set_args)
+        log(f"the registry will be at {target.settings.registry_url}")
         try:
-            with run_loopback(settings, Path(tmp) / "loopback") as loop:
+            with run_loopback(target.settings, Path(tmp) / "loopback") as loop:
                 loopback = Endpoint(loop.url, loop.username, loop.password, loop.ca_path)
                 for index in range(repeat):
                     await one_run(target, results, loopback, size_mib * MIB, index, repeat)
         finally:
             log("purging the bench's registry")
-            await lifecycle.ensure_clean(target)
+            try:
+                await lifecycle.ensure_clean(target)
+            finally:
+                if claimed is not None:
+                    addresses.release(claimed)
     results.environment.update(finished_at=_now(), load_after=_load())
     results.notes.append(
         f"Pod cost comes from the {results.environment.get('pod_meter', '?')}; CPU in mCPU "

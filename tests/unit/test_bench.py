@@ -14,8 +14,9 @@ from registry_provisioner.config import load_settings
 from registry_provisioner.images import random_image
 from scripts.benchmarks import children, data_plane, loopback, pod_cost, report
 from scripts.benchmarks.children import BenchError, ChildRun, redact, run_child
-from scripts.benchmarks.lifecycle import provision_phases
-from scripts.benchmarks.run import bench_set_args
+from scripts.benchmarks.lifecycle import Target, provision_phases
+from scripts.benchmarks.run import at_address, bench_set_args, given_address
+from scripts.local_cluster.addresses import OVERLAY_IP, pool_addresses
 from scripts.loopback_registry import on_loopback
 
 
@@ -33,11 +34,27 @@ def test_bench_settings_keep_shared_names_out_of_other_namespaces() -> None:
     assert settings.discovery.publish_local_registry_hosting is False
 
 
-def test_bench_settings_follow_an_overridden_namespace() -> None:
-    pairs = bench_set_args(["namespace=bench-two", "service.ip=10.213.1.58"])
+def test_bench_settings_follow_an_overridden_namespace_and_address() -> None:
+    ip = pool_addresses()[-1]
+    pairs = bench_set_args(["namespace=bench-two", f"service.ip={ip}"])
     assert "pull_secret.namespaces=[bench-two]" in pairs
-    assert "service.ip=10.213.1.58" in pairs
-    assert "service.ip=10.213.1.59" not in pairs
+    assert [pair for pair in pairs if pair.startswith("service.ip=")] == [f"service.ip={ip}"]
+    assert given_address(pairs) == ip  # so the bench claims none from the pool
+
+
+def test_without_an_address_the_bench_claims_one_and_uses_it_everywhere(tmp_path: Path) -> None:
+    pairs = bench_set_args([])
+    assert given_address(pairs) is None
+    assert not [pair for pair in pairs if pair.startswith("service.ip=")]
+    ip = pool_addresses()[0]
+    assert OVERLAY_IP not in pool_addresses()  # the demo's address is never handed out
+    target = Target(_settings(pairs), pairs, "kubeconfig", ("kubectl",), None, tmp_path)
+    moved = at_address(target, ip)
+    assert moved.settings.registry_url == f"https://{ip}:5000"
+    assert given_address(moved.set_args) == ip
+    # What the bench renders itself and what its `invoke` runs see is the same registry.
+    assert _settings(moved.set_args) == moved.settings
+    assert moved.settings.namespace == target.settings.namespace == "bench-registry"
 
 
 def test_bench_refuses_to_purge_a_namespace_it_does_not_own() -> None:
