@@ -20,6 +20,7 @@ import pytest
 from kr8s.asyncio.objects import Namespace
 
 from registry_provisioner.kube import wait_deleted
+from tests.support.registries import RegistryFactory
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -84,3 +85,27 @@ async def namespace(api: kr8s.asyncio.Api) -> AsyncIterator[str]:
     yield name
     await ns.delete()
     await asyncio.wait_for(wait_deleted(ns), 120)
+
+
+@pytest.fixture(scope="module")
+async def module_registries(
+    api: kr8s.asyncio.Api, kubeconfig: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[RegistryFactory]:
+    """Registries shared by the tests of one module, purged after its last test."""
+    factory = RegistryFactory(api, kubeconfig, tmp_path_factory)
+    try:
+        yield factory
+    finally:
+        await factory.close()
+
+
+@pytest.fixture
+async def registries(
+    api: kr8s.asyncio.Api, kubeconfig: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[RegistryFactory]:
+    """Registries of one test, purged after it."""
+    factory = RegistryFactory(api, kubeconfig, tmp_path_factory)
+    try:
+        yield factory
+    finally:
+        await factory.close()

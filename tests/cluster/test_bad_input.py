@@ -8,7 +8,7 @@ import kr8s.asyncio
 import pytest
 
 from tests.cluster.helpers import invoke
-from tests.cluster.test_preflight import snapshot
+from tests.support.registries import snapshot
 from tests.unit.test_config import BAD_CONFIGS
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]

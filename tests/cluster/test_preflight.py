@@ -3,56 +3,53 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import kr8s.asyncio
 import pytest
 from kr8s.asyncio.objects import Service
 
-from registry_provisioner import kube
 from registry_provisioner.kube import field_is, wait_until
 from tests.cluster.helpers import invoke
+from tests.support.registries import ADDRESSES, Registry, RegistryFactory, snapshot
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
 NAMESPACE = "preflight-registry"
 
 
-async def snapshot(api: kr8s.asyncio.Api) -> dict[str, str]:
-    """resourceVersion of everything a provision could touch, cluster-wide."""
-    versions = {}
-    for kind in (
-        "namespaces",
-        "secrets",
-        "configmaps",
-        "services",
-        "deployments",
-        "daemonsets",
-        "persistentvolumeclaims",
-        "certificates.cert-manager.io",
-    ):
-        for obj in await kube.get_all(api, kind, namespace=kr8s.ALL):
-            versions[f"{obj.kind}/{obj.namespace}/{obj.name}"] = obj.metadata.resourceVersion
-    return versions
+@pytest.fixture(scope="module")
+async def refused(module_registries: RegistryFactory) -> Registry:
+    """A purged namespace and a free address, for provisions that must be refused."""
+    return await module_registries(NAMESPACE, provision=False, shared=True)
 
 
 @pytest.fixture
-async def ip_taken(api: kr8s.asyncio.Api, namespace: str):
-    """Another LoadBalancer Service already holding 10.213.1.55."""
-    service = await Service(
-        {
-            "metadata": {
-                "name": "squatter",
-                "namespace": namespace,
-                "annotations": {"metallb.io/loadBalancerIPs": "10.213.1.55"},
+async def ip_taken(api: kr8s.asyncio.Api, namespace: str) -> AsyncIterator[str]:
+    """Another LoadBalancer Service already holding an address of the pool."""
+    ip = await ADDRESSES.claim(api)
+    try:
+        service = await Service(
+            {
+                "metadata": {
+                    "name": "squatter",
+                    "namespace": namespace,
+                    "annotations": {"metallb.io/loadBalancerIPs": ip},
+                },
+                "spec": {
+                    "type": "LoadBalancer",
+                    "ports": [{"port": 5000}],
+                    "selector": {"a": "b"},
+                },
             },
-            "spec": {"type": "LoadBalancer", "ports": [{"port": 5000}], "selector": {"a": "b"}},
-        },
-        api=api,
-    )
-    await service.create()
-    ingress_ip = field_is("status.loadBalancer.ingress.0.ip", "10.213.1.55")
-    await asyncio.wait_for(wait_until(service, ingress_ip), 60)
-    return "10.213.1.55"
+            api=api,
+        )
+        await service.create()
+        ingress_ip = field_is("status.loadBalancer.ingress.0.ip", ip)
+        await asyncio.wait_for(wait_until(service, ingress_ip), 60)
+        yield ip
+    finally:
+        ADDRESSES.release(ip)  # the Service holds it until its namespace is gone
 
 
 CASES = {
@@ -73,19 +70,11 @@ CASES = {
 
 @pytest.mark.parametrize("case", sorted(CASES))
 async def test_preflight_failure_changes_nothing(
-    api: kr8s.asyncio.Api, kubeconfig: str, case: str
+    api: kr8s.asyncio.Api, refused: Registry, case: str
 ) -> None:
     extra, field = CASES[case]
     before = await snapshot(api)
-    result = invoke(
-        "provision",
-        "--set",
-        f"namespace={NAMESPACE}",
-        "--set",
-        "service.ip=10.213.1.56",
-        *extra,
-        kubeconfig=kubeconfig,
-    )
+    result = refused.invoke("provision", *extra)
     assert result.returncode != 0
     assert field in result.stderr, result.stderr
     assert "nothing was changed" in result.stderr
@@ -93,17 +82,10 @@ async def test_preflight_failure_changes_nothing(
 
 
 async def test_ip_used_by_another_service(
-    api: kr8s.asyncio.Api, kubeconfig: str, ip_taken: str
+    api: kr8s.asyncio.Api, refused: Registry, ip_taken: str
 ) -> None:
     before = await snapshot(api)
-    result = invoke(
-        "provision",
-        "--set",
-        f"namespace={NAMESPACE}",
-        "--set",
-        f"service.ip={ip_taken}",
-        kubeconfig=kubeconfig,
-    )
+    result = refused.invoke("provision", "--set", f"service.ip={ip_taken}")
     assert result.returncode != 0
     assert "service.ip" in result.stderr and "squatter" in result.stderr, result.stderr
     assert await snapshot(api) == before

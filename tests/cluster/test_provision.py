@@ -8,7 +8,7 @@ import pytest
 from registry_provisioner import kube
 from registry_provisioner.images import push_image, random_image
 from registry_provisioner.oci_client import RegistryClient
-from tests.cluster.helpers import invoke, registry_password
+from tests.support.registries import KINDS, Registry, RegistryFactory
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 
@@ -18,78 +18,76 @@ LABEL = "app.kubernetes.io/managed-by=registry-provisioner"
 async def _objects_of(api: kr8s.asyncio.Api, namespace: str) -> list[str]:
     """Every object of ours, wherever it lives (pull secrets, kube-public)."""
     found = []
-    for kind in (
-        "secrets",
-        "configmaps",
-        "services",
-        "deployments",
-        "daemonsets",
-        "persistentvolumeclaims",
-    ):
+    for kind in KINDS:
         for obj in await kube.get_all(api, kind, namespace=kr8s.ALL, label_selector=LABEL):
             if obj.labels.get("app.kubernetes.io/instance") == namespace:
-                found.append(f"{obj.kind}/{obj.namespace}/{obj.name}")
+                found.append("/".join(part for part in (obj.kind, obj.namespace, obj.name) if part))
     return found
 
 
-@pytest.mark.parametrize(
-    ("namespace", "ip"), [("docker-registry", "10.213.1.50"), ("team-registry", "10.213.1.51")]
-)
-async def test_lifecycle(api: kr8s.asyncio.Api, kubeconfig: str, tmp_path, namespace, ip):
-    settings = ["--set", f"namespace={namespace}", "--set", f"service.ip={ip}"]
-    # Start from nothing, whatever an earlier run or the demo left.
-    assert invoke("unprovision", *settings, "--purge", kubeconfig=kubeconfig).returncode == 0
+@pytest.fixture(params=["local defaults", "team-registry"])
+async def registry(request: pytest.FixtureRequest, registries: RegistryFactory) -> Registry:
+    """Purged, not provisioned: `invoke --local` as it is (the demo's namespace at the
+    overlay's address, no --set), or another namespace at an address of the pool."""
+    if request.param == "local defaults":
+        return await registries.local_defaults(provision=False)
+    return await registries(request.param, provision=False, shared=True)
 
-    first = invoke("provision", *settings, "--ca-dir", str(tmp_path), kubeconfig=kubeconfig)
+
+async def test_lifecycle(
+    api: kr8s.asyncio.Api, registries: RegistryFactory, registry: Registry
+) -> None:
+    namespace = registry.namespace
+    first = registry.invoke("provision")
     assert first.returncode == 0, first.stderr
-    assert f"registry ready at https://{ip}:5000" in first.stdout
+    assert f"registry ready at {registry.url}" in first.stdout
     assert ": created" in first.stdout
-    password = await registry_password(api, namespace)
+    password = await registries.password(registry)
     assert password not in first.stdout + first.stderr
 
-    second = invoke("provision", *settings, "--ca-dir", str(tmp_path), kubeconfig=kubeconfig)
+    second = registry.invoke("provision")
     assert second.returncode == 0, second.stderr
     assert "no changes" in second.stdout
     assert ": created" not in second.stdout and ": configured" not in second.stdout
 
-    dry = invoke("provision", *settings, "--dry-run", kubeconfig=kubeconfig)
+    dry = registry.invoke("provision", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "nothing was changed: no changes" in dry.stdout
 
-    smoke = invoke("smoke-test", *settings, "--ca-dir", str(tmp_path), kubeconfig=kubeconfig)
+    smoke = registry.invoke("smoke-test")
     assert smoke.returncode == 0, smoke.stderr
     assert password not in smoke.stdout + smoke.stderr
 
-    ca_file = tmp_path / f"{ip}:5000" / "ca.crt"
     image = random_image([4096])
-    async with RegistryClient(f"https://{ip}:5000", "registry", password, ca_file) as client:
+    async with RegistryClient(registry.url, "registry", password, registry.ca_file) as client:
         digest = await push_image(client, "kept/data", "v1", image)
 
-    kept = invoke("unprovision", *settings, kubeconfig=kubeconfig)
+    kept = registry.invoke("unprovision")
     assert kept.returncode == 0, kept.stderr
     assert "kept its data" in kept.stdout
     left = await _objects_of(api, namespace)
     assert sorted(left) == sorted(
         [
+            f"Namespace/{namespace}",
             f"PersistentVolumeClaim/{namespace}/docker-registry-pvc",
             f"Secret/{namespace}/docker-registry-auth",
             f"Secret/{namespace}/docker-registry-tls",
         ]
     ), left
 
-    again = invoke("provision", *settings, "--ca-dir", str(tmp_path), kubeconfig=kubeconfig)
+    again = registry.invoke("provision")
     assert again.returncode == 0, again.stderr
-    assert await registry_password(api, namespace) == password  # the login survived too
-    async with RegistryClient(f"https://{ip}:5000", "registry", password, ca_file) as client:
+    assert await registries.password(registry) == password  # the login survived too
+    async with RegistryClient(registry.url, "registry", password, registry.ca_file) as client:
         manifest = await client.get_manifest("kept/data", digest)
         assert manifest.digest == digest
 
-    purge = invoke("unprovision", *settings, "--purge", kubeconfig=kubeconfig)
+    purge = registry.purge()
     assert purge.returncode == 0, purge.stderr
     assert await _objects_of(api, namespace) == []
     namespaces = [ns.name for ns in await kube.get_all(api, "namespaces")]
     assert namespace not in namespaces
 
-    nothing = invoke("unprovision", *settings, kubeconfig=kubeconfig)
+    nothing = registry.invoke("unprovision")
     assert nothing.returncode == 0, nothing.stderr
     assert "nothing to remove" in nothing.stdout
