@@ -8,9 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import kr8s.asyncio
-
-from registry_provisioner import kube
 from registry_provisioner.errors import RegistryError
 from registry_provisioner.oci_client import RegistryClient
 
@@ -60,9 +57,3 @@ def set_args(overrides: dict[str, str]) -> list[str]:
 def decoded(secret: dict, key: str) -> str:
     """One value of a Secret's data, as text."""
     return base64.b64decode(secret["data"][key]).decode()
-
-
-async def registry_password(api: kr8s.asyncio.Api, namespace: str) -> str:
-    """The login provision generated, read back from its Secret."""
-    [secret] = await kube.get_all(api, "secrets", "docker-registry-auth", namespace=namespace)
-    return decoded(secret.raw, "password")

@@ -8,8 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import kr8s.asyncio
 import pytest
@@ -19,23 +18,20 @@ from registry_provisioner import kube
 from registry_provisioner.errors import RegistryError
 from registry_provisioner.references import sha256_digest
 from scripts.local_cluster import cluster as local_cluster
-from tests.cluster.helpers import REPO, invoke, registry_password, until_answers
+from tests.cluster.helpers import REPO, until_answers
 from tests.support.chunked_client import ChunkedClient
+from tests.support.registries import Registry, RegistryFactory
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 
 NAMESPACE = "fault-registry"
-IP = "10.213.1.54"
-URL = f"https://{IP}:5000"
-SETTINGS = ["--set", f"namespace={NAMESPACE}", "--set", f"service.ip={IP}"]
 CHUNK = 8 * 1024 * 1024
 
 
 @pytest.fixture
-def fresh(kubeconfig: str) -> Iterator[None]:
-    invoke("unprovision", *SETTINGS, "--purge", kubeconfig=kubeconfig)
-    yield
-    invoke("unprovision", *SETTINGS, "--purge", kubeconfig=kubeconfig)
+async def fresh(registries: RegistryFactory) -> Registry:
+    """A purged namespace and an address; each test provisions (or tries to) itself."""
+    return await registries(NAMESPACE, provision=False, shared=True)
 
 
 async def _restart_registry(api: kr8s.asyncio.Api) -> None:
@@ -48,13 +44,10 @@ async def _restart_registry(api: kr8s.asyncio.Api) -> None:
 
 
 async def test_pod_killed_mid_upload_then_retry_succeeds(
-    api: kr8s.asyncio.Api, kubeconfig: str, tmp_path: Path, fresh: None
+    api: kr8s.asyncio.Api, registries: RegistryFactory, fresh: Registry
 ) -> None:
-    assert (
-        invoke("provision", *SETTINGS, "--ca-dir", str(tmp_path), kubeconfig=kubeconfig).returncode
-        == 0
-    )
-    ca_file, password = tmp_path / f"{IP}:5000" / "ca.crt", await registry_password(api, NAMESPACE)
+    assert fresh.invoke("provision").returncode == 0
+    ca_file, password = fresh.ca_file, await registries.password(fresh)
     blob = os.urandom(12 * CHUNK)
     two_chunks_sent, pod_replaced = asyncio.Event(), asyncio.Event()
 
@@ -65,7 +58,7 @@ async def test_pod_killed_mid_upload_then_retry_succeeds(
                 await pod_replaced.wait()  # the rest goes only once the pod is gone
             yield blob[index : index + CHUNK]
 
-    async with ChunkedClient(URL, "registry", password, ca_file) as client:
+    async with ChunkedClient(fresh.url, "registry", password, ca_file) as client:
         upload = asyncio.create_task(client.push_blob_in_chunks("faults/big", chunks()))
         await asyncio.wait_for(two_chunks_sent.wait(), 120)
         await _restart_registry(api)
@@ -75,17 +68,17 @@ async def test_pod_killed_mid_upload_then_retry_succeeds(
         with contextlib.suppress(RegistryError):
             assert await upload == sha256_digest(blob)
 
-    async with ChunkedClient(URL, "registry", password, ca_file) as client:
+    async with ChunkedClient(fresh.url, "registry", password, ca_file) as client:
         await asyncio.wait_for(until_answers(client), 60)
         digest = await client.push_blob_in_chunks("faults/big", blob, chunk_size=CHUNK)
         assert digest == sha256_digest(blob)
         assert await client.get_blob("faults/big", digest) == blob  # verified by digest too
 
 
-def provision_until_waiting(kubeconfig: str, ca_dir: Path) -> subprocess.Popen[str]:
+def provision_until_waiting(registry: Registry) -> subprocess.Popen[str]:
     """Start `invoke provision` and return once it has applied and is waiting on readiness."""
     command = [sys.executable, "-m", "invoke", "provision", "--local", "--kubeconfig"]
-    command += [kubeconfig, *SETTINGS, "--ca-dir", str(ca_dir)]
+    command += [registry.kubeconfig, *registry.set_args, "--ca-dir", str(registry.ca_dir)]
     process = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None
     for line in process.stderr:
@@ -94,23 +87,19 @@ def provision_until_waiting(kubeconfig: str, ca_dir: Path) -> subprocess.Popen[s
     return process
 
 
-def test_provision_killed_midway_then_rerun_completes(
-    kubeconfig: str, tmp_path: Path, fresh: None
-) -> None:
-    process = provision_until_waiting(kubeconfig, tmp_path)
+def test_provision_killed_midway_then_rerun_completes(fresh: Registry) -> None:
+    process = provision_until_waiting(fresh)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
-    rerun = invoke("provision", *SETTINGS, "--ca-dir", str(tmp_path), kubeconfig=kubeconfig)
+    rerun = fresh.invoke("provision")
     assert rerun.returncode == 0, rerun.stderr
-    assert f"registry ready at {URL}" in rerun.stdout
+    assert f"registry ready at {fresh.url}" in rerun.stdout
 
 
-def test_api_server_stopped_during_provision(
-    cluster, kubeconfig: str, tmp_path: Path, fresh: None
-) -> None:
+def test_api_server_stopped_during_provision(cluster, fresh: Registry) -> None:
     if not isinstance(cluster, local_cluster.LocalCluster):
         pytest.skip("stops the API server, which only the local cluster lets a test do")
-    process = provision_until_waiting(kubeconfig, tmp_path)
+    process = provision_until_waiting(fresh)
     assert process.stderr is not None
     local_cluster.stop_apiserver()
     try:
@@ -121,5 +110,5 @@ def test_api_server_stopped_during_provision(
         assert "run the same command again" in rest, rest
     finally:
         local_cluster.start_apiserver()
-    rerun = invoke("provision", *SETTINGS, "--ca-dir", str(tmp_path), kubeconfig=kubeconfig)
+    rerun = fresh.invoke("provision")
     assert rerun.returncode == 0, rerun.stderr

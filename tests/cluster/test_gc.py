@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import kr8s.asyncio
 import pytest
@@ -15,25 +13,17 @@ from registry_provisioner.errors import RegistryError
 from registry_provisioner.images import Image, assemble_image, pull_image, push_image, random_image
 from registry_provisioner.oci_client import RegistryClient
 from registry_provisioner.references import sha256_digest
-from tests.cluster.helpers import invoke, isolated_overrides, registry_password, set_args
+from tests.support.registries import Registry, RegistryFactory
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 
 NAMESPACE = "gc-registry"
-IP = "10.213.1.58"
-OVERRIDES = isolated_overrides(NAMESPACE, IP)
-SETTINGS = set_args(OVERRIDES)
 
 
 @pytest.fixture
-def ca_file(kubeconfig: str, tmp_path: Path) -> Iterator[Path]:
-    """A freshly provisioned registry (its CA file), purged afterwards."""
-    assert invoke("unprovision", *SETTINGS, "--purge", kubeconfig=kubeconfig).returncode == 0
-    result = invoke("provision", *SETTINGS, "--ca-dir", str(tmp_path), kubeconfig=kubeconfig)
-    assert result.returncode == 0, result.stderr
-    yield tmp_path / f"{IP}:5000" / "ca.crt"
-    purge = invoke("unprovision", *SETTINGS, "--purge", kubeconfig=kubeconfig)
-    assert purge.returncode == 0, purge.stderr
+async def registry(registries: RegistryFactory) -> Registry:
+    """A freshly provisioned registry, purged afterwards."""
+    return await registries(NAMESPACE)
 
 
 def sharing_first_layer(first: Image, second: Image) -> Image:
@@ -62,10 +52,10 @@ class Interrupted(Exception):
 
 
 async def test_gc_reclaims_space_and_keeps_every_tagged_image(
-    api: kr8s.asyncio.Api, kubeconfig: str, ca_file: Path
+    api: kr8s.asyncio.Api, registries: RegistryFactory, registry: Registry
 ) -> None:
-    password = await registry_password(api, NAMESPACE)
-    settings = load_settings(None, OVERRIDES)
+    password = await registries.password(registry)
+    settings = load_settings(None, registry.overrides)
     replaced = random_image([48 * 1024, 48 * 1024])
     current = sharing_first_layer(replaced, random_image([32 * 1024]))
     other = random_image([16 * 1024])
@@ -73,7 +63,7 @@ async def test_gc_reclaims_space_and_keeps_every_tagged_image(
     deleted = random_image([64 * 1024])
     kept = {("app/one", "v1"): current, ("app/one", "v2"): other, ("app/two", "latest"): latest}
 
-    async with RegistryClient(f"https://{IP}:5000", "registry", password, ca_file) as client:
+    async with RegistryClient(registry.url, "registry", password, registry.ca_file) as client:
         await push_image(client, "app/one", "v1", replaced)
         for (repo, tag), image in kept.items():
             await push_image(client, repo, tag, image)  # app/one:v1 now untags `replaced`
@@ -90,13 +80,13 @@ async def test_gc_reclaims_space_and_keeps_every_tagged_image(
                 raise Interrupted
         assert await client.accepts_pushes("app/probe")
 
-        dry = invoke("gc", *SETTINGS, "--dry-run", kubeconfig=kubeconfig)
+        dry = registry.invoke("gc", "--dry-run")
         assert dry.returncode == 0, dry.stderr
         assert "dry run: nothing was deleted" in dry.stdout
         assert (await client.get_manifest("app/one", replaced.digest)).digest == replaced.digest
         assert await _on_disk(api, sha256_digest(deleted.layers[0]))
 
-        result = invoke("gc", *SETTINGS, kubeconfig=kubeconfig)
+        result = registry.invoke("gc")
         assert result.returncode == 0, result.stderr
         leaked = password in result.stdout + result.stderr + dry.stdout + dry.stderr
         assert not leaked, "the registry password appears in gc's output"

@@ -17,7 +17,6 @@ import os
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,21 +27,18 @@ import yaml
 from registry_provisioner import kube
 from registry_provisioner.certificates import self_signed_ca_and_server_cert
 from scripts.local_cluster import build, components, versions
-from tests.cluster.helpers import REPO, invoke, isolated_overrides, registry_password, set_args
+from tests.cluster.helpers import REPO
+from tests.support.registries import RegistryFactory
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1500)]
 
 NAMESPACE = "oci-registry"
-IP = "10.213.1.57"
-REGISTRY = f"{IP}:5000"
-OVERRIDES = isolated_overrides(NAMESPACE, IP)
-SETTINGS = set_args(OVERRIDES)
 RESULTS_DIR = REPO / "docs" / "oci-conformance"
 SUITE_TIMEOUT = 1200.0
 ROOT = "OCI Conformance Test"
 
+# With OCI_REGISTRY, the registry's ip:port, and the login.
 SUITE_ENV = {
-    "OCI_REGISTRY": REGISTRY,
     "OCI_TLS": "enabled",  # https, verified: SSL_CERT_FILE names the registry's CA
     "OCI_REPO1": "conformance/repo1",
     "OCI_REPO2": "conformance/repo2",
@@ -162,19 +158,25 @@ class Run:
 
 @dataclass(frozen=True)
 class Registry:
+    ip: str
     password: str
     ca_file: Path
     image: str
 
+    @property
+    def host(self) -> str:
+        return f"{self.ip}:5000"
 
-def suite_env(ca_file: Path, empty_dir: Path, username: str, password: str) -> dict[str, str]:
+
+def suite_env(registry: Registry, ca_file: Path, empty_dir: Path) -> dict[str, str]:
     """Nothing inherited can redirect or loosen the run: no OCI_*, proxy or extra CA dirs."""
     dropped = ("OCI_", "SSL_CERT_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
     env = {k: v for k, v in env.items() if not k.lower().endswith("_proxy")}
     # Go reads SSL_CERT_FILE and every file in SSL_CERT_DIR: only the registry's CA remains.
     env.update(SSL_CERT_FILE=str(ca_file), SSL_CERT_DIR=str(empty_dir))
-    env.update(SUITE_ENV, OCI_USERNAME=username, OCI_PASSWORD=password)
+    env.update(SUITE_ENV, OCI_REGISTRY=registry.host)
+    env.update(OCI_USERNAME="registry", OCI_PASSWORD=registry.password)
     env.update({toggle: "false" for toggle in DISABLED_TOGGLES})
     return env
 
@@ -242,7 +244,7 @@ def keep_results(results: Path, run: Run, registry: Registry) -> None:
         },
         "registry": {
             "image": registry.image,
-            "address": REGISTRY,
+            "address": registry.host,
             "access": "the LoadBalancer IP, htpasswd login, TLS verified against the registry CA",
         },
         "counts": run.counts,
@@ -262,23 +264,12 @@ def keep_results(results: Path, run: Run, registry: Registry) -> None:
 
 
 @pytest.fixture(scope="module")
-async def registry(
-    api: kr8s.asyncio.Api, kubeconfig: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Registry]:
-    ca_dir = tmp_path_factory.mktemp("certs")
-    invoke("unprovision", *SETTINGS, "--purge", kubeconfig=kubeconfig)
-    try:
-        provisioned = invoke("provision", *SETTINGS, "--ca-dir", str(ca_dir), kubeconfig=kubeconfig)
-        assert provisioned.returncode == 0, provisioned.stderr
-        password = await registry_password(api, NAMESPACE)
-        [deployment] = await kube.get_all(
-            api, "deployments", "docker-registry", namespace=NAMESPACE
-        )
-        image = deployment.raw["spec"]["template"]["spec"]["containers"][0]["image"]
-        yield Registry(password, ca_dir / REGISTRY / "ca.crt", image)
-    finally:
-        purge = invoke("unprovision", *SETTINGS, "--purge", kubeconfig=kubeconfig)
-        assert purge.returncode == 0, purge.stderr
+async def registry(api: kr8s.asyncio.Api, module_registries: RegistryFactory) -> Registry:
+    provisioned = await module_registries(NAMESPACE)
+    password = await module_registries.password(provisioned)
+    [deployment] = await kube.get_all(api, "deployments", "docker-registry", namespace=NAMESPACE)
+    image = deployment.raw["spec"]["template"]["spec"]["containers"][0]["image"]
+    return Registry(provisioned.ip, password, provisioned.ca_file, image)
 
 
 @pytest.fixture(scope="module")
@@ -292,7 +283,7 @@ def conformance(
 ) -> Run:
     work = tmp_path_factory.mktemp("conformance")
     empty = tmp_path_factory.mktemp("no-extra-cas")
-    env = suite_env(registry.ca_file, empty, "registry", registry.password)
+    env = suite_env(registry, registry.ca_file, empty)
     done = run_suite(suite_binary, work / "run", env)
     run = parse_results(work / "run" / "results", done)
     keep_results(work / "run" / "results", run, registry)
@@ -302,9 +293,9 @@ def conformance(
 # --- the run ----------------------------------------------------------------------------
 
 
-def test_suite_ran_as_configured(conformance: Run) -> None:
+def test_suite_ran_as_configured(conformance: Run, registry: Registry) -> None:
     config = conformance.config
-    assert config["registry"] == REGISTRY and config["tls"] == "enabled"
+    assert config["registry"] == registry.host and config["tls"] == "enabled"
     assert config["username"] == "***" and config["password"] == "***"  # logged in, redacted
     assert config["apis"]["referrer"] is False and config["data"]["sha512"] is False
     assert config["data"]["nondistributable"] is False
@@ -348,10 +339,10 @@ def test_results_are_kept_without_secrets(conformance: Run, registry: Registry) 
 def test_a_stranger_ca_fails_the_suite(
     registry: Registry, suite_binary: Path, tmp_path: Path
 ) -> None:
-    stranger_ca, _, _ = self_signed_ca_and_server_cert(["elsewhere.test"], [IP])
+    stranger_ca, _, _ = self_signed_ca_and_server_cert(["elsewhere.test"], [registry.ip])
     (tmp_path / "wrong-ca.crt").write_text(stranger_ca)
     (tmp_path / "empty").mkdir()
-    env = suite_env(tmp_path / "wrong-ca.crt", tmp_path / "empty", "registry", registry.password)
+    env = suite_env(registry, tmp_path / "wrong-ca.crt", tmp_path / "empty")
     env["OCI_FILTER_TEST"] = f"{ROOT}/ping"
     done = run_suite(suite_binary, tmp_path / "run", env)
     # A filtered run writes no results.yaml (its other statuses stay unknown): read stdout.

@@ -7,7 +7,6 @@ import base64
 import datetime as dt
 import socket
 import ssl
-from collections.abc import AsyncIterator
 
 import kr8s.asyncio
 import pytest
@@ -17,67 +16,47 @@ from registry_provisioner import kube
 from registry_provisioner.certificates import self_signed_ca_and_server_cert
 from registry_provisioner.errors import RegistryError
 from registry_provisioner.oci_client import RegistryClient
-from tests.cluster.helpers import decoded, invoke, registry_password
-from tests.cluster.test_preflight import snapshot
+from tests.cluster.helpers import decoded
+from tests.support.registries import Registry, RegistryFactory, snapshot
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
 
-IP = "10.213.1.41"
-
-
-def settings(namespace: str, *extra: str) -> list[str]:
-    return ["--set", f"namespace={namespace}", "--set", f"service.ip={IP}", *extra]
-
 
 async def test_self_signed_mode_password_rotation_and_renewal(
-    api: kr8s.asyncio.Api, kubeconfig: str, tmp_path
+    api: kr8s.asyncio.Api, registries: RegistryFactory
 ) -> None:
-    args = settings("selfsigned-registry", "--set", "tls.mode=self-signed")
-    invoke("unprovision", *args, "--purge", kubeconfig=kubeconfig)
-    try:
-        first = invoke("provision", *args, "--ca-dir", str(tmp_path), kubeconfig=kubeconfig)
-        assert first.returncode == 0, first.stderr
-        again = invoke("provision", *args, "--ca-dir", str(tmp_path), kubeconfig=kubeconfig)
-        assert "no changes" in again.stdout  # the generated CA and key are reused
-        smoke = invoke("smoke-test", *args, "--ca-dir", str(tmp_path), kubeconfig=kubeconfig)
-        assert smoke.returncode == 0, smoke.stderr
+    registry = await registries(
+        "selfsigned-registry", provision=False, shared=True, tls__mode="self-signed"
+    )
+    first = registry.invoke("provision")
+    assert first.returncode == 0, first.stderr
+    again = registry.invoke("provision")
+    assert "no changes" in again.stdout  # the generated CA and key are reused
+    smoke = registry.invoke("smoke-test")
+    assert smoke.returncode == 0, smoke.stderr
 
-        old = await registry_password(api, "selfsigned-registry")
-        rotated = invoke(
-            "provision",
-            *args,
-            "--rotate-password",
-            "--ca-dir",
-            str(tmp_path),
-            kubeconfig=kubeconfig,
-        )
-        assert rotated.returncode == 0, rotated.stderr
-        new = await registry_password(api, "selfsigned-registry")
-        assert new != old
-        ca_file = tmp_path / f"{IP}:5000" / "ca.crt"
-        async with RegistryClient(f"https://{IP}:5000", "registry", old, ca_file) as client:
-            with pytest.raises(RegistryError) as caught:
-                await client.ping()
-            assert caught.value.status == 401
-        async with RegistryClient(f"https://{IP}:5000", "registry", new, ca_file) as client:
+    old = await registries.password(registry)
+    rotated = registry.invoke("provision", "--rotate-password")
+    assert rotated.returncode == 0, rotated.stderr
+    new = await registries.password(registry)
+    assert new != old
+    async with RegistryClient(registry.url, "registry", old, registry.ca_file) as client:
+        with pytest.raises(RegistryError) as caught:
             await client.ping()
+        assert caught.value.status == 401
+    async with RegistryClient(registry.url, "registry", new, registry.ca_file) as client:
+        await client.ping()
 
-        # A stored certificate past its date is replaced by the next provision, and served.
-        [tls] = await kube.get_all(
-            api, "secrets", "docker-registry-tls", namespace="selfsigned-registry"
-        )
-        await tls.patch({"data": _tls_data(*_expired_pems([]))})
-        renewed = invoke("provision", *args, "--ca-dir", str(tmp_path), kubeconfig=kubeconfig)
-        assert renewed.returncode == 0, renewed.stderr
-        assert "new CA and certificate (the certificate expires" in renewed.stdout
-        [tls] = await kube.get_all(
-            api, "secrets", "docker-registry-tls", namespace="selfsigned-registry"
-        )
-        await asyncio.wait_for(_until_served(decoded(tls.raw, "tls.crt")), 120)
-        smoke = invoke("smoke-test", *args, "--ca-dir", str(tmp_path), kubeconfig=kubeconfig)
-        assert smoke.returncode == 0, smoke.stderr
-    finally:
-        invoke("unprovision", *args, "--purge", kubeconfig=kubeconfig)
+    # A stored certificate past its date is replaced by the next provision, and served.
+    [tls] = await kube.get_all(api, "secrets", "docker-registry-tls", namespace=registry.namespace)
+    await tls.patch({"data": _tls_data(*_expired_pems(registry.ip, []))})
+    renewed = registry.invoke("provision")
+    assert renewed.returncode == 0, renewed.stderr
+    assert "new CA and certificate (the certificate expires" in renewed.stdout
+    [tls] = await kube.get_all(api, "secrets", "docker-registry-tls", namespace=registry.namespace)
+    await asyncio.wait_for(_until_served(registry.ip, decoded(tls.raw, "tls.crt")), 120)
+    smoke = registry.invoke("smoke-test")
+    assert smoke.returncode == 0, smoke.stderr
 
 
 def _tls_data(ca: str, cert: str, key: str) -> dict[str, str]:
@@ -85,30 +64,30 @@ def _tls_data(ca: str, cert: str, key: str) -> dict[str, str]:
     return {k: base64.b64encode(v.encode()).decode() for k, v in pems.items()}
 
 
-def _expired_pems(hosts: list[str]) -> tuple[str, str, str]:
+def _expired_pems(ip: str, hosts: list[str]) -> tuple[str, str, str]:
     """A server certificate valid for one day, two days ago; its CA is still valid."""
     two_days_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
-    return self_signed_ca_and_server_cert(hosts, [IP], not_before=two_days_ago, days=1)
+    return self_signed_ca_and_server_cert(hosts, [ip], not_before=two_days_ago, days=1)
 
 
-def _served_certificate() -> bytes:
+def _served_certificate(ip: str) -> bytes:
     """The DER certificate the registry serves right now, unverified."""
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     with (
-        socket.create_connection((IP, 5000), timeout=5) as raw,
+        socket.create_connection((ip, 5000), timeout=5) as raw,
         context.wrap_socket(raw) as tls,
     ):
         return tls.getpeercert(binary_form=True) or b""
 
 
-async def _until_served(cert_pem: str) -> None:
+async def _until_served(ip: str, cert_pem: str) -> None:
     """Wait until the registry hands out this certificate (a new pod behind the Service)."""
     wanted = ssl.PEM_cert_to_DER_cert(cert_pem)
     while True:
         try:
-            if await asyncio.to_thread(_served_certificate) == wanted:
+            if await asyncio.to_thread(_served_certificate, ip) == wanted:
                 return
         except OSError:
             pass  # between pods
@@ -117,16 +96,22 @@ async def _until_served(cert_pem: str) -> None:
 
 BYO_NAMESPACE = "byo-registry"
 BYO_HOSTS = ["registry.byo.test"]
-BYO_ARGS = settings(BYO_NAMESPACE, "--set", "tls.mode=existing-secret")
 
 
 @pytest.fixture
-async def byo_secret(api: kr8s.asyncio.Api, kubeconfig: str) -> AsyncIterator[Secret]:
+async def byo(registries: RegistryFactory) -> Registry:
+    """A registry in existing-secret mode, not yet provisioned."""
+    return await registries(
+        BYO_NAMESPACE, provision=False, shared=True, tls__mode="existing-secret"
+    )
+
+
+@pytest.fixture
+async def byo_secret(api: kr8s.asyncio.Api, byo: Registry) -> Secret:
     """The user's own TLS Secret, made before provisioning as that mode expects."""
-    invoke("unprovision", *BYO_ARGS, "--purge", kubeconfig=kubeconfig)
     ns = await Namespace({"metadata": {"name": BYO_NAMESPACE}}, api=api)
     await ns.create()
-    pems = self_signed_ca_and_server_cert(BYO_HOSTS, [IP])
+    pems = self_signed_ca_and_server_cert(BYO_HOSTS, [byo.ip])
     secret = await Secret(
         {
             "metadata": {"name": "docker-registry-tls", "namespace": BYO_NAMESPACE},
@@ -136,16 +121,15 @@ async def byo_secret(api: kr8s.asyncio.Api, kubeconfig: str) -> AsyncIterator[Se
         api=api,
     )
     await secret.create()
-    yield secret
-    invoke("unprovision", *BYO_ARGS, "--purge", kubeconfig=kubeconfig)
+    return secret
 
 
 async def test_expired_existing_secret_is_refused_before_any_change(
-    api: kr8s.asyncio.Api, kubeconfig: str, tmp_path, byo_secret: Secret
+    api: kr8s.asyncio.Api, byo: Registry, byo_secret: Secret
 ) -> None:
-    await byo_secret.patch({"data": _tls_data(*_expired_pems(BYO_HOSTS))})
+    await byo_secret.patch({"data": _tls_data(*_expired_pems(byo.ip, BYO_HOSTS))})
     before = await snapshot(api)
-    refused = invoke("provision", *BYO_ARGS, "--ca-dir", str(tmp_path), kubeconfig=kubeconfig)
+    refused = byo.invoke("provision")
     assert refused.returncode != 0
     assert "tls.secret_name: Secret 'docker-registry-tls': the certificate expires" in (
         refused.stderr
@@ -155,23 +139,22 @@ async def test_expired_existing_secret_is_refused_before_any_change(
 
 
 async def test_existing_secret_mode_serves_a_replaced_certificate_and_names_its_expiry(
-    kubeconfig: str, tmp_path, byo_secret: Secret
+    byo: Registry, byo_secret: Secret
 ) -> None:
-    args = [*BYO_ARGS, "--ca-dir", str(tmp_path)]
-    result = invoke("provision", *args, kubeconfig=kubeconfig)
+    result = byo.invoke("provision")
     assert result.returncode == 0, result.stderr
     ca = decoded(byo_secret.raw, "ca.crt")
-    assert (tmp_path / f"{IP}:5000" / "ca.crt").read_text() == ca
-    smoke = invoke("smoke-test", *args, kubeconfig=kubeconfig)
+    assert byo.ca_file.read_text() == ca
+    smoke = byo.invoke("smoke-test")
     assert smoke.returncode == 0, smoke.stderr
 
     # The Secret gets another certificate (one that has expired, as if nobody renewed
     # it): the registry restarts by itself to serve it, and smoke-test names the cause.
     # Kubelet refreshes mounted Secrets within about a minute; serve.sh checks every 30 s.
-    expired = _expired_pems(BYO_HOSTS)
+    expired = _expired_pems(byo.ip, BYO_HOSTS)
     await byo_secret.patch({"data": _tls_data(*expired)})
-    await asyncio.wait_for(_until_served(expired[1]), 240)
-    smoke = invoke("smoke-test", *args, kubeconfig=kubeconfig)
+    await asyncio.wait_for(_until_served(byo.ip, expired[1]), 240)
+    smoke = byo.invoke("smoke-test")
     assert smoke.returncode != 0
     assert "the registry's certificate has expired" in smoke.stderr, smoke.stderr
     assert "CA does not match" not in smoke.stderr

@@ -17,23 +17,14 @@ from registry_provisioner.oci_client import RegistryClient
 from scripts.local_cluster import images, node_config
 from scripts.local_cluster.demo import demo_deployment
 from scripts.local_cluster.paths import STATE_DIR
-from tests.cluster.helpers import invoke, registry_password, until_answers
+from tests.cluster.helpers import until_answers
+from tests.support.registries import RegistryFactory
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1200)]
 
 NAMESPACE = "e2e-registry"
 APPS = "e2e-apps"
-IP = "10.213.1.52"
-HOST = f"{IP}:5000"
-SETTINGS = [
-    "--set",
-    f"namespace={NAMESPACE}",
-    "--set",
-    f"service.ip={IP}",
-    "--set",
-    f"pull_secret.namespaces=[{APPS}]",
-]
-NODE_TRUST_DIR = node_config.NodeLayout(STATE_DIR / "node").registry_certs_dir / HOST
+NODE_CERTS_DIR = node_config.NodeLayout(STATE_DIR / "node").registry_certs_dir
 
 
 def skopeo(*args: str, authfile: Path, cert_dir: Path) -> str:
@@ -57,27 +48,30 @@ def app_deployment(image: str) -> dict:
 
 
 async def test_push_from_outside_then_deploy_restart_and_reprovision(
-    api: kr8s.asyncio.Api, kubeconfig: str, tmp_path: Path
+    api: kr8s.asyncio.Api, registries: RegistryFactory, tmp_path: Path
 ) -> None:
-    invoke("unprovision", *SETTINGS, "--purge", kubeconfig=kubeconfig)
+    registry = await registries(
+        NAMESPACE, provision=False, shared=True, pull_secret__namespaces=f"[{APPS}]"
+    )
+    host = registry.host
+    node_trust_dir = NODE_CERTS_DIR / host
     apps = await Namespace({"metadata": {"name": APPS}}, api=api)
     if not await apps.exists():
         await apps.create()
 
     # 1. Provision.
-    ca_dir = tmp_path / "certs"
-    provisioned = invoke("provision", *SETTINGS, "--ca-dir", str(ca_dir), kubeconfig=kubeconfig)
+    provisioned = registry.invoke("provision")
     assert provisioned.returncode == 0, provisioned.stderr
-    cert_dir = ca_dir / HOST
-    login = await registry_password(api, NAMESPACE)
+    cert_dir = registry.ca_file.parent
+    login = await registries.password(registry)
     authfile = tmp_path / "auth.json"
     token = base64.b64encode(f"registry:{login}".encode()).decode()
-    authfile.write_text(json.dumps({"auths": {HOST: {"auth": token}}}))
+    authfile.write_text(json.dumps({"auths": {host: {"auth": token}}}))
     authfile.chmod(0o600)
 
     # 2. Push a runnable image from the host, TLS verified, with the real login.
     archive = images.build_image(images.helper_image())
-    image = f"{HOST}/e2e/app:1"
+    image = f"{host}/e2e/app:1"
     skopeo(
         "copy", f"oci-archive:{archive}", f"docker://{image}", authfile=authfile, cert_dir=cert_dir
     )
@@ -86,7 +80,7 @@ async def test_push_from_outside_then_deploy_restart_and_reprovision(
     )["Digest"]
 
     # 3. A Deployment in another namespace pulls it through node trust and the pull Secret.
-    assert (NODE_TRUST_DIR / "ca.crt").read_text() == (cert_dir / "ca.crt").read_text()
+    assert (node_trust_dir / "ca.crt").read_text() == (cert_dir / "ca.crt").read_text()
     await kube.apply_manifests(api, [app_deployment(image)])
     app = await Deployment.get("app", namespace=APPS, api=api)
     await asyncio.wait_for(kube.wait_until(app, kube.rolled_out), 180)
@@ -102,23 +96,23 @@ async def test_push_from_outside_then_deploy_restart_and_reprovision(
     await asyncio.wait_for(kube.wait_deleted(registry_pod), 120)
     registry = await Deployment.get("docker-registry", namespace=NAMESPACE, api=api)
     await asyncio.wait_for(kube.wait_until(registry, kube.rolled_out), 180)
-    by_digest = f"docker://{HOST}/e2e/app@{digest}"
-    async with RegistryClient(f"https://{HOST}", "registry", login, cert_dir / "ca.crt") as c:
+    by_digest = f"docker://{host}/e2e/app@{digest}"
+    async with RegistryClient(registry.url, "registry", login, registry.ca_file) as c:
         await asyncio.wait_for(until_answers(c), 60)
     skopeo("inspect", by_digest, authfile=authfile, cert_dir=cert_dir)
 
     # 5. Unprovision keeping the data, provision again: the image is still there.
-    kept = invoke("unprovision", *SETTINGS, kubeconfig=kubeconfig)
+    kept = registry.invoke("unprovision")
     assert kept.returncode == 0, kept.stderr
-    again = invoke("provision", *SETTINGS, "--ca-dir", str(ca_dir), kubeconfig=kubeconfig)
+    again = registry.invoke("provision")
     assert again.returncode == 0, again.stderr
     skopeo("inspect", by_digest, authfile=authfile, cert_dir=cert_dir)
 
     # 6. Purge: nothing left, node-trust files removed.
     await kube.delete_manifests(api, [app_deployment(image)])
-    purged = invoke("unprovision", *SETTINGS, "--purge", kubeconfig=kubeconfig)
+    purged = registry.purge()
     assert purged.returncode == 0, purged.stderr
-    assert not NODE_TRUST_DIR.exists()
+    assert not node_trust_dir.exists()
     ours = await kube.get_all(
         api,
         "secrets",
