@@ -70,14 +70,24 @@ def _kubeconfig(kubeconfig: str | None, local: bool) -> str | None:
 
 
 def _run(coroutine: Coroutine[Any, Any, None]) -> None:
-    """One asyncio.run per task; known failures become one clear line and exit 1."""
+    """One asyncio.run per task; every failure becomes one clear line and exit 1."""
     import httpx
     import kr8s
 
     from registry_provisioner import ProvisionError
+    from registry_provisioner.progress import cut_short
+
+    def where() -> str:
+        return f" ({cut_short()})" if cut_short() else ""
 
     try:
         asyncio.run(coroutine)
+    except KeyboardInterrupt:
+        raise Exit(
+            f"interrupted{where()}: what was already applied stays and nothing was deleted "
+            "half-way; running the same command again is safe and finishes the job",
+            code=130,
+        ) from None
     except ProvisionError as error:
         raise Exit(f"error: {error}", code=1) from error
     except httpx.TransportError as error:  # registry errors arrive as RegistryError
@@ -87,8 +97,16 @@ def _run(coroutine: Coroutine[Any, Any, None]) -> None:
             "every task is safe to repeat",
             code=1,
         ) from error
-    except (kr8s.ServerError, kr8s.NotFoundError, httpx.HTTPError, OSError) as error:
-        raise Exit(f"error: {type(error).__name__}: {error}", code=1) from error
+    except TimeoutError as error:
+        raise Exit(
+            f"error: timed out{where()}: run the same command again once the cluster "
+            "has caught up; `invoke status` shows what is still pending",
+            code=1,
+        ) from error
+    except (kr8s.ServerError, kr8s.NotFoundError, kr8s.ExecError, httpx.HTTPError) as error:
+        raise Exit(f"error: {type(error).__name__}: {error}{where()}", code=1) from error
+    except (OSError, ValueError) as error:  # decode errors are ValueErrors too
+        raise Exit(f"error: {type(error).__name__}: {error}{where()}", code=1) from error
 
 
 def _commands():
@@ -101,6 +119,7 @@ PROVISION_HELP = {
     **COMMON_HELP,
     "dry_run": "show what would change (server-side dry run); change nothing",
     "rotate_password": "generate a new registry password",
+    "adopt": "take over existing objects of the same names that no registry install made",
     "ca_dir": "where to write the registry's CA for clients (default ./certs)",
 }
 
@@ -115,6 +134,7 @@ def provision(
     local=False,
     dry_run=False,
     rotate_password=False,
+    adopt=False,
     ca_dir="certs",
 ):
     """Install or update the registry; a re-run with the same config changes nothing."""
@@ -126,6 +146,7 @@ def provision(
             _kubeconfig(kubeconfig, local),
             dry_run=dry_run,
             rotate_password=rotate_password,
+            adopt=adopt,
             ca_dir=Path(ca_dir),
         )
     )

@@ -29,11 +29,17 @@ async def provision_command(
     *,
     dry_run: bool,
     rotate_password: bool,
+    adopt: bool,
     ca_dir: Path,
 ) -> None:
     api = await kube.connect(context, kubeconfig)
     result = await provision.provision(
-        api, settings, dry_run=dry_run, rotate_password=rotate_password, ca_dir=ca_dir
+        api,
+        settings,
+        dry_run=dry_run,
+        rotate_password=rotate_password,
+        adopt=adopt,
+        ca_dir=ca_dir,
     )
     print(kube.summarize(result.changes))
     if dry_run:
@@ -48,12 +54,23 @@ async def unprovision_command(
 ) -> None:
     api = await _reachable_api(context, kubeconfig)
     changes = await unprovision.unprovision(api, settings, purge=purge)
-    if all(change.action == "absent" for change in changes):
+    present = [c for c in changes if c.action != "absent"]
+    if all(change.action == unprovision.LEFT_FOREIGN for change in present):
         print(f"nothing to remove: no registry is installed in namespace {settings.namespace}")
+    if present:
+        print(kube.summarize(present))
+    if all(change.action == unprovision.LEFT_FOREIGN for change in present):
         return
-    print(kube.summarize(c for c in changes if c.action != "absent"))
     if purge:
-        print("purged: every object, the stored images and the namespace are gone")
+        kept_namespace = any(c.action == unprovision.LEFT_NAMESPACE for c in changes)
+        print(
+            "purged: every object of this install and the stored images are gone"
+            + (
+                f"; namespace {settings.namespace} stays, as it existed before"
+                if kept_namespace
+                else ", the namespace too"
+            )
+        )
     else:
         print(
             f"registry removed; kept its data (PersistentVolumeClaim {settings.storage.claim_name})"

@@ -20,6 +20,7 @@ import kr8s
 import kr8s.asyncio
 from kr8s.asyncio.objects import APIObject, new_class, object_from_spec
 
+from . import progress
 from .errors import ClusterUnreachable, ReadFailed
 
 # kr8s warns on stderr when its API discovery meets a group version the server no
@@ -235,16 +236,37 @@ async def apply_manifests(
     changes: list[Change] = []
     for stage in stages(manifests):
         changes += await asyncio.gather(*(apply_object(api, m, dry_run) for m in stage))
+        progress.note("apply", f"{len(changes)} of {len(manifests)} objects applied")
     return changes
 
 
 async def delete_object(api: kr8s.asyncio.Api, manifest: dict, timeout: float) -> Change:
-    """Delete and wait until it is gone, so an immediate re-provision does not collide."""
+    """Delete and wait until it is gone, so an immediate re-provision does not collide.
+
+    A ``metadata.uid`` in the manifest is a precondition: the object is deleted only
+    if it is still the one that was read, not one someone made since under that name.
+    """
     obj = await object_for(api, manifest)
+    options: dict[str, Any] = {"propagationPolicy": "Foreground"}
+    if uid := manifest["metadata"].get("uid"):
+        options["preconditions"] = {"uid": uid}
     try:
-        await obj.delete(propagation_policy="Foreground")
-    except kr8s.NotFoundError:
-        return Change(manifest["kind"], obj.name, obj.namespace, "absent")
+        async with api.call_api(
+            "DELETE",
+            version=obj.version,
+            url=f"{obj.endpoint}/{obj.name}",
+            namespace=obj.namespace,
+            content=json.dumps(options),
+        ):
+            pass
+    except kr8s.ServerError as error:
+        status = error.response.status_code if error.response is not None else None
+        if status == 404:
+            return Change(manifest["kind"], obj.name, obj.namespace, "absent")
+        if status == 409:
+            action = "left alone: someone made a new object of that name meanwhile"
+            return Change(manifest["kind"], obj.name, obj.namespace, action)
+        raise
     await asyncio.wait_for(wait_deleted(obj), timeout)
     return Change(manifest["kind"], obj.name, obj.namespace, "deleted")
 

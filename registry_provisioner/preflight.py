@@ -13,20 +13,51 @@ import json
 import kr8s
 import kr8s.asyncio
 
-from . import kube
+from . import kube, ownership, render
 from .certificates import certificate_problems
 from .config import Settings
 from .errors import PreflightError
 
-# What provision creates; the user must be allowed to do all of it.
-_REQUIRED_ACCESS = (
-    ("", "namespaces", "create"),
-    ("", "secrets", "create"),
-    ("", "configmaps", "create"),
-    ("", "services", "create"),
-    ("", "persistentvolumeclaims", "create"),
-    ("apps", "deployments", "create"),
-)
+# Where each kind lives in the API: (group, resource).
+_RESOURCE_OF_KIND = {
+    "Namespace": ("", "namespaces"),
+    "Secret": ("", "secrets"),
+    "ConfigMap": ("", "configmaps"),
+    "Service": ("", "services"),
+    "PersistentVolumeClaim": ("", "persistentvolumeclaims"),
+    "Deployment": ("apps", "deployments"),
+    "DaemonSet": ("apps", "daemonsets"),
+    "Certificate": ("cert-manager.io", "certificates"),
+}
+# A run reads, creates, updates and deletes each kind it touches, and waits on it.
+_VERBS = ("get", "list", "watch", "create", "patch", "delete")
+
+
+def required_access(settings: Settings, manifests: list[dict]) -> list[tuple[str, str, str, str]]:
+    """(namespace, group, resource, verb) for every right a provision or unprovision uses.
+
+    An empty namespace is the whole cluster: cluster-scoped kinds, and lists across
+    every namespace.
+    """
+    needed = {
+        (m["metadata"].get("namespace", ""), *_RESOURCE_OF_KIND[m["kind"]], verb)
+        for m in manifests
+        for verb in _VERBS
+    }
+    ns = settings.namespace
+    needed |= {
+        ("", "", "services", "list"),  # who else holds service.ip
+        ("", "storage.k8s.io", "storageclasses", "get"),
+        ("", "metallb.io", "ipaddresspools", "list"),
+        (ns, "", "pods", "list"),  # diagnosis while waiting
+        (ns, "", "events", "list"),
+        (ns, "coordination.k8s.io", "leases", "get"),  # is a gc running?
+    }
+    if settings.tls.mode == "cert-manager":
+        needed.add(("", "apiextensions.k8s.io", "customresourcedefinitions", "get"))
+        issuers = "clusterissuers" if settings.tls.issuer_kind == "ClusterIssuer" else "issuers"
+        needed.add(("" if issuers == "clusterissuers" else ns, "cert-manager.io", issuers, "get"))
+    return sorted(needed)
 
 
 async def _allowed(api: kr8s.asyncio.Api, namespace: str, group: str, resource: str, verb: str):
@@ -52,14 +83,18 @@ async def _allowed(api: kr8s.asyncio.Api, namespace: str, group: str, resource: 
 
 
 async def _access_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
-    answers = await asyncio.gather(
-        *(_allowed(api, settings.namespace, g, r, v) for g, r, v in _REQUIRED_ACCESS)
-    )
+    """Every right the run will use and the kubeconfig lacks, one line per resource."""
+    wanted = required_access(settings, render.render_manifests(settings, None))
+    answers = await asyncio.gather(*(_allowed(api, *right) for right in wanted))
+    missing: dict[tuple[str, str, str], list[str]] = {}
+    for (namespace, group, resource, verb), allowed in zip(wanted, answers, strict=True):
+        if not allowed:
+            missing.setdefault((namespace, group, resource), []).append(verb)
     return [
-        f"not allowed to {verb} {resource} in namespace {settings.namespace}: "
-        "use a kubeconfig with cluster-admin rights"
-        for (_, resource, verb), allowed in zip(_REQUIRED_ACCESS, answers, strict=True)
-        if not allowed
+        f"not allowed to {', '.join(verbs)} {resource}{'.' + group if group else ''}"
+        f"{f' in namespace {namespace}' if namespace else ''}: "
+        "grant these rights to the kubeconfig's user, or use one with cluster-admin rights"
+        for (namespace, group, resource), verbs in missing.items()
     ]
 
 
@@ -206,11 +241,19 @@ async def _namespace_problems(api: kr8s.asyncio.Api, settings: Settings) -> list
     return []
 
 
-async def run_preflight(api: kr8s.asyncio.Api, settings: Settings) -> None:
-    """Raise one PreflightError listing every problem, or return if there are none."""
+def _refuse(problems: list[str]) -> None:
+    if problems:
+        raise PreflightError("preflight failed, nothing was changed:\n  " + "\n  ".join(problems))
+
+
+async def run_preflight(api: kr8s.asyncio.Api, settings: Settings, *, adopt: bool = False) -> None:
+    """Raise one PreflightError listing every problem, or return if there are none.
+
+    Missing rights come first and alone: the other checks read with those rights.
+    """
     await kube.check_reachable(api)
+    _refuse(await _access_problems(api, settings))
     checks = (
-        _access_problems,
         _issuer_problems,
         _storage_problems,
         _ip_problems,
@@ -219,6 +262,6 @@ async def run_preflight(api: kr8s.asyncio.Api, settings: Settings) -> None:
         _namespace_problems,
     )
     found = await asyncio.gather(*(check(api, settings) for check in checks))
-    problems = [problem for problems in found for problem in problems]
-    if problems:
-        raise PreflightError("preflight failed, nothing was changed:\n  " + "\n  ".join(problems))
+    manifests = render.render_manifests(settings, None)
+    found.append(await ownership.takeover_problems(api, settings, manifests, adopt=adopt))
+    _refuse([problem for problems in found for problem in problems])

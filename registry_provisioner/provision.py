@@ -8,7 +8,7 @@ from pathlib import Path
 
 import kr8s.asyncio
 
-from . import kube, maintenance, render
+from . import kube, maintenance, ownership, render
 from .config import Settings
 from .credentials import Credentials, credentials_for, write_client_ca
 from .errors import ProvisionError, RegistryError
@@ -34,15 +34,19 @@ async def provision(
     *,
     dry_run: bool = False,
     rotate_password: bool = False,
+    adopt: bool = False,
     ca_dir: Path = Path("certs"),
 ) -> ProvisionResult:
     """Apply the rendered manifests and wait until the registry answers with its credentials.
 
     A re-run keeps the stored password and CA, so clients keep working.
     """
-    await run_preflight(api, settings)
+    await run_preflight(api, settings, adopt=adopt)
     credentials, renewal = await credentials_for(api, settings, rotate_password)
     manifests = render.render_manifests(settings, credentials)
+    if await ownership.namespace_is_foreign(api, settings):
+        # It existed before us: we put our objects in it, but never label or delete it.
+        manifests = [m for m in manifests if m["kind"] != "Namespace"]
     # Our apply never touches the read-only override (another field manager owns it),
     # so an interrupted `invoke gc` would otherwise leave the registry read-only for good.
     released = await maintenance.leave_read_only(api, settings, dry_run=dry_run)
@@ -155,23 +159,30 @@ async def _service_diagnosis(api: kr8s.asyncio.Api, settings: Settings) -> str:
 
 
 def summary(settings: Settings, result: ProvisionResult) -> str:
+    """What clients need, as lines to paste; no password ever lands on a command line."""
     ns, secret, host = settings.namespace, settings.auth.secret_name, settings.registry_host
     state = "changed" if result.changed else "no changes: everything was already as configured"
-    return "\n".join(
-        [
-            f"registry ready at {settings.registry_url} ({state})",
-            f"  user:      {settings.auth.username}",
-            "  password:  kubectl -n "
-            f"{ns} get secret {secret} -o jsonpath='{{.data.password}}' | base64 -d",
-            f"  CA cert:   {result.ca_file}",
-            "  docker:    sudo mkdir -p /etc/docker/certs.d/"
-            f"{host} && sudo cp {result.ca_file} /etc/docker/certs.d/{host}/ca.crt",
-            f"             docker login {host} -u {settings.auth.username}",
-            f"  in-cluster pulls: imagePullSecrets: [{{name: {settings.pull_secret.name}}}] "
-            f"(in {', '.join(settings.pull_secret.namespaces) or 'no namespace yet'})",
-            "  elsewhere: kubectl create secret docker-registry "
-            f"{settings.pull_secret.name} -n NAMESPACE --docker-server={host} "
-            f'--docker-username={settings.auth.username} --docker-password="$(kubectl -n {ns} '
-            f"get secret {secret} -o jsonpath='{{.data.password}}' | base64 -d)\"",
-        ]
+    read_password = (
+        f"kubectl -n {ns} get secret {secret} -o jsonpath='{{.data.password}}' | base64 -d"
     )
+    lines = [
+        f"registry ready at {settings.registry_url} ({state})",
+        f"  user:      {settings.auth.username}",
+        f"  password:  {read_password}",
+        f"  CA cert:   {result.ca_file}",
+        "  docker:    sudo mkdir -p /etc/docker/certs.d/"
+        f"{host} && sudo cp {result.ca_file} /etc/docker/certs.d/{host}/ca.crt",
+        f"             {read_password} | docker login {host} -u {settings.auth.username} "
+        "--password-stdin",
+        f"  in-cluster pulls: imagePullSecrets: [{{name: {settings.pull_secret.name}}}] "
+        f"(in {', '.join(settings.pull_secret.namespaces) or 'no namespace yet'})",
+    ]
+    if settings.pull_secret.namespaces:
+        source, name = settings.pull_secret.namespaces[0], settings.pull_secret.name
+        lines.append(
+            f"  elsewhere: kubectl -n {source} get secret {name} "
+            "-o jsonpath='{.data.\\.dockerconfigjson}'"
+            f" | base64 -d | kubectl create secret docker-registry {name} -n NAMESPACE "
+            "--from-file=.dockerconfigjson=/dev/stdin"
+        )
+    return "\n".join(lines)

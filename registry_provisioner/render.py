@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from . import ownership
 from .config import Settings
 from .credentials import Credentials
 from .errors import ProvisionError
@@ -29,7 +30,6 @@ _PACKAGED = Path(__file__).resolve().parent / "manifests"
 MANIFESTS_DIR = (
     _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parents[1] / "manifests"
 )
-MANAGED_BY = "registry-provisioner"
 PLACEHOLDER = "<generated at provision>"
 CHECKSUM_ANNOTATION = "registry-provisioner/config-checksum"
 # libyaml's loader when present: same safe semantics, many times faster.
@@ -63,7 +63,7 @@ def common_labels(settings: Settings) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": settings.name,
         "app.kubernetes.io/instance": settings.namespace,
-        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app.kubernetes.io/managed-by": ownership.MANAGED_BY,
     }
 
 
@@ -206,7 +206,7 @@ def render_manifests(settings: Settings, credentials: Credentials | None) -> lis
             docs = list(yaml.load_all(text, Loader=_LOADER))
         except yaml.YAMLError as e:  # a template bug, not a user error
             raise ProvisionError(f"template {name} rendered invalid YAML: {e}") from e
-        objects.extend(doc for doc in docs if doc)
+        objects.extend(ownership.stamp(doc, settings) for doc in docs if doc)
     return objects
 
 

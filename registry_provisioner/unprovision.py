@@ -1,45 +1,79 @@
-"""Remove the registry: by default its data, login and certificate stay for the next provision."""
+"""Remove the registry: by default its data, login and certificate stay for the next provision.
+
+Only objects this install created are deleted (see ownership.py); anything else
+that carries one of our names is left as it is and reported.
+"""
 
 from __future__ import annotations
+
+import asyncio
 
 import kr8s
 import kr8s.asyncio
 
-from . import kube, render
+from . import kube, ownership, render
 from .config import Settings
+from .credentials import ca_secret_name
+
+LEFT_FOREIGN = "left alone: this install did not create it"
+LEFT_NAMESPACE = "left: it existed before this registry; only our objects in it were deleted"
 
 
 def _kept(settings: Settings, manifest: dict) -> bool:
     """Unprovision without purge keeps the data and the login that protects it."""
     kind, name = manifest["kind"], manifest["metadata"]["name"]
-    return (
-        kind == "Namespace"
-        or kind == "PersistentVolumeClaim"
-        or (kind == "Secret" and name == settings.auth.secret_name)
-        or (kind == "Secret" and name == settings.tls.secret_name)
-    )
+    secrets = {settings.auth.secret_name, settings.tls.secret_name, ca_secret_name(settings)}
+    if kind in ("Namespace", "PersistentVolumeClaim"):
+        return True
+    in_our_namespace = manifest["metadata"].get("namespace") == settings.namespace
+    return kind == "Secret" and name in secrets and in_our_namespace
+
+
+async def _candidates(api: kr8s.asyncio.Api, settings: Settings) -> list[dict]:
+    """What this install may have made: the rendered objects, cert-manager's Secret, strays."""
+    manifests = render.render_manifests(settings, None)
+    if settings.tls.mode == "cert-manager":
+        manifests.append(ownership.cert_manager_secret(settings))
+    return manifests + await _strays(api, settings, manifests)
+
+
+async def _sorted(
+    api: kr8s.asyncio.Api, settings: Settings, manifests: list[dict]
+) -> tuple[list[dict], list[kube.Change]]:
+    """Ours to delete (with the uid read, as a precondition), and report lines for the rest."""
+    found = await asyncio.gather(*(ownership.live(api, m) for m in manifests))
+    ours, report = [], []
+    for manifest, raw in zip(manifests, found, strict=True):
+        meta = manifest["metadata"]
+        if raw is None:
+            action = "absent"
+        elif ownership.foreign(raw, settings) is None:
+            meta = {**meta, "uid": raw["metadata"]["uid"]}
+            ours.append({**manifest, "metadata": meta})
+            continue
+        else:
+            action = LEFT_NAMESPACE if manifest["kind"] == "Namespace" else LEFT_FOREIGN
+        report.append(kube.Change(manifest["kind"], meta["name"], meta.get("namespace"), action))
+    return ours, report
 
 
 async def unprovision(
     api: kr8s.asyncio.Api, settings: Settings, *, purge: bool = False
 ) -> list[kube.Change]:
-    """Delete what provision made (and our strays); `purge` takes the kept objects too."""
-    manifests = render.render_manifests(settings, None) + await _strays(api, settings)
-    if purge:
-        # Deleting the namespace takes what cert-manager made in it (the TLS Secret).
-        return await kube.delete_manifests(api, manifests)
-    return await kube.delete_manifests(api, [m for m in manifests if not _kept(settings, m)])
+    """Delete what this install made; `purge` also takes the data, login and namespace."""
+    manifests = await _candidates(api, settings)
+    if not purge:
+        manifests = [m for m in manifests if not _kept(settings, m)]
+    ours, report = await _sorted(api, settings, manifests)
+    return await kube.delete_manifests(api, ours) + report
 
 
-async def _strays(api: kr8s.asyncio.Api, settings: Settings) -> list[dict]:
+async def _strays(api: kr8s.asyncio.Api, settings: Settings, rendered: list[dict]) -> list[dict]:
     """Our objects in other namespaces that the current config no longer names.
 
     A namespace dropped from pull_secret.namespaces still holds its pull Secret.
     """
-    rendered = {
-        (m["kind"], m["metadata"].get("namespace"), m["metadata"]["name"])
-        for m in render.render_manifests(settings, None)
-    }
+    names = {(m["kind"], m["metadata"].get("namespace"), m["metadata"]["name"]) for m in rendered}
     found = []
     for kind in ("Secret", "ConfigMap"):
         for obj in await kube.get_all(
@@ -49,7 +83,7 @@ async def _strays(api: kr8s.asyncio.Api, settings: Settings) -> list[dict]:
             label_selector=render.label_selector(settings),
         ):
             key = (kind, obj.namespace, obj.name)
-            if obj.namespace != settings.namespace and key not in rendered:
+            if obj.namespace != settings.namespace and key not in names:
                 found.append(
                     {
                         "apiVersion": "v1",

@@ -22,6 +22,7 @@ from registry_provisioner.config import Settings, load_settings
 from registry_provisioner.credentials import Credentials, generate_credentials
 from registry_provisioner.errors import ProvisionError
 from registry_provisioner.logins import htpasswd_line
+from registry_provisioner.ownership import OWNER_ANNOTATION, foreign
 from registry_provisioner.render import (
     APPLY_ORDER,
     CHECKSUM_ANNOTATION,
@@ -254,7 +255,8 @@ def test_placement_is_rendered_when_set() -> None:
 
 def test_service_pins_the_ip_with_metallb_annotation_only() -> None:
     svc = _find(render_manifests(Settings(), None), "Service")
-    assert svc["metadata"]["annotations"] == {"metallb.io/loadBalancerIPs": "172.17.1.62"}
+    metallb = {k: v for k, v in svc["metadata"]["annotations"].items() if "metallb" in k}
+    assert metallb == {"metallb.io/loadBalancerIPs": "172.17.1.62"}
     assert "loadBalancerIP" not in svc["spec"]
     assert svc["spec"]["type"] == "LoadBalancer"
     assert svc["spec"]["externalTrafficPolicy"] == "Cluster"
@@ -570,3 +572,38 @@ def test_the_serve_script_follows_the_certificate_the_registry_serves() -> None:
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["TLS_CERTIFICATE"] == served
     assert int(env["CERTIFICATE_CHECK_SECONDS"]) > 0
+
+
+def test_every_object_carries_the_install_identity() -> None:
+    settings = _settings(namespace="team-a", name="reg-a")
+    for obj in render_manifests(settings, None):
+        assert obj["metadata"]["annotations"][OWNER_ANNOTATION] == "team-a/reg-a", obj["kind"]
+    certificate = _find(render_manifests(settings, None), "Certificate")
+    template = certificate["spec"]["secretTemplate"]["annotations"]
+    assert template[OWNER_ANNOTATION] == "team-a/reg-a"
+
+
+def test_ownership_tells_ours_from_foreign_and_from_another_install() -> None:
+    settings = _settings(namespace="team-a", name="reg-a")
+    ours = render_manifests(settings, None)[0]
+    assert foreign(ours, settings) is None
+    other = render_manifests(_settings(namespace="team-b", name="reg-b"), None)[0]
+    assert foreign(other, settings).owner == "team-b/reg-b"
+    user_made = {"kind": "Secret", "metadata": {"name": "docker-registry-auth", "namespace": "x"}}
+    assert foreign(user_made, settings).owner is None
+    # An earlier release: our labels and field manager, no annotation.
+    legacy = {
+        "kind": "Secret",
+        "metadata": {
+            "name": "s",
+            "labels": {
+                "app.kubernetes.io/managed-by": "registry-provisioner",
+                "app.kubernetes.io/instance": "team-a",
+                "app.kubernetes.io/name": "reg-a",
+            },
+            "managedFields": [{"manager": "registry-provisioner", "fieldsV1": {}}],
+        },
+    }
+    assert foreign(legacy, settings) is None
+    legacy["metadata"]["managedFields"] = [{"manager": "kubectl", "fieldsV1": {}}]
+    assert foreign(legacy, settings) is not None
