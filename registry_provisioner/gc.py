@@ -31,7 +31,7 @@ import kr8s
 import kr8s.asyncio
 from kr8s.asyncio.objects import Pod
 
-from . import kube, maintenance, render
+from . import kube, lease, maintenance, render
 from .config import Settings
 from .credentials import required_credentials, write_client_ca
 from .errors import ProvisionError, RegistryError
@@ -352,13 +352,29 @@ async def check_tags(client: RegistryClient) -> tuple[int, int]:
 async def garbage_collect(
     api: kr8s.asyncio.Api, settings: Settings, *, dry_run: bool = False, timeout: float = GC_TIMEOUT
 ) -> GcReport:
-    """Delete untagged manifests and unreferenced blobs with the registry read-only."""
-    pod = await _registry_pod(api, settings, read_only=False)
-    if not await _anything_pushed(pod):
-        return _report(_NOTHING, dry_run=dry_run, before=0, after=0, reclaimed=0, nothing=True)
+    """Delete untagged manifests and unreferenced blobs with the registry read-only.
+
+    The run holds the maintenance Lease throughout: a second gc, or a provision that
+    would restart the registry, is refused while it lasts.
+    """
     if dry_run:
+        pod = await _registry_pod(api, settings, read_only=False)
+        if not await _anything_pushed(pod):
+            return _report(_NOTHING, dry_run=True, before=0, after=0, reclaimed=0, nothing=True)
         return await _size_up(pod, timeout)
-    return await _collect_while_read_only(api, settings, timeout)
+    async with lease.held(api, settings, "invoke gc"):
+        pod = await _registry_pod(api, settings, read_only=False)
+        if await _anything_pushed(pod):
+            return await _collect_while_read_only(api, settings, timeout)
+        await _writable_again(api, settings)
+        return _report(_NOTHING, dry_run=False, before=0, after=0, reclaimed=0, nothing=True)
+
+
+async def _writable_again(api: kr8s.asyncio.Api, settings: Settings) -> None:
+    """Undo the read-only mode a killed run left (its Lease expired, ours now)."""
+    deployment = await maintenance.deployment_of(api, settings)
+    if deployment is not None and await maintenance.leave_read_only(api, settings):
+        await _roll_out(api, settings, deployment, "writable again")
 
 
 async def _size_up(pod: Pod, timeout: float) -> GcReport:

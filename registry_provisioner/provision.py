@@ -8,7 +8,7 @@ from pathlib import Path
 
 import kr8s.asyncio
 
-from . import kube, maintenance, ownership, render
+from . import kube, lease, maintenance, ownership, render
 from .config import Settings
 from .credentials import Credentials, credentials_for, write_client_ca
 from .errors import ProvisionError, RegistryError
@@ -47,9 +47,7 @@ async def provision(
     if await ownership.namespace_is_foreign(api, settings):
         # It existed before us: we put our objects in it, but never label or delete it.
         manifests = [m for m in manifests if m["kind"] != "Namespace"]
-    # Our apply never touches the read-only override (another field manager owns it),
-    # so an interrupted `invoke gc` would otherwise leave the registry read-only for good.
-    released = await maintenance.leave_read_only(api, settings, dry_run=dry_run)
+    released = await _end_stale_maintenance(api, settings, manifests, dry_run=dry_run)
     changes = await kube.apply_manifests(api, manifests, dry_run=dry_run)
     if released:
         action = "made writable again (an interrupted `invoke gc` had left it read-only)"
@@ -74,6 +72,32 @@ async def provision(
         READY_TIMEOUT,
     )
     return ProvisionResult(changes, ca_file, time.monotonic() - started)
+
+
+async def _end_stale_maintenance(
+    api: kr8s.asyncio.Api, settings: Settings, manifests: list[dict], *, dry_run: bool
+) -> bool:
+    """Leave a running gc alone; undo what a killed one left. True if the registry was released.
+
+    Our apply never touches the read-only override (another field manager owns it),
+    so an interrupted `invoke gc` would otherwise leave the registry read-only for good.
+    While a gc holds its live Lease, only a provision that leaves the Deployment as it
+    is may go ahead: a rollout would restart the registry in the middle of the sweep.
+    """
+    holder = await lease.live_holder(api, settings)
+    if holder is not None:
+        [deployment] = [m for m in manifests if m["kind"] == "Deployment"]
+        change = await kube.apply_object(api, deployment, dry_run=True)
+        if change.action != "unchanged":
+            raise lease.MaintenanceBusy(
+                f"Deployment {settings.namespace}/{settings.name} would change while "
+                f"{holder} holds the maintenance lease: wait for it to finish and run this again"
+            )
+        return False
+    released = await maintenance.leave_read_only(api, settings, dry_run=dry_run)
+    if not dry_run:
+        await lease.release(api, settings)  # an expired Lease of a killed run
+    return released
 
 
 def _renewed(change: kube.Change, settings: Settings, renewal: str) -> kube.Change:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import kr8s.asyncio
 
-from . import kube, maintenance, render
+from . import kube, lease, maintenance, render
 from .certificates import certificate_expiry
 from .config import Settings
 from .credentials import tls_secret_value
@@ -28,6 +28,9 @@ async def status_lines(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
     if deployment is not None and kube.managed_by(deployment.raw, maintenance.FIELD_MANAGER):
         reason = deployment.annotations.get(maintenance.REASON_ANNOTATION, "maintenance")
         lines.append(f"  read-only: {reason} (if no `invoke gc` runs, `invoke provision` ends it)")
+    holder = await lease.live_holder(api, settings)
+    if holder is not None:
+        lines.append(f"  maintenance: {holder}")
     return lines
 
 
