@@ -20,7 +20,7 @@ import kr8s
 import kr8s.asyncio
 from kr8s.asyncio.objects import APIObject, new_class, object_from_spec
 
-from . import progress
+from . import failpoints, progress
 from .errors import ClusterUnreachable, ReadFailed
 
 # kr8s warns on stderr when its API discovery meets a group version the server no
@@ -234,9 +234,10 @@ async def apply_manifests(
 ) -> list[Change]:
     """Apply stage by stage; the objects inside a stage are independent and go at once."""
     changes: list[Change] = []
-    for stage in stages(manifests):
+    for number, stage in enumerate(stages(manifests)):
         changes += await asyncio.gather(*(apply_object(api, m, dry_run) for m in stage))
         progress.note("apply", f"{len(changes)} of {len(manifests)} objects applied")
+        failpoints.reached(f"applied-stage-{number}")
     return changes
 
 
