@@ -206,6 +206,25 @@ async def apply_object(api: kr8s.asyncio.Api, manifest: dict, dry_run: bool = Fa
     return Change(manifest["kind"], obj.name, obj.namespace, action)
 
 
+async def replace_object(api: kr8s.asyncio.Api, manifest: dict, resource_version: str) -> dict:
+    """PUT the manifest over the object read at `resource_version` (409 if it moved since).
+
+    Fields the manifest leaves out are dropped; the server keeps what it allocated
+    (a Service's cluster IP).
+    """
+    obj = await object_for(api, manifest)
+    body = {**manifest, "metadata": {**manifest["metadata"], "resourceVersion": resource_version}}
+    async with api.call_api(
+        "PUT",
+        version=obj.version,
+        url=f"{obj.endpoint}/{obj.name}",
+        namespace=obj.namespace,
+        content=json.dumps(body),
+        params={"fieldManager": FIELD_MANAGER},
+    ) as response:
+        return response.json()
+
+
 async def apply_fields(
     api: kr8s.asyncio.Api, manifest: dict, field_manager: str, *, dry_run: bool = False
 ) -> dict:

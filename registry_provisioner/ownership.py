@@ -160,3 +160,28 @@ async def takeover_problems(
             )
         problems.append(other.problem(hint))
     return problems
+
+
+async def adopt(
+    api: kr8s.asyncio.Api, settings: Settings, manifests: list[dict], *, dry_run: bool
+) -> list[kube.Change]:
+    """Take over the objects nobody of ours made, by replacing them with our manifest.
+
+    A replace, not a merge: a server-side apply would leave the other party's fields
+    (a Service's extra port or selector key) in place beside ours. A
+    PersistentVolumeClaim is only applied over, since its spec cannot change and
+    its volume holds data; a namespace is never adopted.
+    """
+    changes = []
+    for manifest in manifests:
+        if manifest["kind"] in ("Namespace", "PersistentVolumeClaim"):
+            continue
+        raw = await live(api, manifest)
+        other = foreign(raw, settings) if raw else None
+        if other is None or other.owner is not None:
+            continue  # ours already, or another install's (preflight refused those)
+        if not dry_run:
+            await kube.replace_object(api, manifest, raw["metadata"]["resourceVersion"])
+        action = "would be adopted" if dry_run else "adopted: replaced with this install's own"
+        changes.append(kube.Change(other.kind, other.name, other.namespace, action))
+    return changes

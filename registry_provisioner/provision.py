@@ -48,7 +48,8 @@ async def provision(
         # It existed before us: we put our objects in it, but never label or delete it.
         manifests = [m for m in manifests if m["kind"] != "Namespace"]
     released = await _end_stale_maintenance(api, settings, manifests, dry_run=dry_run)
-    changes = await kube.apply_manifests(api, manifests, dry_run=dry_run)
+    adopted = await ownership.adopt(api, settings, manifests, dry_run=dry_run) if adopt else []
+    changes = await kube.apply_manifests(api, manifests, dry_run=dry_run) + adopted
     if released:
         action = "made writable again (an interrupted `invoke gc` had left it read-only)"
         changes.append(

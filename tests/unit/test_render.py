@@ -607,3 +607,14 @@ def test_ownership_tells_ours_from_foreign_and_from_another_install() -> None:
     assert foreign(legacy, settings) is None
     legacy["metadata"]["managedFields"] = [{"manager": "kubectl", "fieldsV1": {}}]
     assert foreign(legacy, settings) is not None
+
+
+def test_no_printed_command_carries_the_password() -> None:
+    """The lines provision prints pipe the login; none passes it as an argument."""
+    from pathlib import Path
+
+    from registry_provisioner.provision import ProvisionResult, summary
+
+    text = summary(Settings(), ProvisionResult([], Path("certs/ca.crt"), 0.0))
+    assert "--docker-password" not in text and "--password=" not in text
+    assert "--password-stdin" in text and "--from-file=.dockerconfigjson=/dev/stdin" in text
