@@ -466,7 +466,8 @@ _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _REPO_PART = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
 _QUANTITY = re.compile(
-    r"^(?P<num>\+?(?:\d+(?:\.\d*)?|\.\d+))(?P<suffix>[eE][+-]?\d+|Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE])?$"
+    r"^(?P<num>\+?(?:\d+(?:\.\d*)?|\.\d+))"
+    r"(?:[eE](?P<exponent>[+-]?\d+)|(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]))?$"
 )
 _SUFFIX_FACTORS: dict[str, Decimal] = {
     "": Decimal(1),
@@ -500,10 +501,12 @@ def parse_quantity(text: str) -> Decimal | None:
     m = _QUANTITY.match(text)
     if not m:
         return None
-    suffix = m["suffix"] or ""
-    if suffix[:1] in ("e", "E") and len(suffix) > 1:
-        return Decimal(m["num"]) * (Decimal(10) ** int(suffix[1:]))
-    return Decimal(m["num"]) * _SUFFIX_FACTORS[suffix]
+    try:
+        if m["exponent"] is not None:
+            return Decimal(m["num"]).scaleb(int(m["exponent"]))
+        return Decimal(m["num"]) * _SUFFIX_FACTORS[m["suffix"] or ""]
+    except (ValueError, ArithmeticError):  # an exponent beyond any real quantity
+        return None
 
 
 def is_dns_label(text: str) -> bool:

@@ -153,13 +153,24 @@ def test_derived_helpers() -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("5Gi", 5 * 1024**3), ("500m", 0.5), ("1.5G", 1.5e9), ("2e3", 2000), ("64Mi", 64 * 2**20)],
+    [
+        ("5Gi", 5 * 1024**3),
+        ("500m", 0.5),
+        ("1.5G", 1.5e9),
+        ("2e3", 2000),
+        ("64Mi", 64 * 2**20),
+        ("1Ei", 2**60),
+        ("1E", 1e18),
+        ("1E-3", 0.001),
+    ],
 )
 def test_parse_quantity(text: str, expected: float) -> None:
     assert float(parse_quantity(text) or 0) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("text", ["", "5 Gi", "5GB", "Gi", "-1Gi", "5gi", "1.2.3"])
+@pytest.mark.parametrize(
+    "text", ["", "5 Gi", "5GB", "Gi", "-1Gi", "5gi", "1.2.3", "1e", "1Eii", "1e99999999"]
+)
 def test_parse_quantity_rejects(text: str) -> None:
     assert parse_quantity(text) is None
 
