@@ -457,17 +457,18 @@ def _build(
 
 # --------------------------------------------------------------------------- rules
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_HOST_LABEL = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?$")
-_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-_USERNAME = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-_REPO_PART = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
+# Patterns are applied with fullmatch: `$` would accept a trailing newline.
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+_HOST_LABEL = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?")
+_LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+_USERNAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_REPO_PART = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 _QUANTITY = re.compile(
-    r"^(?P<num>\+?(?:\d+(?:\.\d*)?|\.\d+))"
-    r"(?:[eE](?P<exponent>[+-]?\d+)|(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]))?$"
+    r"(?P<num>\+?(?:\d+(?:\.\d*)?|\.\d+))"
+    r"(?:[eE](?P<exponent>[+-]?\d+)|(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]))?"
 )
 _SUFFIX_FACTORS: dict[str, Decimal] = {
     "": Decimal(1),
@@ -498,7 +499,7 @@ DNS_1035_HELP = (
 
 def parse_quantity(text: str) -> Decimal | None:
     """A Kubernetes quantity's value (``5Gi`` -> 5368709120), or None if malformed."""
-    m = _QUANTITY.match(text)
+    m = _QUANTITY.fullmatch(text)
     if not m:
         return None
     try:
@@ -511,7 +512,7 @@ def parse_quantity(text: str) -> Decimal | None:
 
 def is_dns_label(text: str) -> bool:
     """RFC 1123 label, the rule for namespaces and label-like names."""
-    return len(text) <= 63 and bool(_DNS_LABEL.match(text))
+    return len(text) <= 63 and bool(_DNS_LABEL.fullmatch(text))
 
 
 def is_dns_subdomain(text: str) -> bool:
@@ -523,7 +524,7 @@ def _is_hostname(text: str) -> bool:
     """A certificate DNS name; a leading ``*.`` wildcard is allowed."""
     name = text[2:] if text.startswith("*.") else text
     parts = name.split(".")
-    return 0 < len(text) <= 253 and all(_HOST_LABEL.match(p) and len(p) <= 63 for p in parts)
+    return 0 < len(text) <= 253 and all(_HOST_LABEL.fullmatch(p) and len(p) <= 63 for p in parts)
 
 
 def _is_ip(text: str) -> bool:
@@ -540,7 +541,7 @@ def image_problem(image: str) -> str | None:
         return "an image reference without spaces, e.g. docker.io/library/registry:3.1.2"
     name, _, digest = image.partition("@")
     if digest:
-        if not _DIGEST.match(digest):
+        if not _DIGEST.fullmatch(digest):
             return "a digest of the form @sha256:<64 hex digits>"
         tag = None
     else:
@@ -552,13 +553,13 @@ def image_problem(image: str) -> str | None:
                 "a pinned tag or digest, e.g. docker.io/library/registry:3.1.2 (no implicit latest)"
             )
         name = name[:colon]
-        if not _TAG.match(tag):
+        if not _TAG.fullmatch(tag):
             return "a valid tag: letters, digits, '_', '.', '-', at most 128 chars"
         if tag == "latest":
             return "a pinned version tag such as registry:3.1.2; 'latest' floats between pulls"
     parts = name.split("/")
     path_parts = parts[1:] if len(parts) > 1 and ("." in parts[0] or ":" in parts[0]) else parts
-    if not all(_REPO_PART.match(p) for p in path_parts):
+    if not all(_REPO_PART.fullmatch(p) for p in path_parts):
         return "a repository path in lowercase letters, digits and separators"
     return None
 
@@ -638,7 +639,7 @@ def _validate_storage(s: Settings, bad: _Report) -> None:
 
 def _validate_service(s: Settings, bad: _Report) -> None:
     svc = s.service
-    if not (len(svc.name) <= 63 and _DNS_1035.match(svc.name)):
+    if not (len(svc.name) <= 63 and _DNS_1035.fullmatch(svc.name)):
         bad("service.name", svc.name, DNS_1035_HELP)
     try:
         ip = ipaddress.ip_address(svc.ip)
@@ -693,7 +694,7 @@ def _validate_tls(s: Settings, bad: _Report) -> None:
 
 
 def _validate_names(s: Settings, bad: _Report) -> None:
-    if not _USERNAME.match(s.auth.username):
+    if not _USERNAME.fullmatch(s.auth.username):
         bad(
             "auth.username",
             s.auth.username,
@@ -769,10 +770,10 @@ def _validate_scheduling(s: Settings, bad: _Report) -> None:
         path = f"scheduling.node_selector.{key}"
         prefix, _, name = key.rpartition("/")
         if (prefix and not is_dns_subdomain(prefix)) or not (
-            len(name) <= 63 and _LABEL_NAME.match(name)
+            len(name) <= 63 and _LABEL_NAME.fullmatch(name)
         ):
             bad(path, key, "a label key such as kubernetes.io/arch or disktype")
-        elif value and not (len(value) <= 63 and _LABEL_NAME.match(value)):
+        elif value and not (len(value) <= 63 and _LABEL_NAME.fullmatch(value)):
             bad(path, value, "a label value: at most 63 letters, digits, '-', '_' or '.'")
     for i, tol in enumerate(sc.tolerations):
         path = f"scheduling.tolerations[{i}]"
