@@ -227,10 +227,6 @@ class Settings:
         """The per-registry directory containerd reads on every node (``host:port`` form)."""
         return str(PurePosixPath(self.node_trust.certs_dir) / self.registry_host)
 
-    def as_dict(self) -> dict[str, Any]:
-        """Plain nested data, e.g. to print the effective configuration."""
-        return dataclasses.asdict(self)
-
 
 # --------------------------------------------------------------------------- loading
 
@@ -517,14 +513,14 @@ def is_dns_label(text: str) -> bool:
 
 def is_dns_subdomain(text: str) -> bool:
     """RFC 1123 subdomain, the rule for most object names (Secrets, PVCs, ...)."""
-    return 0 < len(text) <= 253 and all(is_dns_label(part) for part in text.split("."))
+    return len(text) <= 253 and all(is_dns_label(part) for part in text.split("."))
 
 
 def _is_hostname(text: str) -> bool:
     """A certificate DNS name; a leading ``*.`` wildcard is allowed."""
     name = text[2:] if text.startswith("*.") else text
     parts = name.split(".")
-    return 0 < len(text) <= 253 and all(_HOST_LABEL.fullmatch(p) and len(p) <= 63 for p in parts)
+    return len(text) <= 253 and all(_HOST_LABEL.fullmatch(p) and len(p) <= 63 for p in parts)
 
 
 def _is_ip(text: str) -> bool:
@@ -543,7 +539,6 @@ def image_problem(image: str) -> str | None:
     if digest:
         if not _DIGEST.fullmatch(digest):
             return "a digest of the form @sha256:<64 hex digits>"
-        tag = None
     else:
         last_slash = name.rfind("/")
         colon = name.rfind(":")
