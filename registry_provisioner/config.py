@@ -1,7 +1,9 @@
 """Settings: load, map the seed's group_vars, and validate before touching a cluster.
 
-Every problem is collected and raised in one ``ConfigError`` so the user fixes
-the whole file in one pass instead of one typo per run.
+Settings are frozen dataclasses whose field types carry their rules; pydantic checks
+types and rules and reports every failure at once, so the user fixes the whole file in
+one pass. pydantic loads on the first ``load_settings()``: importing it costs more than
+this module, and ``invoke --list`` or code that only needs ``Settings`` should not pay.
 """
 
 from __future__ import annotations
@@ -9,17 +11,22 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import functools
 import ipaddress
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path, PurePosixPath
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, get_type_hints
 
 import yaml
 
 from .errors import ConfigError, ConfigProblem
+
+if TYPE_CHECKING:
+    from pydantic import GetCoreSchemaHandler, TypeAdapter
+    from pydantic_core import CoreSchema, ErrorDetails
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "config.yaml"
@@ -46,77 +53,394 @@ SEED_KEYS: dict[str, str] = {
     "cert_manager_issuer": "tls.issuer_name",
 }
 
+# --------------------------------------------------------------------------- grammar
+# Patterns are applied with fullmatch: `$` would accept a trailing newline.
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+_HOST_LABEL = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?")
+_LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+_USERNAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
+_QUANTITY = re.compile(
+    r"(?P<num>\+?(?:\d+(?:\.\d*)?|\.\d+))"
+    r"(?:[eE](?P<exponent>[+-]?\d+)|(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]))?"
+)
+_SUFFIX_FACTORS: dict[str, Decimal] = {
+    "": Decimal(1),
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "k": Decimal("1e3"),
+    "M": Decimal("1e6"),
+    "G": Decimal("1e9"),
+    "T": Decimal("1e12"),
+    "P": Decimal("1e15"),
+    "E": Decimal("1e18"),
+    **{s: Decimal(1024) ** (i + 1) for i, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))},
+}
+_MEBI = Decimal(1024) ** 2
+_MILLI = Decimal("1e-3")
+
+DNS_LABEL_HELP = "a DNS-1123 label: lowercase letters, digits and '-', 1-63 chars, e.g. my-name"
+DNS_SUBDOMAIN_HELP = (
+    "a DNS-1123 subdomain: lowercase letters, digits, '-' and '.', at most 253 chars, "
+    "e.g. my-secret"
+)
+DNS_1035_HELP = (
+    "a DNS-1035 label (Service names must start with a letter): lowercase letters, "
+    "digits and '-', 1-63 chars, e.g. docker-registry-service"
+)
+
+
+def parse_quantity(text: str) -> Decimal | None:
+    """A Kubernetes quantity's value (``5Gi`` -> 5368709120), or None if malformed."""
+    m = _QUANTITY.fullmatch(text)
+    if not m:
+        return None
+    try:
+        if m["exponent"] is not None:
+            return Decimal(m["num"]).scaleb(int(m["exponent"]))
+        return Decimal(m["num"]) * _SUFFIX_FACTORS[m["suffix"] or ""]
+    except (ValueError, ArithmeticError):  # an exponent beyond any real quantity
+        return None
+
+
+def is_dns_label(text: str) -> bool:
+    """RFC 1123 label, the rule for namespaces and label-like names."""
+    return len(text) <= 63 and bool(_DNS_LABEL.fullmatch(text))
+
+
+def is_dns_subdomain(text: str) -> bool:
+    """RFC 1123 subdomain, the rule for most object names (Secrets, PVCs, ...)."""
+    return len(text) <= 253 and all(is_dns_label(part) for part in text.split("."))
+
+
+def _is_label_name(text: str) -> bool:
+    """The name part of a label key, and a label value (which may also be empty)."""
+    return len(text) <= 63 and bool(_LABEL_NAME.fullmatch(text))
+
+
+def _dns_name_problem(name: str) -> str | None:
+    """Why a certificate DNS name is unusable; a leading ``*.`` wildcard is allowed."""
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(name)
+        return "a DNS name; IP addresses belong in service.ip (they become IP SANs)"
+    labels = (name[2:] if name.startswith("*.") else name).split(".")
+    if len(name) <= 253 and all(len(p) <= 63 and _HOST_LABEL.fullmatch(p) for p in labels):
+        return None
+    return "a DNS name such as registry.home.lan (a leading '*.' is allowed)"
+
+
+# Image references: this function and its patterns can move to a shared references module.
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_REPO_PART = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+
+
+def image_problem(image: str) -> str | None:
+    """Why an image reference is unusable, or None; floating tags are refused on purpose."""
+    if not image or any(c.isspace() for c in image):
+        return "an image reference without spaces, e.g. docker.io/library/registry:3.1.2"
+    name, _, digest = image.partition("@")
+    if digest:
+        if not _DIGEST.fullmatch(digest):
+            return "a digest of the form @sha256:<64 hex digits>"
+    else:
+        colon = name.rfind(":")
+        if colon < name.rfind("/") + 1:
+            return (
+                "a pinned tag or digest, e.g. docker.io/library/registry:3.1.2 (no implicit latest)"
+            )
+        name, tag = name[:colon], name[colon + 1 :]
+        if not _TAG.fullmatch(tag):
+            return "a valid tag: letters, digits, '_', '.', '-', at most 128 chars"
+        if tag == "latest":
+            return "a pinned version tag such as registry:3.1.2; 'latest' floats between pulls"
+    parts = name.split("/")
+    path_parts = parts[1:] if len(parts) > 1 and ("." in parts[0] or ":" in parts[0]) else parts
+    if not all(_REPO_PART.fullmatch(p) for p in path_parts):
+        return "a repository path in lowercase letters, digits and separators"
+    return None
+
+
+# --------------------------------------------------------------------------- rules
+
+# What a rule found: where below its setting ("", "[1]", ".disktype"), the value there,
+# and what is accepted instead.
+Found = tuple[str, object, str]
+
+
+class Rule:
+    """Field metadata pydantic runs after the type check (skipped in ``types_only`` context)."""
+
+    __slots__ = ("problems",)
+
+    def __init__(self, problems: Callable[[Any], Iterable[Found]]) -> None:
+        self.problems = problems
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        from pydantic_core import PydanticCustomError, core_schema
+
+        def check(value: Any, info: core_schema.ValidationInfo) -> Any:
+            if (info.context or {}).get("types_only"):
+                return value
+            try:
+                found = list(self.problems(value))
+            except (ValueError, AssertionError) as bug:  # else pydantic calls it a bad value
+                raise RuntimeError(f"settings rule failed on {value!r}") from bug
+            if found:
+                raise PydanticCustomError("rule", "{found}", {"found": found})
+            return value
+
+        return core_schema.with_info_after_validator_function(check, handler(source))
+
+
+class _Strict:
+    """Field metadata: no ``"3"`` -> 3 or ``"yes"`` -> True; YAML has typed the value."""
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        return {**handler(source), "strict": True}
+
+
+STRICT = _Strict()
+
+
+def explain(why_not: Callable[[Any], str | None]) -> Rule:
+    """A rule from a function saying what is accepted instead, or None."""
+    return Rule(lambda value: [("", value, accepted)] if (accepted := why_not(value)) else ())
+
+
+def must(ok: Callable[[Any], object], accepted: str) -> Rule:
+    return Rule(lambda value: () if ok(value) else [("", value, accepted)])
+
+
+def each(why_not: Callable[[Any], str | None]) -> Rule:
+    """A rule for every entry of a list, reported as ``setting[i]``."""
+    return Rule(lambda items: [(f"[{i}]", x, a) for i, x in enumerate(items) if (a := why_not(x))])
+
+
+def one_of(choices: tuple[str, ...]) -> Rule:
+    return must(lambda value: value in choices, f"one of {', '.join(choices)}")
+
+
+def _or_empty(ok: Callable[[str], bool]) -> Callable[[str], bool]:
+    return lambda value: not value or ok(value)
+
+
+def _amount(text: str, minimum: Decimal) -> Decimal | None:
+    amount = parse_quantity(text)
+    return amount if amount is not None and amount >= minimum else None
+
+
+def _at_least(minimum: Decimal) -> Callable[[str], bool]:
+    return lambda text: _amount(text, minimum) is not None
+
+
+def _service_ip_problem(text: str) -> str | None:
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return "an IPv4 or IPv6 address (e.g. 192.168.1.240) that is free in your MetalLB pool"
+    if ip.is_unspecified or ip.is_loopback or ip.is_multicast or ip.is_link_local:
+        return (
+            "a routable LAN address from your MetalLB pool, not an unspecified, loopback, "
+            "multicast or link-local one"
+        )
+    return None
+
+
+def _helper_image_problem(image: str) -> str | None:
+    problem = image_problem(image) if image else None
+    return f'{problem}, or "" to reuse the registry image' if problem else None
+
+
+def _certs_dir_ok(text: str) -> bool:
+    path = PurePosixPath(text)
+    return text.startswith("/") and ".." not in path.parts and path != PurePosixPath("/")
+
+
+def _namespaces_problems(namespaces: tuple[str, ...]) -> Iterator[Found]:
+    seen: set[str] = set()
+    for i, ns in enumerate(namespaces):
+        if not is_dns_label(ns):
+            yield f"[{i}]", ns, f"a namespace name, {DNS_LABEL_HELP}"
+        elif ns in seen:
+            yield f"[{i}]", ns, "each namespace once"
+        seen.add(ns)
+
+
+def _node_selector_problems(selector: dict[str, str]) -> Iterator[Found]:
+    for key, value in selector.items():
+        prefix, _, name = key.rpartition("/")
+        if (prefix and not is_dns_subdomain(prefix)) or not _is_label_name(name):
+            yield f".{key}", key, "a label key such as kubernetes.io/arch or disktype"
+        elif value and not _is_label_name(value):
+            yield f".{key}", value, "a label value: at most 63 letters, digits, '-', '_' or '.'"
+
+
+def _tolerations_problems(tolerations: tuple[dict[str, Any], ...]) -> Iterator[Found]:
+    """The Pod spec's fields, checked so a typo fails before anything is applied."""
+    for i, tol in enumerate(tolerations):
+        at = f"[{i}]."
+        if unknown := sorted(set(tol) - set(TOLERATION_KEYS)):
+            known = f"a toleration key: {', '.join(TOLERATION_KEYS)}"
+            yield at + unknown[0], tol[unknown[0]], known
+            continue
+        op = tol.get("operator", "Equal")
+        if op not in TOLERATION_OPERATORS:
+            yield at + "operator", op, f"one of {', '.join(TOLERATION_OPERATORS)}"
+        if tol.get("effect", "") not in TOLERATION_EFFECTS:
+            effects = "one of NoSchedule, PreferNoSchedule, NoExecute (or leave it out)"
+            yield at + "effect", tol.get("effect"), effects
+        if op == "Exists" and tol.get("value"):
+            yield at + "value", tol["value"], "no value when operator is Exists"
+        for key in ("key", "value"):
+            if key in tol and not isinstance(tol[key], str):
+                yield at + key, tol[key], "a string"
+        seconds = tol.get("tolerationSeconds")
+        if seconds is not None and (not isinstance(seconds, int) or isinstance(seconds, bool)):
+            yield at + "tolerationSeconds", seconds, "a whole number of seconds"
+
+
+def _affinity_problems(affinity: dict[str, Any]) -> Iterator[Found]:
+    for key, value in affinity.items():
+        if key not in AFFINITY_KEYS:
+            yield f".{key}", value, f"one of {', '.join(AFFINITY_KEYS)}"
+        elif not isinstance(value, dict):
+            yield f".{key}", value, "a mapping, as in a Pod's spec.affinity"
+
+
+# --------------------------------------------------------------------------- setting types
+
+_POD_PORT = (
+    "a port from 1024 to 65535: the registry runs as non-root without capabilities "
+    "(set service.port for a low port such as 443)"
+)
+_STORAGE_SIZE = "a Kubernetes quantity of at least 1Mi, e.g. 5Gi or 500Mi ('m' means milli; use Mi)"
+_CPU = "a Kubernetes quantity of at least 1m, e.g. 50m or 0.5"
+_MEMORY = "a Kubernetes quantity of at least 1Mi, e.g. 64Mi or 1Gi ('m' means milli; use Mi)"
+_USERNAME_HELP = "1-64 letters, digits, '.', '_', '@' or '-' (htpasswd forbids ':')"
+_STORAGE_CLASS = f'{DNS_SUBDOMAIN_HELP}, or "" for the default class'
+_ADDRESS_POOL = f'the name of a MetalLB IPAddressPool ({DNS_SUBDOMAIN_HELP}), or "" for any pool'
+_HELP_URL = 'an http(s) URL, or "" to leave it out'
+_CERTS_DIR = (
+    "an absolute directory path on the nodes, not '/', e.g. /etc/containerd/certs.d "
+    "(k3s: /var/lib/rancher/k3s/agent/etc/containerd/certs.d)"
+)
+
+Flag = Annotated[bool, STRICT]
+DnsLabel = Annotated[str, must(is_dns_label, DNS_LABEL_HELP)]
+ObjectName = Annotated[str, must(is_dns_subdomain, DNS_SUBDOMAIN_HELP)]
+Image = Annotated[str, explain(image_problem)]
+Replicas = Annotated[int, STRICT, must(lambda n: n >= 1, "a whole number of at least 1")]
+PodPort = Annotated[int, STRICT, must(lambda p: 1024 <= p <= 65535, _POD_PORT)]
+StorageSize = Annotated[str, must(_at_least(_MEBI), _STORAGE_SIZE)]
+StorageClass = Annotated[str, must(_or_empty(is_dns_subdomain), _STORAGE_CLASS)]
+AccessMode = Annotated[str, one_of(ACCESS_MODES)]
+ServiceName = Annotated[str, must(lambda n: len(n) <= 63 and _DNS_1035.fullmatch(n), DNS_1035_HELP)]
+ServiceIP = Annotated[str, explain(_service_ip_problem)]
+ServicePort = Annotated[int, STRICT, must(lambda p: 1 <= p <= 65535, "a port from 1 to 65535")]
+AddressPool = Annotated[str, must(_or_empty(is_dns_subdomain), _ADDRESS_POOL)]
+TLSMode = Annotated[str, one_of(TLS_MODES)]
+IssuerKind = Annotated[str, one_of(ISSUER_KINDS)]
+DnsNames = Annotated[tuple[str, ...], each(_dns_name_problem)]
+Username = Annotated[str, must(_USERNAME.fullmatch, _USERNAME_HELP)]
+Namespaces = Annotated[tuple[str, ...], Rule(_namespaces_problems)]
+CertsDir = Annotated[str, must(_certs_dir_ok, _CERTS_DIR)]
+HelperImage = Annotated[str, explain(_helper_image_problem)]
+HelpURL = Annotated[
+    str, must(_or_empty(lambda url: url.startswith(("https://", "http://"))), _HELP_URL)
+]
+Cpu = Annotated[str, must(_or_empty(_at_least(_MILLI)), _CPU)]
+Memory = Annotated[str, must(_or_empty(_at_least(_MEBI)), _MEMORY)]
+NodeSelector = Annotated[dict[str, str], Rule(_node_selector_problems)]
+Tolerations = Annotated[tuple[dict[str, Any], ...], Rule(_tolerations_problems)]
+Affinity = Annotated[dict[str, Any], Rule(_affinity_problems)]
+
+
+# --------------------------------------------------------------------------- settings
+
+
+class _Section:
+    """pydantic refuses keys it does not know (they are typos, see ``_unknown``)."""
+
+    __pydantic_config__: ClassVar[dict[str, str]] = {"extra": "forbid"}
+
 
 @dataclass(frozen=True)
-class StorageSettings:
+class StorageSettings(_Section):
     """The PersistentVolumeClaim that holds the images."""
 
-    claim_name: str = "docker-registry-pvc"
-    size: str = "5Gi"
-    storage_class: str = "longhorn"
-    access_mode: str = "ReadWriteOnce"
+    claim_name: ObjectName = "docker-registry-pvc"
+    size: StorageSize = "5Gi"
+    storage_class: StorageClass = "longhorn"
+    access_mode: AccessMode = "ReadWriteOnce"
 
 
 @dataclass(frozen=True)
-class ServiceSettings:
+class ServiceSettings(_Section):
     """The LoadBalancer Service that MetalLB pins to a fixed LAN address."""
 
-    name: str = "docker-registry-service"
-    ip: str = "172.17.1.62"
-    port: int = 5000
-    address_pool: str = ""
+    name: ServiceName = "docker-registry-service"
+    ip: ServiceIP = "172.17.1.62"
+    port: ServicePort = 5000
+    address_pool: AddressPool = ""
 
 
 @dataclass(frozen=True)
-class TLSSettings:
+class TLSSettings(_Section):
     """Where the serving certificate comes from; ``secret_name`` is shared by all users."""
 
-    mode: str = "cert-manager"
-    issuer_name: str = "cert-manager-issuer"
-    issuer_kind: str = "ClusterIssuer"
-    secret_name: str = "docker-registry-tls"
-    extra_dns_names: tuple[str, ...] = ()
+    mode: TLSMode = "cert-manager"
+    issuer_name: str = "cert-manager-issuer"  # checked in cert-manager mode only
+    issuer_kind: IssuerKind = "ClusterIssuer"
+    secret_name: str = "docker-registry-tls"  # the message depends on the mode
+    extra_dns_names: DnsNames = ()
 
 
 @dataclass(frozen=True)
-class AuthSettings:
+class AuthSettings(_Section):
     """The single htpasswd user; its Secret also carries the shared http secret."""
 
-    username: str = "registry"
-    secret_name: str = "docker-registry-auth"
+    username: Username = "registry"
+    secret_name: ObjectName = "docker-registry-auth"
 
 
 @dataclass(frozen=True)
-class PullSecretSettings:
+class PullSecretSettings(_Section):
     """A dockerconfigjson Secret copied into each namespace whose pods pull from us."""
 
-    name: str = "docker-registry-pull"
-    namespaces: tuple[str, ...] = ("default",)
+    name: ObjectName = "docker-registry-pull"
+    namespaces: Namespaces = ("default",)
 
 
 @dataclass(frozen=True)
-class NodeTrustSettings:
+class NodeTrustSettings(_Section):
     """The DaemonSet that teaches each node's containerd to trust the registry's CA."""
 
-    enabled: bool = True
-    certs_dir: str = "/var/lib/rancher/k3s/agent/etc/containerd/certs.d"
-    image: str = ""  # empty: reuse the registry image, which ships a busybox sh
+    enabled: Flag = True
+    certs_dir: CertsDir = "/var/lib/rancher/k3s/agent/etc/containerd/certs.d"
+    image: HelperImage = ""  # "": reuse the registry image
 
 
 @dataclass(frozen=True)
-class DiscoverySettings:
+class DiscoverySettings(_Section):
     """KEP-1755 publication so tools (Tilt, skaffold, ...) find the registry."""
 
-    publish_local_registry_hosting: bool = True
-    help_url: str = ""
+    publish_local_registry_hosting: Flag = True
+    help_url: HelpURL = ""
 
 
 @dataclass(frozen=True)
-class Quantities:
+class Quantities(_Section):
     """CPU and memory amounts; an empty string leaves that entry out."""
 
-    cpu: str = ""
-    memory: str = ""
+    cpu: Cpu = ""
+    memory: Memory = ""
 
     def as_k8s(self) -> dict[str, str]:
         """Only the set entries, as a Kubernetes ResourceList."""
@@ -124,7 +448,7 @@ class Quantities:
 
 
 @dataclass(frozen=True)
-class ResourceSettings:
+class ResourceSettings(_Section):
     """Container requests and limits; no CPU limit by default to avoid throttling pushes."""
 
     requests: Quantities = field(default_factory=lambda: Quantities(cpu="50m", memory="64Mi"))
@@ -137,24 +461,24 @@ class ResourceSettings:
 
 
 @dataclass(frozen=True)
-class SchedulingSettings:
-    """Pod placement; empty by default so no node needs a particular label."""
+class SchedulingSettings(_Section):
+    """Pod placement in the Pod spec's own format; empty so no node needs a particular label."""
 
-    node_selector: dict[str, str] = field(default_factory=dict)
-    tolerations: tuple[dict[str, Any], ...] = ()
-    affinity: dict[str, Any] = field(default_factory=dict)
+    node_selector: NodeSelector = field(default_factory=dict)
+    tolerations: Tolerations = ()
+    affinity: Affinity = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(_Section):
     """Everything the provisioner needs; the defaults are the seed notebook's values."""
 
-    namespace: str = "docker-registry"
-    name: str = "docker-registry"
-    replicas: int = 1
-    image: str = DEFAULT_IMAGE
-    container_port: int = 5000
-    metrics_port: int = 5001
+    namespace: DnsLabel = "docker-registry"
+    name: DnsLabel = "docker-registry"
+    replicas: Replicas = 1
+    image: Image = DEFAULT_IMAGE
+    container_port: PodPort = 5000
+    metrics_port: PodPort = 5001
     storage: StorageSettings = field(default_factory=StorageSettings)
     service: ServiceSettings = field(default_factory=ServiceSettings)
     tls: TLSSettings = field(default_factory=TLSSettings)
@@ -227,9 +551,56 @@ class Settings:
         """The per-registry directory containerd reads on every node (``host:port`` form)."""
         return str(PurePosixPath(self.node_trust.certs_dir) / self.registry_host)
 
-    def as_dict(self) -> dict[str, Any]:
-        """Plain nested data, e.g. to print the effective configuration."""
-        return dataclasses.asdict(self)
+
+def _cross_field_problems(s: Settings) -> Iterator[ConfigProblem]:
+    """Rules that read two settings; values that broke their own rules are still seen."""
+    if s.replicas > 1 and s.storage.access_mode != "ReadWriteMany":
+        yield ConfigProblem(
+            "replicas",
+            s.replicas,
+            "1 unless storage.access_mode is ReadWriteMany: every replica must share the same "
+            f"storage, and a {s.storage.access_mode} volume attaches to one node only, so it is "
+            "refused for more than one replica",
+        )
+    if s.metrics_port == s.container_port:
+        other = f"a port other than container_port ({s.container_port})"
+        yield ConfigProblem("metrics_port", s.metrics_port, other)
+
+    tls = s.tls
+    if tls.mode == "cert-manager" and not is_dns_subdomain(tls.issuer_name):
+        yield ConfigProblem(
+            "tls.issuer_name",
+            tls.issuer_name,
+            f"the name of an existing cert-manager {tls.issuer_kind} ({DNS_SUBDOMAIN_HELP})",
+        )
+    if not is_dns_subdomain(tls.secret_name):
+        needs = (
+            f"the name of an existing kubernetes.io/tls Secret in namespace {s.namespace} "
+            "(tls.mode is existing-secret)"
+            if tls.mode == "existing-secret"
+            else DNS_SUBDOMAIN_HELP
+        )
+        yield ConfigProblem("tls.secret_name", tls.secret_name, needs)
+
+    # These Secrets share the registry namespace; one name for two would overwrite a Secret.
+    owners: dict[str, str] = {}
+    secrets = [("tls.secret_name", tls.secret_name), ("auth.secret_name", s.auth.secret_name)]
+    if s.namespace in s.pull_secret.namespaces:
+        secrets.append(("pull_secret.name", s.pull_secret.name))
+    for path, name in secrets:
+        if name in owners:
+            yield ConfigProblem(
+                path, name, f"a name different from {owners[name]} (both are Secrets here)"
+            )
+        owners.setdefault(name, path)
+
+    for kind, minimum in (("cpu", _MILLI), ("memory", _MEBI)):
+        request, limit = getattr(s.resources.requests, kind), getattr(s.resources.limits, kind)
+        low, high = _amount(request, minimum), _amount(limit, minimum)
+        if low is not None and high is not None and low > high:
+            yield ConfigProblem(
+                f"resources.requests.{kind}", request, f"at most the limit ({limit})"
+            )
 
 
 # --------------------------------------------------------------------------- loading
@@ -252,12 +623,9 @@ def load_settings(path: Path | None = None, overrides: Mapping[str, Any] | None 
         data = _read_file(Path(path))
         if _looks_like_seed(data):
             data, aliases = _from_seed(data, problems)
-    given = {k: v for k, v in (overrides or {}).items() if v is not None}
-    override_tree = _expand_dotted(given)
-    merged = _deep_merge(data, override_tree)
-    bad_paths: set[str] = set()
-    settings = _build(Settings, merged, "", problems, bad_paths, _leaf_paths(override_tree))
-    problems.extend(p for p in _validate(settings) if p.field not in bad_paths)
+    given = _expand_dotted({k: v for k, v in (overrides or {}).items() if v is not None})
+    merged = _deep_merge(_prepare(data, Settings), _prepare(given, Settings, cli=True))
+    settings = _validate(merged, problems)
     if problems:
         raise ConfigError(problems=[_aliased(p, aliases) for p in problems])
     return settings
@@ -294,10 +662,9 @@ def _from_seed(
     """Translate the seed's names, remembering them so messages quote what the user wrote."""
     nested: dict[str, Any] = {}
     aliases: dict[str, str] = {}
-    sections = {f.name for f in dataclasses.fields(Settings)}
     for key, value in data.items():
         target = SEED_KEYS.get(str(key))
-        if target is None and str(key) in sections:
+        if target is None and str(key) in _field_types(Settings):
             problems.append(
                 ConfigProblem(
                     str(key),
@@ -310,8 +677,7 @@ def _from_seed(
             problems.append(_unknown(str(key), value, list(SEED_KEYS), "the seed's group_vars"))
         else:
             aliases[target] = str(key)
-            *parents, leaf = target.split(".")
-            nested = _deep_merge(nested, _nest(parents, {leaf: value}))
+            nested = _deep_merge(nested, _expand_dotted({target: value}))
     return nested, aliases
 
 
@@ -327,25 +693,11 @@ def _expand_dotted(overrides: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in overrides.items():
         *parents, leaf = str(key).split(".")
-        out = _deep_merge(out, _nest(parents, {leaf: value}))
+        tree: dict[str, Any] = {leaf: value}
+        for part in reversed(parents):
+            tree = {part: tree}
+        out = _deep_merge(out, tree)
     return out
-
-
-def _nest(parents: list[str], leaf: dict[str, Any]) -> dict[str, Any]:
-    for part in reversed(parents):
-        leaf = {part: leaf}
-    return leaf
-
-
-def _leaf_paths(tree: Mapping[str, Any], prefix: str = "") -> set[str]:
-    paths: set[str] = set()
-    for key, value in tree.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            paths |= _leaf_paths(value, f"{path}.")
-        else:
-            paths.add(path)
-    return paths
 
 
 def _deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
@@ -358,6 +710,113 @@ def _deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, An
     return out
 
 
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    """Field names and plain types (rules stripped) of a settings dataclass."""
+    hints = get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _prepare(tree: Mapping[str, Any], cls: type, *, cli: bool = False) -> dict[str, Any]:
+    """An empty section means defaults; CLI text is YAML unless the setting is a string."""
+    types = _field_types(cls)
+    out = dict(tree)
+    for key, value in tree.items():
+        tp = types.get(key)
+        if dataclasses.is_dataclass(tp):
+            if value is None:
+                out[key] = {}
+            elif isinstance(value, Mapping):
+                out[key] = _prepare(value, tp, cli=cli)
+        elif cli and tp not in (None, str) and isinstance(value, str):
+            # Unparsable text is kept, to be reported as the wrong type.
+            with contextlib.suppress(yaml.YAMLError):
+                out[key] = yaml.safe_load(value)
+    return out
+
+
+_TYPE_HELP: dict[Any, str] = {
+    bool: "true or false",
+    int: "a whole number",
+    str: 'a string (quote it; "" for none)',
+    tuple[str, ...]: "a list of strings, e.g. [a, b]",
+    tuple[dict[str, Any], ...]: "a list of mappings",
+    dict[str, str]: "a mapping of strings to strings (quote values like true or 1)",
+    dict[str, Any]: "a mapping",
+}
+
+
+@functools.cache
+def _adapter() -> TypeAdapter[Settings]:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(Settings)
+
+
+def _validate(data: Mapping[str, Any], problems: list[ConfigProblem]) -> Settings:
+    """Settings from pydantic, every problem added to ``problems``.
+
+    After errors, the mistyped and unknown keys are dropped and the rest is validated
+    again without rules, so that cross-field rules still run in the same pass.
+    """
+    from pydantic import ValidationError
+
+    try:
+        settings = _adapter().validate_python(data)
+    except ValidationError as error:
+        mistyped: list[tuple[Any, ...]] = []
+        for detail in error.errors(include_url=False):
+            keys, found = _problems(detail, data)
+            problems.extend(found)
+            if detail["type"] != "rule":
+                mistyped.append(keys)
+        settings = _adapter().validate_python(
+            _without(data, mistyped), context={"types_only": True}
+        )
+        skip = {".".join(map(str, keys)) for keys in mistyped}
+    else:
+        skip = set()
+    problems.extend(p for p in _cross_field_problems(settings) if p.field not in skip)
+    return settings
+
+
+def _problems(
+    detail: ErrorDetails, data: Mapping[str, Any]
+) -> tuple[tuple[Any, ...], list[ConfigProblem]]:
+    """A pydantic error as config problems, and the keys of the setting at fault."""
+    cls: Any = Settings
+    keys: tuple[Any, ...] = ()
+    value: Any = data
+    path = ""
+    for key in detail["loc"]:  # down to the setting; any further keys are inside it
+        types = _field_types(cls)
+        keys += (key,)
+        value = value.get(key) if isinstance(value, Mapping) else None
+        path = ".".join(map(str, keys))
+        if key not in types:
+            where = f"'{path.rpartition('.')[0]}'" if len(keys) > 1 else "the top level"
+            return keys, [_unknown(path, value, list(types), where)]
+        cls = types[key]
+        if not dataclasses.is_dataclass(cls):
+            break
+    if detail["type"] == "rule":
+        found: list[Found] = detail["ctx"]["found"]
+        return keys, [ConfigProblem(path + below, bad, accepted) for below, bad, accepted in found]
+    if dataclasses.is_dataclass(cls):
+        return keys, [ConfigProblem(path, value, f"a mapping of {keys[-1]} settings")]
+    return keys, [ConfigProblem(path, value, _TYPE_HELP[cls])]
+
+
+def _without(data: Mapping[str, Any], paths: Iterable[tuple[Any, ...]]) -> dict[str, Any]:
+    out = dict(data)
+    for first, *rest in paths:
+        if not rest:
+            out.pop(first, None)
+        elif isinstance(out.get(first), Mapping):
+            out[first] = _without(out[first], [tuple(rest)])
+    return out
+
+
 def _unknown(path: str, value: object, known: list[str], where: str) -> ConfigProblem:
     """An unknown key, with the closest known name: most unknown keys are typos."""
     leaf = path.rsplit(".", 1)[-1]
@@ -366,437 +825,3 @@ def _unknown(path: str, value: object, known: list[str], where: str) -> ConfigPr
     if match:
         return ConfigProblem(path, value, f"unknown setting; did you mean '{prefix}{match[0]}'?")
     return ConfigProblem(path, value, f"unknown setting; {where} has: {', '.join(known)}")
-
-
-# --------------------------------------------------------------------------- typing
-
-
-def _type_name(tp: Any) -> str:
-    origin = get_origin(tp)
-    if tp is bool:
-        return "true or false"
-    if tp is int:
-        return "a whole number"
-    if tp is str:
-        return 'a string (quote it; "" for none)'
-    if origin is tuple and get_args(tp)[0] is str:
-        return "a list of strings, e.g. [a, b]"
-    if origin is tuple:
-        return "a list of mappings"
-    if origin is dict and get_args(tp)[1] is str:
-        return "a mapping of strings to strings (quote values like true or 1)"
-    return "a mapping"
-
-
-def _check_type(tp: Any, value: Any) -> tuple[bool, Any]:
-    """Check ``value`` against a field type; lists become tuples so Settings stay frozen."""
-    origin = get_origin(tp)
-    if tp is bool:
-        return isinstance(value, bool), value
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if tp is str:
-        return isinstance(value, str), value
-    if origin is tuple:
-        item = get_args(tp)[0]
-        ok_items = (
-            (lambda v: isinstance(v, str)) if item is str else (lambda v: isinstance(v, dict))
-        )
-        ok = isinstance(value, list | tuple) and all(ok_items(v) for v in value)
-        return ok, tuple(value) if ok else value
-    if origin is dict:
-        if not isinstance(value, dict):
-            return False, value
-        if get_args(tp)[1] is str:
-            return all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()), value
-        return all(isinstance(k, str) for k in value), value
-    raise TypeError(f"unsupported settings type {tp!r}")
-
-
-def _build(
-    cls: type,
-    data: Mapping[str, Any],
-    prefix: str,
-    problems: list[ConfigProblem],
-    bad_paths: set[str],
-    from_overrides: set[str],
-) -> Any:
-    """Build one (nested) settings dataclass, recording type problems instead of raising."""
-    hints = get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        path = f"{prefix}{key}"
-        if not isinstance(key, str) or key not in hints:
-            where = f"'{prefix[:-1]}'" if prefix else "the top level"
-            problems.append(_unknown(path, value, names, where))
-            bad_paths.add(path)
-            continue
-        tp = hints[key]
-        if dataclasses.is_dataclass(tp):
-            if value is None:
-                value = {}
-            if not isinstance(value, dict):
-                problems.append(ConfigProblem(path, value, f"a mapping of {key} settings"))
-                bad_paths.add(path)
-                continue
-            kwargs[key] = _build(tp, value, f"{path}.", problems, bad_paths, from_overrides)
-            continue
-        if path in from_overrides and isinstance(value, str) and tp is not str:
-            # Unparsable text is reported below as a type problem, quoting the original.
-            with contextlib.suppress(yaml.YAMLError):
-                value = yaml.safe_load(value)
-        ok, converted = _check_type(tp, value)
-        if not ok:
-            problems.append(ConfigProblem(path, value, _type_name(tp)))
-            bad_paths.add(path)
-            continue
-        kwargs[key] = converted
-    return cls(**kwargs)
-
-
-# --------------------------------------------------------------------------- rules
-
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_HOST_LABEL = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?$")
-_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-_USERNAME = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-_REPO_PART = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
-_QUANTITY = re.compile(
-    r"^(?P<num>\+?(?:\d+(?:\.\d*)?|\.\d+))(?P<suffix>[eE][+-]?\d+|Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE])?$"
-)
-_SUFFIX_FACTORS: dict[str, Decimal] = {
-    "": Decimal(1),
-    "n": Decimal("1e-9"),
-    "u": Decimal("1e-6"),
-    "m": Decimal("1e-3"),
-    "k": Decimal("1e3"),
-    "M": Decimal("1e6"),
-    "G": Decimal("1e9"),
-    "T": Decimal("1e12"),
-    "P": Decimal("1e15"),
-    "E": Decimal("1e18"),
-    **{s: Decimal(1024) ** (i + 1) for i, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))},
-}
-_MEBI = Decimal(1024) ** 2
-_MILLI = Decimal("1e-3")
-
-DNS_LABEL_HELP = "a DNS-1123 label: lowercase letters, digits and '-', 1-63 chars, e.g. my-name"
-DNS_SUBDOMAIN_HELP = (
-    "a DNS-1123 subdomain: lowercase letters, digits, '-' and '.', at most 253 chars, "
-    "e.g. my-secret"
-)
-DNS_1035_HELP = (
-    "a DNS-1035 label (Service names must start with a letter): lowercase letters, "
-    "digits and '-', 1-63 chars, e.g. docker-registry-service"
-)
-
-
-def parse_quantity(text: str) -> Decimal | None:
-    """A Kubernetes quantity's value (``5Gi`` -> 5368709120), or None if malformed."""
-    m = _QUANTITY.match(text)
-    if not m:
-        return None
-    suffix = m["suffix"] or ""
-    if suffix[:1] in ("e", "E") and len(suffix) > 1:
-        return Decimal(m["num"]) * (Decimal(10) ** int(suffix[1:]))
-    return Decimal(m["num"]) * _SUFFIX_FACTORS[suffix]
-
-
-def is_dns_label(text: str) -> bool:
-    """RFC 1123 label, the rule for namespaces and label-like names."""
-    return len(text) <= 63 and bool(_DNS_LABEL.match(text))
-
-
-def is_dns_subdomain(text: str) -> bool:
-    """RFC 1123 subdomain, the rule for most object names (Secrets, PVCs, ...)."""
-    return 0 < len(text) <= 253 and all(is_dns_label(part) for part in text.split("."))
-
-
-def _is_hostname(text: str) -> bool:
-    """A certificate DNS name; a leading ``*.`` wildcard is allowed."""
-    name = text[2:] if text.startswith("*.") else text
-    parts = name.split(".")
-    return 0 < len(text) <= 253 and all(_HOST_LABEL.match(p) and len(p) <= 63 for p in parts)
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def image_problem(image: str) -> str | None:
-    """Why an image reference is unusable, or None; floating tags are refused on purpose."""
-    if not image or any(c.isspace() for c in image):
-        return "an image reference without spaces, e.g. docker.io/library/registry:3.1.2"
-    name, _, digest = image.partition("@")
-    if digest:
-        if not _DIGEST.match(digest):
-            return "a digest of the form @sha256:<64 hex digits>"
-        tag = None
-    else:
-        last_slash = name.rfind("/")
-        colon = name.rfind(":")
-        tag = name[colon + 1 :] if colon > last_slash else None
-        if tag is None:
-            return (
-                "a pinned tag or digest, e.g. docker.io/library/registry:3.1.2 (no implicit latest)"
-            )
-        name = name[:colon]
-        if not _TAG.match(tag):
-            return "a valid tag: letters, digits, '_', '.', '-', at most 128 chars"
-        if tag == "latest":
-            return "a pinned version tag such as registry:3.1.2; 'latest' floats between pulls"
-    parts = name.split("/")
-    path_parts = parts[1:] if len(parts) > 1 and ("." in parts[0] or ":" in parts[0]) else parts
-    if not all(_REPO_PART.match(p) for p in path_parts):
-        return "a repository path in lowercase letters, digits and separators"
-    return None
-
-
-_Report = Callable[[str, object, str], None]
-
-
-def _validate(s: Settings) -> list[ConfigProblem]:
-    """Every semantic and cross-field rule; type problems were caught by ``_build``."""
-    p: list[ConfigProblem] = []
-
-    def bad(path: str, value: object, accepted: str) -> None:
-        p.append(ConfigProblem(path, value, accepted))
-
-    for path, value in (("namespace", s.namespace), ("name", s.name)):
-        if not is_dns_label(value):
-            bad(path, value, DNS_LABEL_HELP)
-    if s.replicas < 1:
-        bad("replicas", s.replicas, "a whole number of at least 1")
-    elif s.replicas > 1 and s.storage.access_mode != "ReadWriteMany":
-        bad(
-            "replicas",
-            s.replicas,
-            "1 unless storage.access_mode is ReadWriteMany: every replica must share the same "
-            f"storage, and a {s.storage.access_mode} volume attaches to one node only, so it is "
-            "refused for more than one replica",
-        )
-    if problem := image_problem(s.image):
-        bad("image", s.image, problem)
-
-    for path, port in (("container_port", s.container_port), ("metrics_port", s.metrics_port)):
-        if not 1024 <= port <= 65535:
-            bad(
-                path,
-                port,
-                "a port from 1024 to 65535: the registry runs as non-root without "
-                "capabilities (set service.port for a low port such as 443)",
-            )
-    if s.metrics_port == s.container_port:
-        other = f"a port other than container_port ({s.container_port})"
-        bad("metrics_port", s.metrics_port, other)
-    if not 1 <= s.service.port <= 65535:
-        bad("service.port", s.service.port, "a port from 1 to 65535")
-
-    _validate_storage(s, bad)
-    _validate_service(s, bad)
-    _validate_tls(s, bad)
-    _validate_names(s, bad)
-    _validate_node_trust(s, bad)
-    if s.discovery.help_url and not s.discovery.help_url.startswith(("https://", "http://")):
-        bad("discovery.help_url", s.discovery.help_url, 'an http(s) URL, or "" to leave it out')
-    _validate_resources(s, bad)
-    _validate_scheduling(s, bad)
-    return p
-
-
-def _validate_storage(s: Settings, bad: _Report) -> None:
-    st = s.storage
-    if not is_dns_subdomain(st.claim_name):
-        bad("storage.claim_name", st.claim_name, DNS_SUBDOMAIN_HELP)
-    size = parse_quantity(st.size)
-    if size is None or size < _MEBI:
-        bad(
-            "storage.size",
-            st.size,
-            "a Kubernetes quantity of at least 1Mi, e.g. 5Gi or 500Mi ('m' means milli; use Mi)",
-        )
-    if st.storage_class and not is_dns_subdomain(st.storage_class):
-        bad(
-            "storage.storage_class",
-            st.storage_class,
-            f'{DNS_SUBDOMAIN_HELP}, or "" for the default class',
-        )
-    if st.access_mode not in ACCESS_MODES:
-        bad("storage.access_mode", st.access_mode, f"one of {', '.join(ACCESS_MODES)}")
-
-
-def _validate_service(s: Settings, bad: _Report) -> None:
-    svc = s.service
-    if not (len(svc.name) <= 63 and _DNS_1035.match(svc.name)):
-        bad("service.name", svc.name, DNS_1035_HELP)
-    try:
-        ip = ipaddress.ip_address(svc.ip)
-    except ValueError:
-        bad(
-            "service.ip",
-            svc.ip,
-            "an IPv4 or IPv6 address (e.g. 192.168.1.240) that is free in your MetalLB pool",
-        )
-    else:
-        if ip.is_unspecified or ip.is_loopback or ip.is_multicast or ip.is_link_local:
-            bad(
-                "service.ip",
-                svc.ip,
-                "a routable LAN address from your MetalLB pool, not an unspecified, loopback, "
-                "multicast or link-local one",
-            )
-    if svc.address_pool and not is_dns_subdomain(svc.address_pool):
-        bad(
-            "service.address_pool",
-            svc.address_pool,
-            f'the name of a MetalLB IPAddressPool ({DNS_SUBDOMAIN_HELP}), or "" for any pool',
-        )
-
-
-def _validate_tls(s: Settings, bad: _Report) -> None:
-    tls = s.tls
-    if tls.mode not in TLS_MODES:
-        bad("tls.mode", tls.mode, f"one of {', '.join(TLS_MODES)}")
-    if tls.issuer_kind not in ISSUER_KINDS:
-        bad("tls.issuer_kind", tls.issuer_kind, f"one of {', '.join(ISSUER_KINDS)}")
-    if tls.mode == "cert-manager" and not is_dns_subdomain(tls.issuer_name):
-        bad(
-            "tls.issuer_name",
-            tls.issuer_name,
-            f"the name of an existing cert-manager {tls.issuer_kind} ({DNS_SUBDOMAIN_HELP})",
-        )
-    if not is_dns_subdomain(tls.secret_name):
-        needs = (
-            f"the name of an existing kubernetes.io/tls Secret in namespace {s.namespace} "
-            "(tls.mode is existing-secret)"
-            if tls.mode == "existing-secret"
-            else DNS_SUBDOMAIN_HELP
-        )
-        bad("tls.secret_name", tls.secret_name, needs)
-    for i, name in enumerate(tls.extra_dns_names):
-        path = f"tls.extra_dns_names[{i}]"
-        if _is_ip(name):
-            bad(path, name, "a DNS name; IP addresses belong in service.ip (they become IP SANs)")
-        elif not _is_hostname(name):
-            bad(path, name, "a DNS name such as registry.home.lan (a leading '*.' is allowed)")
-
-
-def _validate_names(s: Settings, bad: _Report) -> None:
-    if not _USERNAME.match(s.auth.username):
-        bad(
-            "auth.username",
-            s.auth.username,
-            "1-64 letters, digits, '.', '_', '@' or '-' (htpasswd forbids ':')",
-        )
-    for path, value in (
-        ("auth.secret_name", s.auth.secret_name),
-        ("pull_secret.name", s.pull_secret.name),
-    ):
-        if not is_dns_subdomain(value):
-            bad(path, value, DNS_SUBDOMAIN_HELP)
-    seen: set[str] = set()
-    for i, ns in enumerate(s.pull_secret.namespaces):
-        path = f"pull_secret.namespaces[{i}]"
-        if not is_dns_label(ns):
-            bad(path, ns, f"a namespace name, {DNS_LABEL_HELP}")
-        elif ns in seen:
-            bad(path, ns, "each namespace once")
-        seen.add(ns)
-    # These Secrets share the registry namespace; one name for two would overwrite a Secret.
-    owners: dict[str, str] = {}
-    candidates = [("tls.secret_name", s.tls.secret_name), ("auth.secret_name", s.auth.secret_name)]
-    if s.namespace in s.pull_secret.namespaces:
-        candidates.append(("pull_secret.name", s.pull_secret.name))
-    for path, value in candidates:
-        if value in owners:
-            bad(path, value, f"a name different from {owners[value]} (both are Secrets here)")
-        owners.setdefault(value, path)
-
-
-def _validate_node_trust(s: Settings, bad: _Report) -> None:
-    nt = s.node_trust
-    certs = PurePosixPath(nt.certs_dir)
-    if not nt.certs_dir.startswith("/") or ".." in certs.parts or certs == PurePosixPath("/"):
-        bad(
-            "node_trust.certs_dir",
-            nt.certs_dir,
-            "an absolute directory path on the nodes, not '/', e.g. /etc/containerd/certs.d "
-            "(k3s: /var/lib/rancher/k3s/agent/etc/containerd/certs.d)",
-        )
-    if nt.image and (problem := image_problem(nt.image)):
-        bad("node_trust.image", nt.image, f'{problem}, or "" to reuse the registry image')
-
-
-def _validate_resources(s: Settings, bad: _Report) -> None:
-    values: dict[str, Decimal] = {}
-    for half in ("requests", "limits"):
-        q: Quantities = getattr(s.resources, half)
-        for kind, text, minimum, example in (
-            ("cpu", q.cpu, _MILLI, "50m or 0.5"),
-            ("memory", q.memory, _MEBI, "64Mi or 1Gi ('m' means milli; use Mi)"),
-        ):
-            if not text:
-                continue
-            path = f"resources.{half}.{kind}"
-            amount = parse_quantity(text)
-            if amount is None or amount < minimum:
-                low = "1m" if kind == "cpu" else "1Mi"
-                bad(path, text, f"a Kubernetes quantity of at least {low}, e.g. {example}")
-            else:
-                values[path] = amount
-    for kind in ("cpu", "memory"):
-        req, lim = values.get(f"resources.requests.{kind}"), values.get(f"resources.limits.{kind}")
-        if req is not None and lim is not None and req > lim:
-            text = getattr(s.resources.requests, kind)
-            limit_text = getattr(s.resources.limits, kind)
-            bad(f"resources.requests.{kind}", text, f"at most the limit ({limit_text})")
-
-
-def _validate_scheduling(s: Settings, bad: _Report) -> None:
-    sc = s.scheduling
-    for key, value in sc.node_selector.items():
-        path = f"scheduling.node_selector.{key}"
-        prefix, _, name = key.rpartition("/")
-        if (prefix and not is_dns_subdomain(prefix)) or not (
-            len(name) <= 63 and _LABEL_NAME.match(name)
-        ):
-            bad(path, key, "a label key such as kubernetes.io/arch or disktype")
-        elif value and not (len(value) <= 63 and _LABEL_NAME.match(value)):
-            bad(path, value, "a label value: at most 63 letters, digits, '-', '_' or '.'")
-    for i, tol in enumerate(sc.tolerations):
-        path = f"scheduling.tolerations[{i}]"
-        unknown = sorted(set(tol) - set(TOLERATION_KEYS))
-        if unknown:
-            known = f"a toleration key: {', '.join(TOLERATION_KEYS)}"
-            bad(f"{path}.{unknown[0]}", tol[unknown[0]], known)
-            continue
-        op = tol.get("operator", "Equal")
-        if op not in TOLERATION_OPERATORS:
-            bad(f"{path}.operator", op, f"one of {', '.join(TOLERATION_OPERATORS)}")
-        if tol.get("effect", "") not in TOLERATION_EFFECTS:
-            bad(
-                f"{path}.effect",
-                tol.get("effect"),
-                "one of NoSchedule, PreferNoSchedule, NoExecute (or leave it out)",
-            )
-        if op == "Exists" and tol.get("value"):
-            bad(f"{path}.value", tol["value"], "no value when operator is Exists")
-        for key in ("key", "value"):
-            if key in tol and not isinstance(tol[key], str):
-                bad(f"{path}.{key}", tol[key], "a string")
-        seconds = tol.get("tolerationSeconds")
-        if seconds is not None and (not isinstance(seconds, int) or isinstance(seconds, bool)):
-            bad(f"{path}.tolerationSeconds", seconds, "a whole number of seconds")
-    for key, value in sc.affinity.items():
-        if key not in AFFINITY_KEYS:
-            bad(f"scheduling.affinity.{key}", value, f"one of {', '.join(AFFINITY_KEYS)}")
-        elif not isinstance(value, dict):
-            bad(f"scheduling.affinity.{key}", value, "a mapping, as in a Pod's spec.affinity")

@@ -153,13 +153,24 @@ def test_derived_helpers() -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("5Gi", 5 * 1024**3), ("500m", 0.5), ("1.5G", 1.5e9), ("2e3", 2000), ("64Mi", 64 * 2**20)],
+    [
+        ("5Gi", 5 * 1024**3),
+        ("500m", 0.5),
+        ("1.5G", 1.5e9),
+        ("2e3", 2000),
+        ("64Mi", 64 * 2**20),
+        ("1Ei", 2**60),
+        ("1E", 1e18),
+        ("1E-3", 0.001),
+    ],
 )
 def test_parse_quantity(text: str, expected: float) -> None:
     assert float(parse_quantity(text) or 0) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("text", ["", "5 Gi", "5GB", "Gi", "-1Gi", "5gi", "1.2.3"])
+@pytest.mark.parametrize(
+    "text", ["", "5 Gi", "5GB", "Gi", "-1Gi", "5gi", "1.2.3", "1e", "1Eii", "1e99999999", "5Gi\n"]
+)
 def test_parse_quantity_rejects(text: str) -> None:
     assert parse_quantity(text) is None
 
@@ -259,6 +270,32 @@ def test_each_rule_names_field_value_and_fix(
     for word in words:
         assert word in line, line
     assert "\n" not in line
+
+
+# A pattern anchored with `$` accepts a trailing newline; names must match as a whole.
+TRAILING_NEWLINES: list[tuple[str, Any, str]] = [
+    ("namespace", "docker-registry\n", "namespace"),
+    ("name", "docker-registry\n", "name"),
+    ("auth.username", "registry\n", "auth.username"),
+    ("storage.claim_name", "docker-registry-pvc\n", "storage.claim_name"),
+    ("storage.size", "5Gi\n", "storage.size"),
+    ("service.name", "docker-registry-service\n", "service.name"),
+    ("pull_secret.name", "docker-registry-pull\n", "pull_secret.name"),
+    ("pull_secret.namespaces", ["default\n"], "pull_secret.namespaces[0]"),
+    ("tls.extra_dns_names", ["registry.lan\n"], "tls.extra_dns_names[0]"),
+    ("image", "docker.io/library/registry:3.1.2\n", "image"),
+    ("scheduling.node_selector", {"disktype": "ssd\n"}, "scheduling.node_selector.disktype"),
+]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "field"), TRAILING_NEWLINES, ids=[c[0] for c in TRAILING_NEWLINES]
+)
+def test_trailing_newline_is_refused(tmp_path: Path, key: str, value: Any, field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(_write(tmp_path, ""), {key: value})
+    assert field in info.value.fields, str(info.value)
+    assert "\\n" in str(info.value)
 
 
 def test_bad_file_values_are_reported_too(tmp_path: Path) -> None:
