@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
+import queue
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 from registry_provisioner.errors import RegistryError
@@ -14,13 +18,130 @@ from registry_provisioner.oci_client import RegistryClient
 REPO = Path(__file__).resolve().parents[2]
 
 
-def invoke(*args: str, kubeconfig: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """`invoke TASK --local ...`; output is captured, never echoed with secrets in it."""
+def _command(args: tuple[str, ...], kubeconfig: str) -> list[str]:
     task, *rest = args
-    command = [sys.executable, "-m", "invoke", task, "--local", "--kubeconfig", kubeconfig, *rest]
+    return [sys.executable, "-m", "invoke", task, "--local", "--kubeconfig", kubeconfig, *rest]
+
+
+def _environment(env: dict[str, str] | None) -> dict[str, str] | None:
+    """This process's environment plus `env` (e.g. a failpoint), or None to inherit it."""
+    return {**os.environ, **env} if env else None
+
+
+def invoke(
+    *args: str, kubeconfig: str, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`invoke TASK --local ...`; output is captured, never echoed with secrets in it.
+
+    `env` adds variables to the task's environment.
+    """
     return subprocess.run(
-        command, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
+        _command(args, kubeconfig),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=_environment(env),
     )
+
+
+class Started:
+    """A task running in the background, its stderr read line by line as it comes.
+
+    Threads drain stdout and stderr, so the task never blocks on a full pipe and a
+    test can wait for one progress line with a deadline. Signal it by its `pid`.
+    Use it as a context manager: whatever still runs at the end is killed.
+    """
+
+    def __init__(self, args: tuple[str, ...], kubeconfig: str, env: dict[str, str] | None):
+        self.process = subprocess.Popen(
+            _command(args, kubeconfig),
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_environment(env),
+        )
+        self._stdout: list[str] = []
+        self._stderr: list[str] = []
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._readers = [
+            threading.Thread(target=self._drain, args=(self.process.stdout, self._stdout, None)),
+            threading.Thread(
+                target=self._drain, args=(self.process.stderr, self._stderr, self._lines)
+            ),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def __enter__(self) -> Started:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """A task the test left running (it failed early) is killed, so purges don't race it."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        for reader in self._readers:
+            reader.join(timeout=30)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @staticmethod
+    def _drain(pipe, into: list[str], lines: queue.Queue[str | None] | None) -> None:
+        for line in pipe:
+            into.append(line)
+            if lines is not None:
+                lines.put(line)
+        if lines is not None:
+            lines.put(None)  # end of output: the process is gone
+
+    def wait_for_line(self, wanted, timeout: float) -> str:
+        """The first stderr line not seen before for which `wanted(line)` holds.
+
+        Fails if the task ends first or the deadline passes; blocking, so from async
+        code call it with asyncio.to_thread.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                line = self._lines.get(timeout=max(remaining, 0))
+            except queue.Empty:
+                raise AssertionError(
+                    f"no such line on stderr within {timeout:g}s:\n{''.join(self._stderr)}"
+                ) from None
+            if line is None:
+                self.process.wait()
+                raise AssertionError(
+                    f"the task exited ({self.process.returncode}) before the line came:\n"
+                    + "".join(self._stderr)
+                )
+            if wanted(line):
+                return line
+
+    def finish(self, timeout: float) -> subprocess.CompletedProcess[str]:
+        """Wait for the task to end (killing it, by its pid, past the deadline)."""
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise
+        finally:
+            for reader in self._readers:
+                reader.join(timeout=30)
+        return subprocess.CompletedProcess(
+            self.process.args, self.process.returncode, "".join(self._stdout), "".join(self._stderr)
+        )
+
+
+def start(*args: str, kubeconfig: str, env: dict[str, str] | None = None) -> Started:
+    """`invoke TASK --local ...` in the background; see Started."""
+    return Started(args, kubeconfig, env)
 
 
 async def until_answers(client: RegistryClient) -> None:

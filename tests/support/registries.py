@@ -20,7 +20,14 @@ from registry_provisioner import kube
 from registry_provisioner.config import Settings
 from scripts.kinds import KINDS
 from scripts.local_cluster.addresses import OVERLAY_IP, AddressPool
-from tests.cluster.helpers import decoded, invoke, isolated_overrides, set_args
+from tests.cluster.helpers import (
+    Started,
+    decoded,
+    invoke,
+    isolated_overrides,
+    set_args,
+    start,
+)
 
 __all__ = ["ADDRESSES", "KINDS", "Registry", "RegistryFactory", "registry_password", "snapshot"]
 
@@ -69,12 +76,27 @@ class Registry:
     def set_args(self) -> list[str]:
         return set_args(self.overrides)
 
-    def invoke(self, task: str, *extra: str, timeout: float = 600) -> subprocess.CompletedProcess:
-        """`invoke TASK --local` with this registry's settings; `--ca-dir` where it takes one."""
+    def _args(self, task: str, extra: tuple[str, ...]) -> tuple[str, ...]:
         ca_dir = ["--ca-dir", str(self.ca_dir)] if task in ("provision", "smoke-test") else []
-        return invoke(
-            task, *self.set_args, *ca_dir, *extra, kubeconfig=self.kubeconfig, timeout=timeout
-        )
+        return (task, *self.set_args, *ca_dir, *extra)
+
+    def invoke(
+        self,
+        task: str,
+        *extra: str,
+        timeout: float = 600,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess:
+        """`invoke TASK --local` with this registry's settings; `--ca-dir` where it takes one.
+
+        `env` adds variables to the task's environment (a failpoint, say).
+        """
+        args = self._args(task, extra)
+        return invoke(*args, kubeconfig=self.kubeconfig, timeout=timeout, env=env)
+
+    def start(self, task: str, *extra: str, env: dict[str, str] | None = None) -> Started:
+        """The same as `invoke`, in the background: signal it, wait for its lines."""
+        return start(*self._args(task, extra), kubeconfig=self.kubeconfig, env=env)
 
     def purge(self) -> subprocess.CompletedProcess:
         return self.invoke("unprovision", "--purge")
