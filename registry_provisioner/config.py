@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, get_type_hints
 import yaml
 
 from .errors import ConfigError, ConfigProblem
+from .references import DIGEST, PATH_COMPONENT, TAG
 
 if TYPE_CHECKING:
     from pydantic import GetCoreSchemaHandler, TypeAdapter
@@ -132,9 +133,6 @@ def _dns_name_problem(name: str) -> str | None:
 
 
 # Image references: this function and its patterns can move to a shared references module.
-_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-_REPO_PART = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 
 
 def image_problem(image: str) -> str | None:
@@ -143,8 +141,8 @@ def image_problem(image: str) -> str | None:
         return "an image reference without spaces, e.g. docker.io/library/registry:3.1.2"
     name, _, digest = image.partition("@")
     if digest:
-        if not _DIGEST.fullmatch(digest):
-            return "a digest of the form @sha256:<64 hex digits>"
+        if not DIGEST.fullmatch(digest):
+            return "a digest of the form @sha256:<64 hex digits> or @sha512:<128 hex digits>"
     else:
         colon = name.rfind(":")
         if colon < name.rfind("/") + 1:
@@ -152,13 +150,13 @@ def image_problem(image: str) -> str | None:
                 "a pinned tag or digest, e.g. docker.io/library/registry:3.1.2 (no implicit latest)"
             )
         name, tag = name[:colon], name[colon + 1 :]
-        if not _TAG.fullmatch(tag):
+        if not TAG.fullmatch(tag):
             return "a valid tag: letters, digits, '_', '.', '-', at most 128 chars"
         if tag == "latest":
             return "a pinned version tag such as registry:3.1.2; 'latest' floats between pulls"
     parts = name.split("/")
     path_parts = parts[1:] if len(parts) > 1 and ("." in parts[0] or ":" in parts[0]) else parts
-    if not all(_REPO_PART.fullmatch(p) for p in path_parts):
+    if not all(PATH_COMPONENT.fullmatch(p) for p in path_parts):
         return "a repository path in lowercase letters, digits and separators"
     return None
 

@@ -380,7 +380,7 @@ class RegistryClient:
             headers={"Accept": ", ".join(MANIFEST_MEDIA_TYPES)},
         )
         data = response.content
-        claimed = ref if DIGEST.match(ref) else response.headers.get("docker-content-digest")
+        claimed = ref if DIGEST.fullmatch(ref) else response.headers.get("docker-content-digest")
         digest = digest_like(claimed, data) if claimed else sha256_digest(data)
         if claimed:
             _verify(claimed, digest, f"manifest {repo}:{ref}")

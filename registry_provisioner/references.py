@@ -20,28 +20,29 @@ from typing import Any
 # A path component of a repository name, from the distribution spec; checked so a
 # name can never reshape the URL path it goes into.
 _COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+# Every pattern is used with fullmatch: `$` would also accept a trailing newline.
 # One component alone, for checks that split a full image reference themselves (the config).
-PATH_COMPONENT = re.compile(rf"^{_COMPONENT}$")
-REPOSITORY = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
-TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
-DIGEST = re.compile(r"^(?:sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
+PATH_COMPONENT = re.compile(_COMPONENT)
+REPOSITORY = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+DIGEST = re.compile(r"sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}")
 
 
 def check_repository(repo: str) -> None:
     """Refuse a repository name before it goes into a URL path."""
-    if not REPOSITORY.match(repo):
+    if not REPOSITORY.fullmatch(repo):
         raise ValueError(f"invalid repository name: {repo!r}")
 
 
 def check_digest(digest: str) -> None:
     """Refuse anything but a registered-algorithm digest (see the module docstring)."""
-    if not DIGEST.match(digest):
+    if not DIGEST.fullmatch(digest):
         raise ValueError(f"invalid digest: {digest!r}")
 
 
 def check_reference(ref: str) -> None:
     """Refuse what is neither a tag nor a digest: a manifest is named by one of the two."""
-    if not (TAG.match(ref) or DIGEST.match(ref)):
+    if not (TAG.fullmatch(ref) or DIGEST.fullmatch(ref)):
         raise ValueError(f"invalid tag or digest: {ref!r}")
 
 
