@@ -161,14 +161,19 @@ async def _server_side_apply(
     params = {"fieldManager": field_manager, "force": "true" if force else "false"}
     if dry_run:
         params["dryRun"] = "All"
+    apply_patch = {"Content-Type": "application/apply-patch+yaml"}
+    return await _send(obj, "PATCH", manifest, params=params, headers=apply_patch)
+
+
+async def _send(obj: APIObject, method: str, body: dict, **options: Any) -> dict:
+    """One request on the object's own URL with a JSON body; the answer's JSON."""
     async with obj.api.call_api(
-        "PATCH",
+        method,
         version=obj.version,
         url=f"{obj.endpoint}/{obj.name}",
         namespace=obj.namespace,
-        content=json.dumps(manifest),
-        headers={"Content-Type": "application/apply-patch+yaml"},
-        params=params,
+        content=json.dumps(body),
+        **options,
     ) as response:
         return response.json()
 
@@ -214,15 +219,7 @@ async def replace_object(api: kr8s.asyncio.Api, manifest: dict, resource_version
     """
     obj = await object_for(api, manifest)
     body = {**manifest, "metadata": {**manifest["metadata"], "resourceVersion": resource_version}}
-    async with api.call_api(
-        "PUT",
-        version=obj.version,
-        url=f"{obj.endpoint}/{obj.name}",
-        namespace=obj.namespace,
-        content=json.dumps(body),
-        params={"fieldManager": FIELD_MANAGER},
-    ) as response:
-        return response.json()
+    return await _send(obj, "PUT", body, params={"fieldManager": FIELD_MANAGER})
 
 
 async def apply_fields(
@@ -271,14 +268,7 @@ async def delete_object(api: kr8s.asyncio.Api, manifest: dict, timeout: float) -
     if uid := manifest["metadata"].get("uid"):
         options["preconditions"] = {"uid": uid}
     try:
-        async with api.call_api(
-            "DELETE",
-            version=obj.version,
-            url=f"{obj.endpoint}/{obj.name}",
-            namespace=obj.namespace,
-            content=json.dumps(options),
-        ):
-            pass
+        await _send(obj, "DELETE", options)
     except kr8s.ServerError as error:
         status = error.response.status_code if error.response is not None else None
         if status == 404:
