@@ -42,6 +42,7 @@ async def test_lifecycle(
     assert first.returncode == 0, first.stderr
     assert f"registry ready at {registry.url}" in first.stdout
     assert ": created" in first.stdout
+    assert "Warning" not in first.stdout + first.stderr  # no library noise for users
     password = await registries.password(registry)
     assert password not in first.stdout + first.stderr
 
