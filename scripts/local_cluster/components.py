@@ -49,6 +49,23 @@ def distribution() -> GoComponent:
     )
 
 
+def caddy() -> GoComponent:
+    """Caddy as upstream's own main builds it, with the standard modules.
+
+    It terminates TLS in front of the registry and gives each login its rights;
+    see docs/pull-only-login.md.
+    """
+    return GoComponent(
+        name="caddy",
+        requires={"github.com/caddyserver/caddy/v2": versions.CADDY},
+        package="github.com/caddyserver/caddy/v2/cmd/caddy",
+        # Go records caddy as the main module here, where `caddy version` does not look.
+        ldflags=(f"-X github.com/caddyserver/caddy/v2.CustomVersion={versions.CADDY}",),
+        # The module itself declares go 1.26.0; ours may not be older.
+        go_directive="1.26.0",
+    )
+
+
 def conformance() -> GoComponent:
     """The OCI distribution-spec conformance suite: its module root is the main package."""
     module = "github.com/opencontainers/distribution-spec/conformance"

@@ -12,6 +12,9 @@ METALLB = "v0.15.2"
 LOCAL_PATH_PROVISIONER = "v0.0.30"
 CERT_MANAGER = "v1.21.2"
 DISTRIBUTION = "v3.1.2"
+# The authenticating TLS proxy in front of the registry: per-login rights (a
+# pull-only login) and a cache of bcrypt checks. Its go.mod has no replace lines.
+CADDY = "v2.11.9"
 # The OCI distribution-spec conformance suite has no release tags for its Go
 # module; the proxy serves only this pseudo-version (its `@latest`).
 OCI_CONFORMANCE = "v0.0.0-20260831232431-97274622c111"
