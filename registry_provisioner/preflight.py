@@ -8,94 +8,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import ipaddress
-import json
 
 import kr8s
 import kr8s.asyncio
 
-from . import kube, ownership, render
+from . import access, kube, ownership, render
 from .certificates import certificate_problems
 from .config import Settings
 from .errors import PreflightError
-
-# Where each kind lives in the API: (group, resource).
-_RESOURCE_OF_KIND = {
-    "Namespace": ("", "namespaces"),
-    "Secret": ("", "secrets"),
-    "ConfigMap": ("", "configmaps"),
-    "Service": ("", "services"),
-    "PersistentVolumeClaim": ("", "persistentvolumeclaims"),
-    "Deployment": ("apps", "deployments"),
-    "DaemonSet": ("apps", "daemonsets"),
-    "Certificate": ("cert-manager.io", "certificates"),
-}
-# A run reads, creates, updates and deletes each kind it touches, and waits on it.
-_VERBS = ("get", "list", "watch", "create", "patch", "delete")
-
-
-def required_access(settings: Settings, manifests: list[dict]) -> list[tuple[str, str, str, str]]:
-    """(namespace, group, resource, verb) for every right a provision or unprovision uses.
-
-    An empty namespace is the whole cluster: cluster-scoped kinds, and lists across
-    every namespace.
-    """
-    needed = {
-        (m["metadata"].get("namespace", ""), *_RESOURCE_OF_KIND[m["kind"]], verb)
-        for m in manifests
-        for verb in _VERBS
-    }
-    ns = settings.namespace
-    needed |= {
-        ("", "", "services", "list"),  # who else holds service.ip
-        ("", "storage.k8s.io", "storageclasses", "get"),
-        ("", "metallb.io", "ipaddresspools", "list"),
-        (ns, "", "pods", "list"),  # diagnosis while waiting
-        (ns, "", "events", "list"),
-        (ns, "coordination.k8s.io", "leases", "get"),  # is a gc running?
-    }
-    if settings.tls.mode == "cert-manager":
-        needed.add(("", "apiextensions.k8s.io", "customresourcedefinitions", "get"))
-        issuers = "clusterissuers" if settings.tls.issuer_kind == "ClusterIssuer" else "issuers"
-        needed.add(("" if issuers == "clusterissuers" else ns, "cert-manager.io", issuers, "get"))
-    return sorted(needed)
-
-
-async def _allowed(api: kr8s.asyncio.Api, namespace: str, group: str, resource: str, verb: str):
-    review = {
-        "apiVersion": "authorization.k8s.io/v1",
-        "kind": "SelfSubjectAccessReview",
-        "spec": {
-            "resourceAttributes": {
-                "namespace": namespace,
-                "group": group,
-                "resource": resource,
-                "verb": verb,
-            }
-        },
-    }
-    async with api.call_api(
-        "POST",
-        version="authorization.k8s.io/v1",
-        url="selfsubjectaccessreviews",
-        content=json.dumps(review),
-    ) as response:
-        return response.json()["status"].get("allowed", False)
-
-
-async def _access_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
-    """Every right the run will use and the kubeconfig lacks, one line per resource."""
-    wanted = required_access(settings, render.render_manifests(settings, None))
-    answers = await asyncio.gather(*(_allowed(api, *right) for right in wanted))
-    missing: dict[tuple[str, str, str], list[str]] = {}
-    for (namespace, group, resource, verb), allowed in zip(wanted, answers, strict=True):
-        if not allowed:
-            missing.setdefault((namespace, group, resource), []).append(verb)
-    return [
-        f"not allowed to {', '.join(verbs)} {resource}{'.' + group if group else ''}"
-        f"{f' in namespace {namespace}' if namespace else ''}: "
-        "grant these rights to the kubeconfig's user, or use one with cluster-admin rights"
-        for (namespace, group, resource), verbs in missing.items()
-    ]
 
 
 async def _issuer_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
@@ -252,7 +172,7 @@ async def run_preflight(api: kr8s.asyncio.Api, settings: Settings, *, adopt: boo
     Missing rights come first and alone: the other checks read with those rights.
     """
     await kube.check_reachable(api)
-    _refuse(await _access_problems(api, settings))
+    _refuse(await access.missing_rights(api, settings))
     checks = (
         _issuer_problems,
         _storage_problems,

@@ -618,3 +618,15 @@ def test_no_printed_command_carries_the_password() -> None:
     text = summary(Settings(), ProvisionResult([], Path("certs/ca.crt"), 0.0))
     assert "--docker-password" not in text and "--password=" not in text
     assert "--password-stdin" in text and "--from-file=.dockerconfigjson=/dev/stdin" in text
+
+
+def test_rules_grant_a_right_only_on_every_object_of_the_resource() -> None:
+    from registry_provisioner.access import granted
+
+    right = ("ns", "", "secrets", "get")
+    assert granted([{"verbs": ["get"], "apiGroups": [""], "resources": ["secrets"]}], right)
+    assert granted([{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}], right)
+    assert not granted([{"verbs": ["create"], "apiGroups": [""], "resources": ["secrets"]}], right)
+    assert not granted([{"verbs": ["get"], "apiGroups": ["apps"], "resources": ["secrets"]}], right)
+    named = {"verbs": ["get"], "apiGroups": [""], "resources": ["secrets"], "resourceNames": ["a"]}
+    assert not granted([named], right)
