@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import subprocess
 import tempfile
@@ -70,10 +71,16 @@ def _kill_tree(process: subprocess.Popen[str]) -> None:
         pids = [int(pid) for pid in children.read_text().split()]
     except OSError:
         pids = []
+    exits = []
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
+            exits.append(os.pidfd_open(pid))  # before the kill: the PID cannot be reused yet
             os.kill(pid, signal.SIGKILL)
     process.kill()  # Popen polls first, so a PID already reaped is never signalled
+    # SIGKILL takes effect asynchronously: return once the command has really exited.
+    for pidfd in exits:
+        select.select([pidfd], [], [], 10)
+        os.close(pidfd)
 
 
 def _usage(path: Path) -> tuple[int, float] | None:
