@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import kr8s.asyncio
 
-from . import kube, lease, maintenance, render
+from . import kube, lease, maintenance, ownership, render
 from .certificates import certificate_expiry
 from .config import Settings
 from .credentials import tls_secret_value
@@ -18,7 +18,12 @@ async def status_lines(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
         found = await kube.get_all(
             api, manifest["kind"], meta["name"], namespace=meta.get("namespace")
         )
-        lines.append(f"  {manifest['kind']}/{meta['name']}: {_state(found)}")
+        state = _state(found)
+        other = ownership.foreign(found[0].raw, settings) if found else None
+        if other is not None:
+            made_by = f"install {other.owner}" if other.owner else "someone else"
+            state = f"{state}, made by {made_by}, not this install"
+        lines.append(f"  {manifest['kind']}/{meta['name']}: {state}")
     serving = await tls_secret_value(api, settings, "tls.crt")
     if serving:
         expiry = certificate_expiry(serving)
