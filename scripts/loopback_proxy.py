@@ -1,0 +1,354 @@
+"""The registry behind an authenticating TLS proxy (Caddy), both on loopback.
+
+A prototype of the pull-only login (issue 11, point 6) and of the per-request
+bcrypt cost (issue 14, point 1); docs/pull-only-login.md has the design.
+
+- distribution listens on 127.0.0.1 only, in plain HTTP and without auth of its
+  own: only processes that share its network namespace (in the product: the
+  containers of the registry pod) can reach it, and the proxy is the one of them
+  that talks to it.
+- Caddy terminates TLS and checks Basic credentials against bcrypt hashes, with
+  its hash cache, so each login's bcrypt check runs once and not per request.
+- The admin login may do anything; the pull login only GET and HEAD under /v2/.
+  Anything else it asks is refused with 403 and distribution's DENIED error.
+- `/` stays unauthenticated, as distribution serves it, for the pod's probes.
+
+Secrets never appear on a command line or in the config: the hashes are files
+(mode 0600) that the config names through Caddy's `{file.*}` placeholder, the
+same layout a Secret mounted into the pod would give.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from registry_provisioner.logins import BCRYPT_ROUNDS, htpasswd_line
+from scripts.loopback_registry import (
+    START_TIMEOUT,
+    STOP_TIMEOUT,
+    RunningRegistry,
+    free_port,
+    run_registry,
+    write_tls_files,
+)
+
+ADMIN_USER = "admin"
+PULL_USER = "puller"
+REALM = "registry-loopback"
+PULL_METHODS = ("GET", "HEAD")
+_START_ATTEMPTS = 3
+# distribution's own wording, so clients show the same errors as without the proxy.
+API_VERSION_HEADER = {"Docker-Distribution-API-Version": ["registry/2.0"]}
+DENIED_BODY = json.dumps(
+    {
+        "errors": [
+            {
+                "code": "DENIED",
+                "message": "requested access to the resource is denied",
+                "detail": None,
+            }
+        ]
+    }
+)
+UNAUTHORIZED_BODY = json.dumps(
+    {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required", "detail": None}]}
+)
+
+
+@dataclass(frozen=True)
+class Login:
+    """A user name and its password; ``repr`` hides the password."""
+
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class RunningProxy:
+    """The proxy's address and logins, and the registry behind it."""
+
+    url: str
+    host: str  # host:port, the form image references use
+    ca_path: Path
+    admin: Login
+    puller: Login
+    log_path: Path
+    pid: int
+    registry: RunningRegistry
+
+
+def caddy_binary() -> Path:
+    """The Caddy binary: $CADDY_BINARY, else the cached (or freshly built) one."""
+    override = os.environ.get("CADDY_BINARY")
+    if override:
+        return Path(override)
+    from scripts.local_cluster import build, components
+
+    return build.build(components.caddy())
+
+
+def write_secret(path: Path, text: str) -> Path:
+    """Write ``text`` to a file only its owner can read, created with that mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
+    return path
+
+
+def bcrypt_hash(login: Login, rounds: int) -> str:
+    """The bcrypt hash of the login's password, as its htpasswd line holds it."""
+    return htpasswd_line(login.username, login.password, rounds).split(":", 1)[1]
+
+
+def caddy_config(
+    *,
+    listen: str,
+    upstream: str,
+    certificate: Path,
+    key: Path,
+    hash_files: Mapping[str, Path],
+    pull_users: tuple[str, ...],
+    hash_cache: bool = True,
+    access_log: bool = False,
+) -> dict[str, Any]:
+    """Caddy's JSON config: TLS on ``listen``, rights per login, ``upstream`` behind it.
+
+    ``hash_files`` maps each user name to the file holding its bcrypt hash; the
+    users in ``pull_users`` may only GET and HEAD, every other one may do anything.
+    No ``hash_files`` at all serves /v2/ without authentication (a benchmark's floor).
+    """
+    proxy = {
+        "handler": "reverse_proxy",
+        "upstreams": [{"dial": upstream}],
+        # distribution has no auth of its own: the password need not travel further.
+        "headers": {"request": {"delete": ["Authorization"]}},
+    }
+    admins = sorted(set(hash_files) - set(pull_users))
+    rights: list[dict[str, Any]] = []
+    if admins:
+        rights.append({"match": [{"vars": {"{http.auth.user.id}": admins}}], "handle": [proxy]})
+    if pull_users:
+        pullers = {"vars": {"{http.auth.user.id}": list(pull_users)}}
+        rights.append({"match": [{**pullers, "method": list(PULL_METHODS)}], "handle": [proxy]})
+    rights.append(
+        {
+            "handle": [
+                {
+                    "handler": "static_response",
+                    "status_code": 403,
+                    "headers": {"Content-Type": ["application/json"], **API_VERSION_HEADER},
+                    "body": DENIED_BODY,
+                }
+            ]
+        }
+    )
+    basic: dict[str, Any] = {
+        "realm": REALM,
+        "accounts": [
+            {"username": user, "password": "{file." + str(path) + "}"}
+            for user, path in sorted(hash_files.items())
+        ],
+    }
+    if hash_cache:
+        basic["hash_cache"] = {}
+    v2_handlers: list[dict[str, Any]] = [
+        {"handler": "authentication", "providers": {"http_basic": basic}},
+        {"handler": "subroute", "routes": rights},
+    ]
+    if not hash_files:  # the benchmark's floor: the same path without authentication
+        v2_handlers = [proxy]
+    server: dict[str, Any] = {
+        "listen": [listen],
+        # TLS only with the certificate given: no ACME, no redirect listener on :80.
+        "automatic_https": {"disable": True},
+        "tls_connection_policies": [{}],
+        "protocols": ["h1", "h2"],
+        "routes": [
+            {
+                "match": [{"path": ["/v2", "/v2/*"]}],
+                "handle": v2_handlers,
+                "terminal": True,
+            },
+            # distribution answers "/" without credentials: the pod's probes use it.
+            {"match": [{"path": ["/"]}], "handle": [proxy], "terminal": True},
+            {"handle": [{"handler": "static_response", "status_code": 404}]},
+        ],
+        # A failed login gets distribution's 401: the challenge the authentication
+        # handler set stays, the body and API version header are distribution's.
+        "errors": {
+            "routes": [
+                {
+                    "match": [{"expression": "{http.error.status_code} == 401"}],
+                    "handle": [
+                        {
+                            "handler": "static_response",
+                            "status_code": 401,
+                            "headers": {
+                                "Content-Type": ["application/json"],
+                                **API_VERSION_HEADER,
+                            },
+                            "body": UNAUTHORIZED_BODY,
+                        }
+                    ],
+                }
+            ]
+        },
+    }
+    if access_log:
+        server["logs"] = {}  # Caddy redacts Authorization in access logs
+    return {
+        # No admin endpoint and no autosaved config: the file is all there is.
+        "admin": {"disabled": True, "config": {"persist": False}},
+        "logging": {"logs": {"default": {"level": "INFO"}}},
+        "apps": {
+            "http": {"servers": {"registry": server}},
+            "tls": {
+                "certificates": {"load_files": [{"certificate": str(certificate), "key": str(key)}]}
+            },
+        },
+    }
+
+
+def _wait_until_proxied(process: subprocess.Popen[bytes], url: str, deadline: float) -> None:
+    """Return once GET / answers 200 through the proxy; raise on exit or at the deadline."""
+    with httpx.Client(verify=False, timeout=2.0) as client:
+        while True:
+            try:
+                if client.get(url + "/").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("the proxy did not answer GET /")
+            # Waiting on the process both paces the polling and notices an early exit.
+            try:
+                code = process.wait(timeout=min(0.1, remaining))
+            except subprocess.TimeoutExpired:
+                continue
+            raise RuntimeError(f"the proxy exited with status {code}")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the proxy by PID, then SIGKILL if it lingers."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=STOP_TIMEOUT)
+
+
+@contextmanager
+def run_proxied_registry(
+    work_dir: Path,
+    *,
+    bcrypt_rounds: int = BCRYPT_ROUNDS,
+    hash_cache: bool = True,
+    access_log: bool = False,
+    authenticate: bool = True,
+    registry_config: Mapping[str, Any] | None = None,
+    registry_binary: Path | None = None,
+    proxy_binary: Path | None = None,
+) -> Iterator[RunningProxy]:
+    """Start distribution on 127.0.0.1 and Caddy in front of it; stop both on exit.
+
+    ``bcrypt_rounds`` is the cost of both logins' hashes; ``registry_config`` is
+    distribution's config (``small_config()`` by default), whose TLS and auth are
+    dropped: the proxy does both. ``authenticate=False`` leaves the logins out of
+    the proxy's config, for a benchmark's floor; never a set-up to serve.
+    """
+    work_dir.mkdir(parents=True, exist_ok=True)
+    proxy_binary = proxy_binary or caddy_binary()
+    admin = Login(ADMIN_USER, secrets.token_urlsafe(24))
+    puller = Login(PULL_USER, secrets.token_urlsafe(24))
+    auth_dir = work_dir / "auth"
+    auth_dir.mkdir(mode=0o700, exist_ok=True)
+    hash_files = {
+        login.username: write_secret(auth_dir / f"{login.username}.bcrypt", bcrypt_hash(login, r))
+        for login, r in ((admin, bcrypt_rounds), (puller, bcrypt_rounds))
+    }
+    ca_path, cert_path, key_path = write_tls_files(work_dir / "tls")
+    # Caddy keeps its data (instance id, locks) under XDG dirs: keep them in work_dir.
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(work_dir),
+        "XDG_DATA_HOME": str(work_dir / "caddy-data"),
+        "XDG_CONFIG_HOME": str(work_dir / "caddy-config"),
+    }
+    log_path = work_dir / "caddy.log"
+
+    with run_registry(
+        work_dir / "registry",
+        tls=False,
+        auth=False,
+        binary=registry_binary,
+        config=registry_config,
+    ) as registry:
+        # A free port can be taken between probing and binding; retry with a new one.
+        for attempt in range(_START_ATTEMPTS):
+            port = free_port()
+            config = caddy_config(
+                listen=f"127.0.0.1:{port}",
+                upstream=registry.host,
+                certificate=cert_path,
+                key=key_path,
+                hash_files=hash_files if authenticate else {},
+                pull_users=(puller.username,) if authenticate else (),
+                hash_cache=hash_cache,
+                access_log=access_log,
+            )
+            config_path = work_dir / "caddy.json"
+            config_path.write_text(json.dumps(config, indent=2))
+            url = f"https://127.0.0.1:{port}"
+            log_start = log_path.stat().st_size if log_path.exists() else 0
+            with log_path.open("ab") as log:
+                process = subprocess.Popen(
+                    [str(proxy_binary), "run", "--config", str(config_path)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=work_dir,
+                )
+            try:
+                _wait_until_proxied(process, url, time.monotonic() + START_TIMEOUT)
+                break
+            except (TimeoutError, RuntimeError) as exc:
+                _stop(process)
+                with log_path.open("rb") as log:
+                    log.seek(log_start)
+                    this_attempt = log.read().decode(errors="replace")
+                if "address already in use" in this_attempt and attempt + 1 < _START_ATTEMPTS:
+                    continue
+                tail = "\n".join(this_attempt.splitlines()[-40:])
+                raise RuntimeError(f"{exc}; log tail ({log_path}):\n{tail}") from None
+        try:
+            yield RunningProxy(
+                url=url,
+                host=f"127.0.0.1:{port}",
+                ca_path=ca_path,
+                admin=admin,
+                puller=puller,
+                log_path=log_path,
+                pid=process.pid,
+                registry=registry,
+            )
+        finally:
+            _stop(process)
