@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from registry_provisioner.oci_client import RegistryClient
+from scripts.loopback_proxy import caddy_binary
 from scripts.loopback_registry import RunningRegistry, registry_binary, run_registry
 from tests.support.chunked_client import ChunkedClient
 
@@ -18,6 +19,12 @@ from tests.support.chunked_client import ChunkedClient
 def registry_binary_path() -> Path:
     """Built once per cache key; a cold build takes minutes, so it is not under a test timeout."""
     return registry_binary()
+
+
+@pytest.fixture(scope="session")
+def caddy_binary_path() -> Path:
+    """The authenticating proxy, built like the registry; a cold build takes about 5 minutes."""
+    return caddy_binary()
 
 
 @pytest.fixture(scope="session")

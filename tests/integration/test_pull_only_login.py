@@ -25,7 +25,6 @@ from registry_provisioner.oci_client import MANIFEST_MEDIA_TYPES, RegistryClient
 from scripts.loopback_proxy import (
     Login,
     RunningProxy,
-    caddy_binary,
     run_proxied_registry,
     write_secret,
 )
@@ -34,12 +33,6 @@ from tests.support.oci_layout import read_oci_layout, write_oci_layout
 pytestmark = pytest.mark.timeout(120, func_only=True)
 
 SKOPEO_TIMEOUT = 60.0
-
-
-@pytest.fixture(scope="session")
-def caddy_binary_path() -> Path:
-    """Built once per cache key; a cold build takes minutes, so it is not under a test timeout."""
-    return caddy_binary()
 
 
 @pytest.fixture(scope="module")
