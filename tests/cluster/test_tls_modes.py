@@ -7,6 +7,7 @@ import base64
 import datetime as dt
 import socket
 import ssl
+from collections.abc import AsyncIterator
 
 import kr8s.asyncio
 import pytest
@@ -106,22 +107,36 @@ async def byo(registries: RegistryFactory) -> Registry:
     )
 
 
+async def _gone(ns: Namespace) -> None:
+    if await ns.exists():
+        await ns.delete()
+        await asyncio.wait_for(kube.wait_deleted(ns), 120)
+
+
 @pytest.fixture
-async def byo_secret(api: kr8s.asyncio.Api, byo: Registry) -> Secret:
-    """The user's own TLS Secret, made before provisioning as that mode expects."""
+async def byo_secret(api: kr8s.asyncio.Api, byo: Registry) -> AsyncIterator[Secret]:
+    """The user's own TLS Secret, made before provisioning as that mode expects.
+
+    Its namespace is the user's too, so no purge deletes it: this fixture does,
+    and one an interrupted run left behind as well.
+    """
     ns = await Namespace({"metadata": {"name": BYO_NAMESPACE}}, api=api)
+    await _gone(ns)
     await ns.create()
-    pems = self_signed_ca_and_server_cert(BYO_HOSTS, [byo.ip])
-    secret = await Secret(
-        {
-            "metadata": {"name": "docker-registry-tls", "namespace": BYO_NAMESPACE},
-            "type": "kubernetes.io/tls",
-            "data": _tls_data(*pems),
-        },
-        api=api,
-    )
-    await secret.create()
-    return secret
+    try:
+        pems = self_signed_ca_and_server_cert(BYO_HOSTS, [byo.ip])
+        secret = await Secret(
+            {
+                "metadata": {"name": "docker-registry-tls", "namespace": BYO_NAMESPACE},
+                "type": "kubernetes.io/tls",
+                "data": _tls_data(*pems),
+            },
+            api=api,
+        )
+        await secret.create()
+        yield secret
+    finally:
+        await _gone(ns)
 
 
 async def test_expired_existing_secret_is_refused_before_any_change(
