@@ -94,8 +94,8 @@ async def test_push_from_outside_then_deploy_restart_and_reprovision(
     )
     await registry_pod.delete()
     await asyncio.wait_for(kube.wait_deleted(registry_pod), 120)
-    registry = await Deployment.get("docker-registry", namespace=NAMESPACE, api=api)
-    await asyncio.wait_for(kube.wait_until(registry, kube.rolled_out), 180)
+    deployment = await Deployment.get("docker-registry", namespace=NAMESPACE, api=api)
+    await asyncio.wait_for(kube.wait_until(deployment, kube.rolled_out), 180)
     by_digest = f"docker://{host}/e2e/app@{digest}"
     async with RegistryClient(registry.url, "registry", login, registry.ca_file) as c:
         await asyncio.wait_for(until_answers(c), 60)
