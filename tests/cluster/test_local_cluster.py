@@ -136,7 +136,7 @@ async def test_certificate_from_ca_cluster_issuer_becomes_ready(
                 "secretName": "example-tls",
                 "commonName": "example.test",
                 "dnsNames": ["example.test"],
-                "ipAddresses": ["192.0.2.10"],  # a SAN only (TEST-NET-1): nothing is sent there
+                "ipAddresses": ["203.0.113.10"],  # a SAN only (TEST-NET-3): nothing is sent there
                 "issuerRef": {
                     "name": "cert-manager-issuer",
                     "kind": "ClusterIssuer",
