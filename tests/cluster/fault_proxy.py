@@ -48,12 +48,9 @@ def _upstream(kubeconfig: Path) -> httpx.Client:
     config = yaml.safe_load(kubeconfig.read_text())
     cluster = config["clusters"][0]["cluster"]
     user = config["users"][0]["user"]
-    return httpx.Client(
-        base_url=cluster["server"],
-        verify=ssl.create_default_context(cafile=cluster["certificate-authority"]),
-        cert=(user["client-certificate"], user["client-key"]),
-        timeout=60,
-    )
+    context = ssl.create_default_context(cafile=cluster["certificate-authority"])
+    context.load_cert_chain(user["client-certificate"], user["client-key"])
+    return httpx.Client(base_url=cluster["server"], verify=context, timeout=60)
 
 
 def _handler(upstream: httpx.Client, faults: list[Fault]) -> type[BaseHTTPRequestHandler]:

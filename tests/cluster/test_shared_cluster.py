@@ -41,6 +41,16 @@ async def owned_by(api: kr8s.asyncio.Api, install: str) -> dict[str, str]:
     return found
 
 
+async def snapshot_of(api: kr8s.asyncio.Api, *namespaces: str) -> dict[str, str]:
+    """`snapshot` of the namespaces a run may touch (and cluster-scoped objects of theirs);
+    other tests may be changing the rest of the cluster meanwhile."""
+    return {
+        key: version
+        for key, version in (await snapshot(api)).items()
+        if key.split("/")[1] in namespaces or key.split("/")[2] in namespaces
+    }
+
+
 async def _secret(api: kr8s.asyncio.Api, namespace: str, name: str) -> dict:
     [secret] = await kube.get_all(api, "secrets", name, namespace=namespace)
     return secret.raw
@@ -217,8 +227,11 @@ async def test_foreign_objects_are_refused_then_adopted_on_request(
     for manifest in foreign:
         obj = await kube.object_for(api, manifest)
         await obj.create()
+    # The claim binds by itself (its class binds immediately): let it settle first.
+    await asyncio.wait_for(kube.wait_until(obj, kube.field_is("status.phase", "Bound")), 120)
     registry = await registries(namespace, provision=False)
-    before = await snapshot(api)
+    touched = (namespace, "default", "kube-public")
+    before = await snapshot_of(api, *touched)
 
     refused = registry.invoke("provision")
 
@@ -227,7 +240,7 @@ async def test_foreign_objects_are_refused_then_adopted_on_request(
         where = f"{manifest['kind']} {namespace}/{manifest['metadata']['name']}"
         assert f"{where} exists and was made by someone else" in refused.stderr, refused.stderr
     assert "--adopt" in refused.stderr and "nothing was changed" in refused.stderr
-    assert await snapshot(api) == before
+    assert await snapshot_of(api, *touched) == before
 
     adopted = registry.invoke("provision", "--adopt")
 
@@ -328,15 +341,16 @@ async def test_preflight_lists_missing_rights_and_changes_nothing(
     api: kr8s.asyncio.Api, restricted_kubeconfig: Path, registries: RegistryFactory
 ) -> None:
     registry = await registries(f"rights-{_suffix()}", provision=False)
-    before = await snapshot(api)
+    touched = (registry.namespace, "default", "kube-public")
+    before = await snapshot_of(api, *touched)
 
-    refused = registry.invoke("provision", "--kubeconfig", str(restricted_kubeconfig))
+    refused = registry.invoke("provision", kubeconfig=str(restricted_kubeconfig))
 
     assert refused.returncode == 1
     missing = f"not allowed to get, list, watch secrets in namespace {registry.namespace}"
     assert missing in refused.stderr, refused.stderr
     assert "nothing was changed" in refused.stderr
-    assert await snapshot(api) == before
+    assert await snapshot_of(api, *touched) == before
 
 
 @pytest.fixture(scope="module")
@@ -353,7 +367,7 @@ async def test_a_failed_read_keeps_the_password(
     before = await _secret(api, registry.namespace, "docker-registry-auth")
     path = f"/api/v1/namespaces/{registry.namespace}/secrets/docker-registry-auth"
     with fault_proxy(Path(kubeconfig), [Fault("GET", path, status)]) as proxy:
-        result = registry.invoke("provision", "--kubeconfig", str(proxy.kubeconfig))
+        result = registry.invoke("provision", kubeconfig=str(proxy.kubeconfig))
         hits = proxy.faults[0].hits
     assert hits >= 1  # the read really went through the proxy and failed
     assert result.returncode == 1

@@ -86,13 +86,16 @@ class Registry:
         *extra: str,
         timeout: float = 600,
         env: dict[str, str] | None = None,
+        kubeconfig: str | None = None,
     ) -> subprocess.CompletedProcess:
         """`invoke TASK --local` with this registry's settings; `--ca-dir` where it takes one.
 
-        `env` adds variables to the task's environment (a failpoint, say).
+        `env` adds variables to the task's environment (a failpoint, say); `kubeconfig`
+        runs it as another user or through a proxy.
         """
         args = self._args(task, extra)
-        return invoke(*args, kubeconfig=self.kubeconfig, timeout=timeout, env=env)
+        config = kubeconfig or self.kubeconfig
+        return invoke(*args, kubeconfig=config, timeout=timeout, env=env)
 
     def start(self, task: str, *extra: str, env: dict[str, str] | None = None) -> Started:
         """The same as `invoke`, in the background: signal it, wait for its lines."""
