@@ -90,6 +90,11 @@ class Started:
     def pid(self) -> int:
         return self.process.pid
 
+    @property
+    def stderr(self) -> str:
+        """What the task has written to stderr so far."""
+        return "".join(self._stderr)
+
     @staticmethod
     def _drain(pipe, into: list[str], lines: queue.Queue[str | None] | None) -> None:
         for line in pipe:
