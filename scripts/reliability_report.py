@@ -38,8 +38,19 @@ TEST_FILES = {
     "tests/cluster/test_faults.py": "faults",
     "tests/cluster/test_oci_conformance.py": "conformance",
     "tests/cluster/test_gc.py": "gc",  # only if it exists
+    "tests/cluster/test_shared_cluster.py": "shared cluster",
+    "tests/cluster/test_interruptions.py": "shared cluster",
 }
-SECTIONS = ("bad input", "auth", "TLS", "durability", "faults", "conformance", "gc")
+SECTIONS = (
+    "bad input",
+    "auth",
+    "TLS",
+    "durability",
+    "faults",
+    "conformance",
+    "gc",
+    "shared cluster",
+)
 RESULTS = ("passed", "failed", "error", "xfailed", "skipped", "not run")
 DESELECTED_ENV = "RELIABILITY_REPORT_DESELECTED"
 _HEADER = re.compile(r"#\s*-+\s*(.+?)\s*-+\s*$")
