@@ -216,18 +216,9 @@ async def _read_only_in_effect(registry: Registry, password: str, gc_run: Starte
 
 
 def _expiry(raw: dict) -> dt.datetime:
-    spec = raw["spec"]
-    renewed = dt.datetime.fromisoformat(spec.get("renewTime") or spec["acquireTime"])
-    return renewed + dt.timedelta(seconds=spec["leaseDurationSeconds"])
-
-
-async def _lease(api: kr8s.asyncio.Api, settings: Settings) -> dict | None:
-    return await kube.read(
-        api,
-        f"leases/{lease.lease_name(settings)}",
-        version="coordination.k8s.io/v1",
-        namespace=settings.namespace,
-    )
+    holder = lease.holder_of(raw)
+    assert holder is not None, raw
+    return holder.expires
 
 
 async def _until_expired(api: kr8s.asyncio.Api, settings: Settings, holder: str) -> None:
@@ -237,7 +228,7 @@ async def _until_expired(api: kr8s.asyncio.Api, settings: Settings, holder: str)
     """
     bound = time.monotonic() + lease.LEASE_SECONDS + 60
     while True:
-        raw = await _lease(api, settings)
+        raw = await lease.current(api, settings)
         assert raw is not None, "the killed gc's Lease vanished before it expired"
         assert raw["spec"]["holderIdentity"] == holder, raw["spec"]
         left = (_expiry(raw) - dt.datetime.now(dt.UTC)).total_seconds()
@@ -272,7 +263,7 @@ async def test_gc_killed_while_read_only_then_the_next_run_makes_it_writable(
         deployment = await maintenance.deployment_of(api, settings)
         assert deployment is not None
         assert maintenance.REASON_ANNOTATION in deployment.annotations
-        raw = await _lease(api, settings)
+        raw = await lease.current(api, settings)
         assert raw is not None
         holder = raw["spec"]["holderIdentity"]
         assert holder.startswith(f"invoke gc by pid {gc_run.pid} on "), holder
@@ -305,7 +296,9 @@ async def test_gc_killed_while_read_only_then_the_next_run_makes_it_writable(
         else:
             assert "garbage collection done" in result.stdout, result.stdout
             assert "1 untagged manifest" in result.stdout, result.stdout
-        assert await _lease(api, settings) is None, "the Lease outlived the run that ended it"
+        assert await lease.current(api, settings) is None, (
+            "the Lease outlived the run that ended it"
+        )
 
         # Writable again, with no trace of the override; nothing was lost.
         await asyncio.wait_for(until_answers(client), 120)
