@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -32,15 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from registry_provisioner.logins import BCRYPT_ROUNDS, htpasswd_line
 from scripts.loopback_registry import (
     START_TIMEOUT,
-    STOP_TIMEOUT,
     RunningRegistry,
     free_port,
     run_registry,
+    stop,
+    wait_until_serving,
     write_tls_files,
 )
 
@@ -223,38 +221,6 @@ def caddy_config(
     }
 
 
-def _wait_until_proxied(process: subprocess.Popen[bytes], url: str, deadline: float) -> None:
-    """Return once GET / answers 200 through the proxy; raise on exit or at the deadline."""
-    with httpx.Client(verify=False, timeout=2.0) as client:
-        while True:
-            try:
-                if client.get(url + "/").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("the proxy did not answer GET /")
-            # Waiting on the process both paces the polling and notices an early exit.
-            try:
-                code = process.wait(timeout=min(0.1, remaining))
-            except subprocess.TimeoutExpired:
-                continue
-            raise RuntimeError(f"the proxy exited with status {code}")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the proxy by PID, then SIGKILL if it lingers."""
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=STOP_TIMEOUT)
-
-
 @contextmanager
 def run_proxied_registry(
     work_dir: Path,
@@ -328,10 +294,10 @@ def run_proxied_registry(
                     cwd=work_dir,
                 )
             try:
-                _wait_until_proxied(process, url, time.monotonic() + START_TIMEOUT)
+                wait_until_serving(process, url, time.monotonic() + START_TIMEOUT, "the proxy")
                 break
             except (TimeoutError, RuntimeError) as exc:
-                _stop(process)
+                stop(process)
                 with log_path.open("rb") as log:
                     log.seek(log_start)
                     this_attempt = log.read().decode(errors="replace")
@@ -351,4 +317,4 @@ def run_proxied_registry(
                 registry=registry,
             )
         finally:
-            _stop(process)
+            stop(process)

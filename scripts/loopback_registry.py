@@ -143,7 +143,9 @@ def _tail(path: Path, lines: int) -> str:
         return "(no log)"
 
 
-def _wait_until_serving(process: subprocess.Popen[bytes], url: str, deadline: float) -> None:
+def wait_until_serving(
+    process: subprocess.Popen[bytes], url: str, deadline: float, what: str = "registry"
+) -> None:
     """Return once GET / answers; raise if the process exits or the deadline passes."""
     # Unverified: this only waits for the port, and some tests serve a bad certificate.
     with httpx.Client(verify=False, timeout=2.0) as client:
@@ -155,17 +157,17 @@ def _wait_until_serving(process: subprocess.Popen[bytes], url: str, deadline: fl
                 pass
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError("registry did not answer GET /")
+                raise TimeoutError(f"{what} did not answer GET /")
             # Waiting on the process both paces the polling and notices an early exit.
             try:
                 code = process.wait(timeout=min(0.1, remaining))
             except subprocess.TimeoutExpired:
                 continue
-            raise RuntimeError(f"registry exited with status {code}")
+            raise RuntimeError(f"{what} exited with status {code}")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the registry by PID, then SIGKILL if it lingers."""
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a server we started, by PID, then SIGKILL if it lingers."""
     if process.poll() is not None:
         return
     process.send_signal(signal.SIGTERM)
@@ -233,10 +235,10 @@ def run_registry(
                 cwd=work_dir,
             )
         try:
-            _wait_until_serving(process, url, time.monotonic() + START_TIMEOUT)
+            wait_until_serving(process, url, time.monotonic() + START_TIMEOUT)
             break
         except (TimeoutError, RuntimeError) as exc:
-            _stop(process)
+            stop(process)
             with log_path.open("rb") as log:
                 log.seek(log_start)
                 this_attempt = log.read().decode(errors="replace")
@@ -258,4 +260,4 @@ def run_registry(
             storage_dir=work_dir / "storage",
         )
     finally:
-        _stop(process)
+        stop(process)
