@@ -23,8 +23,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import subprocess
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,12 +31,10 @@ from typing import Any
 
 from registry_provisioner.logins import BCRYPT_ROUNDS, htpasswd_line
 from scripts.loopback_registry import (
-    START_TIMEOUT,
     RunningRegistry,
-    free_port,
     run_registry,
+    start_server,
     stop,
-    wait_until_serving,
     write_tls_files,
 )
 
@@ -267,11 +263,11 @@ def run_proxied_registry(
         binary=registry_binary,
         config=registry_config,
     ) as registry:
-        # A free port can be taken between probing and binding; retry with a new one.
-        for attempt in range(_START_ATTEMPTS):
-            port = free_port()
+        config_path = work_dir / "caddy.json"
+
+        def prepare(ports: tuple[int, ...]) -> tuple[list[str], str]:
             config = caddy_config(
-                listen=f"127.0.0.1:{port}",
+                listen=f"127.0.0.1:{ports[0]}",
                 upstream=registry.host,
                 certificate=cert_path,
                 key=key_path,
@@ -280,31 +276,11 @@ def run_proxied_registry(
                 hash_cache=hash_cache,
                 access_log=access_log,
             )
-            config_path = work_dir / "caddy.json"
             config_path.write_text(json.dumps(config, indent=2))
-            url = f"https://127.0.0.1:{port}"
-            log_start = log_path.stat().st_size if log_path.exists() else 0
-            with log_path.open("ab") as log:
-                process = subprocess.Popen(
-                    [str(proxy_binary), "run", "--config", str(config_path)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    cwd=work_dir,
-                )
-            try:
-                wait_until_serving(process, url, time.monotonic() + START_TIMEOUT, "the proxy")
-                break
-            except (TimeoutError, RuntimeError) as exc:
-                stop(process)
-                with log_path.open("rb") as log:
-                    log.seek(log_start)
-                    this_attempt = log.read().decode(errors="replace")
-                if "address already in use" in this_attempt and attempt + 1 < _START_ATTEMPTS:
-                    continue
-                tail = "\n".join(this_attempt.splitlines()[-40:])
-                raise RuntimeError(f"{exc}; log tail ({log_path}):\n{tail}") from None
+            argv = [str(proxy_binary), "run", "--config", str(config_path)]
+            return argv, f"https://127.0.0.1:{ports[0]}"
+
+        process, (port,), url = start_server(prepare, 1, work_dir, env, log_path, "the proxy")
         try:
             yield RunningProxy(
                 url=url,

@@ -16,7 +16,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,6 +178,48 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=STOP_TIMEOUT)
 
 
+def start_server(
+    prepare: Callable[[tuple[int, ...]], tuple[list[str], str]],
+    port_count: int,
+    work_dir: Path,
+    env: Mapping[str, str],
+    log_path: Path,
+    what: str,
+) -> tuple[subprocess.Popen[bytes], tuple[int, ...], str]:
+    """Start a server on fresh loopback ports and wait until it answers GET /.
+
+    `prepare(ports)` writes its config and gives (argv, url). A free port can be
+    taken between probing and binding, so a start that lost that race is retried
+    with new ports; any other failure raises with the tail of this attempt's log.
+    """
+    for attempt in range(_START_ATTEMPTS):
+        ports = tuple(free_port() for _ in range(port_count))
+        argv, url = prepare(ports)
+        log_start = log_path.stat().st_size if log_path.exists() else 0
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=dict(env),
+                cwd=work_dir,
+            )
+        try:
+            wait_until_serving(process, url, time.monotonic() + START_TIMEOUT, what)
+            return process, ports, url
+        except (TimeoutError, RuntimeError) as exc:
+            stop(process)
+            with log_path.open("rb") as log:
+                log.seek(log_start)
+                this_attempt = log.read().decode(errors="replace")
+            if "address already in use" in this_attempt and attempt + 1 < _START_ATTEMPTS:
+                continue
+            tail = "\n".join(this_attempt.splitlines()[-40:])
+            raise RuntimeError(f"{exc}; log tail ({log_path}):\n{tail}") from None
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
 @contextmanager
 def run_registry(
     work_dir: Path,
@@ -217,35 +259,14 @@ def run_registry(
     log_path = work_dir / "registry.log"
     scheme = "https" if tls else "http"
 
-    # A free port can be taken between probing and binding; retry with new ports then.
-    for attempt in range(_START_ATTEMPTS):
-        ports = (free_port(), free_port())
-        config_path = work_dir / "config.yml"
-        local = on_loopback(config or small_config(), work_dir, ports, server_pair, htpasswd)
+    config_path = work_dir / "config.yml"
+
+    def prepare(ports: tuple[int, ...]) -> tuple[list[str], str]:
+        local = on_loopback(config or small_config(), work_dir, ports[:2], server_pair, htpasswd)
         config_path.write_text(yaml.safe_dump(local))
-        url = f"{scheme}://127.0.0.1:{ports[0]}"
-        log_start = log_path.stat().st_size if log_path.exists() else 0
-        with log_path.open("ab") as log:
-            process = subprocess.Popen(
-                [str(binary), "serve", str(config_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=work_dir,
-            )
-        try:
-            wait_until_serving(process, url, time.monotonic() + START_TIMEOUT)
-            break
-        except (TimeoutError, RuntimeError) as exc:
-            stop(process)
-            with log_path.open("rb") as log:
-                log.seek(log_start)
-                this_attempt = log.read().decode(errors="replace")
-            if "address already in use" in this_attempt and attempt + 1 < _START_ATTEMPTS:
-                continue
-            tail = "\n".join(this_attempt.splitlines()[-40:])
-            raise RuntimeError(f"{exc}; log tail ({log_path}):\n{tail}") from None
+        return [str(binary), "serve", str(config_path)], f"{scheme}://127.0.0.1:{ports[0]}"
+
+    process, ports, url = start_server(prepare, 2, work_dir, env, log_path, "registry")
 
     try:
         yield RunningRegistry(
