@@ -92,11 +92,8 @@ async def module_registries(
     api: kr8s.asyncio.Api, kubeconfig: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[RegistryFactory]:
     """Registries shared by the tests of one module, purged after its last test."""
-    factory = RegistryFactory(api, kubeconfig, tmp_path_factory)
-    try:
+    async with RegistryFactory(api, kubeconfig, tmp_path_factory) as factory:
         yield factory
-    finally:
-        await factory.close()
 
 
 @pytest.fixture
@@ -104,8 +101,5 @@ async def registries(
     api: kr8s.asyncio.Api, kubeconfig: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[RegistryFactory]:
     """Registries of one test, purged after it."""
-    factory = RegistryFactory(api, kubeconfig, tmp_path_factory)
-    try:
+    async with RegistryFactory(api, kubeconfig, tmp_path_factory) as factory:
         yield factory
-    finally:
-        await factory.close()

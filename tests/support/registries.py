@@ -162,6 +162,12 @@ class RegistryFactory:
     async def password(self, registry: Registry) -> str:
         return await registry_password(self.api, registry.namespace)
 
+    async def __aenter__(self) -> RegistryFactory:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
     async def close(self) -> None:
         failures = []
         for registry in reversed(self.made):
