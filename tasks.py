@@ -63,7 +63,8 @@ def _ensure_local_routes(settings: Settings) -> None:
     from scripts.local_cluster import network
 
     try:
-        network.ensure_routed_into_cluster(network.NODE_IP, settings.service.ip)
+        network.ensure_routed_into_cluster(network.NODE_IP, what="the API server")
+        network.ensure_routed_into_cluster(settings.service.ip, what="service.ip")
     except network.LeavesMachine as error:
         raise Exit(f"error: {error}", code=1) from error
 
@@ -96,22 +97,30 @@ def _run(coroutine: Coroutine[Any, Any, None]) -> None:
     except ProvisionError as error:
         raise Exit(f"error: {error}", code=1) from error
     except httpx.TransportError as error:  # registry errors arrive as RegistryError
-        raise Exit(
-            f"error: lost the Kubernetes API server ({type(error).__name__}: {error}): "
-            "once it answers again (kubectl get --raw=/readyz), run the same command again; "
-            "every task is safe to repeat",
-            code=1,
-        ) from error
+        raise Exit(_lost_api_server(f"{type(error).__name__}: {error}"), code=1) from error
+    except kr8s.ServerError as error:
+        status = error.response.status_code if error.response is not None else 0
+        if status < 500 and status != 429:
+            raise Exit(f"error: ServerError: {error}{where()}", code=1) from error
+        # Shutting down or overloaded: the server answered, but not with an answer.
+        raise Exit(_lost_api_server(f"it answered {status}: {error}"), code=1) from error
     except TimeoutError as error:
         raise Exit(
             f"error: timed out{where()}: run the same command again once the cluster "
             "has caught up; `invoke status` shows what is still pending",
             code=1,
         ) from error
-    except (kr8s.ServerError, kr8s.NotFoundError, kr8s.ExecError, httpx.HTTPError) as error:
+    except (kr8s.NotFoundError, kr8s.ExecError, httpx.HTTPError) as error:
         raise Exit(f"error: {type(error).__name__}: {error}{where()}", code=1) from error
     except (OSError, ValueError) as error:  # decode errors are ValueErrors too
         raise Exit(f"error: {type(error).__name__}: {error}{where()}", code=1) from error
+
+
+def _lost_api_server(detail: str) -> str:
+    return (
+        f"error: lost the Kubernetes API server ({detail}): once it answers again "
+        "(kubectl get --raw=/readyz), run the same command again; every task is safe to repeat"
+    )
 
 
 def _commands():

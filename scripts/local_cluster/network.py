@@ -78,12 +78,13 @@ def route_device(address: str) -> str:
     return route.get("dev", "")
 
 
-def ensure_routed_into_cluster(*addresses: str) -> None:
+def ensure_routed_into_cluster(*addresses: str, what: str = "") -> None:
     """Refuse before anything is sent to a cluster address that routes off the machine.
 
     While the local cluster is down, its ranges are not routed into its namespace
     and follow the host's default route: a packet for them would reach someone
     else's network. Loopback and addresses outside the cluster's ranges pass.
+    `what` names where the address comes from, e.g. the setting.
     """
     ranges = [ipaddress.ip_network(cidr) for cidr in CLUSTER_RANGES]
     for address in addresses:
@@ -91,8 +92,10 @@ def ensure_routed_into_cluster(*addresses: str) -> None:
             continue
         device = route_device(address)
         if device != HOST_VETH:
+            named = f"{what} {address}" if what else address
             raise LeavesMachine(
-                f"{address} is a local-cluster address, but it routes out of {device}, off "
+                f"{named} is a local-cluster address, but it routes out of {device}, off "
                 "this machine, so nothing was sent: the local cluster is not up (start it "
-                "with `invoke cluster.up`) or this address is not one of its ranges"
+                "with `invoke cluster.up`), or the address is in none of the ranges it "
+                f"routes ({', '.join(ROUTED_INTO_CLUSTER)})"
             )

@@ -58,7 +58,7 @@ CASES = {
         ["--set", "storage.storage_class=fast-nvme"],
         "storage.storage_class",
     ),
-    "ip outside every pool": (["--set", "service.ip=10.213.9.9"], "service.ip"),
+    "ip outside every pool": (["--set", "service.ip=10.213.1.99"], "service.ip"),
     "unknown pool": (["--set", "service.address_pool=nope"], "service.address_pool"),
     "missing existing secret": (["--set", "tls.mode=existing-secret"], "tls.secret_name"),
     "missing pull namespace": (
