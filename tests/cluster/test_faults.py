@@ -92,10 +92,13 @@ def provision_until_waiting(registry: Registry) -> subprocess.Popen[str]:
     command += [registry.kubeconfig, *registry.set_args, "--ca-dir", str(registry.ca_dir)]
     process = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None
+    seen = []
     for line in process.stderr:
         if line.startswith("==> waiting for"):
-            break
-    return process
+            return process
+        seen.append(line)
+    process.wait()
+    raise AssertionError("provision ended before it waited on anything:\n" + "".join(seen))
 
 
 def test_api_server_stopped_during_provision(cluster, fresh: Registry) -> None:
