@@ -58,6 +58,17 @@ def _settings(config: str | None, set_: list[str], local: bool) -> Settings:
     return settings
 
 
+def _seconds(text: object) -> float:
+    """A --timeout value, or exit with what is expected."""
+    try:
+        seconds = float(str(text))
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise Exit(f"--timeout {text}: expected a number of seconds above 0, e.g. 60", code=2)
+    return seconds
+
+
 def _ensure_local_routes(settings: Settings) -> None:
     """With the local cluster down its addresses lead off the machine: send nothing there."""
     from scripts.local_cluster import network
@@ -135,6 +146,7 @@ PROVISION_HELP = {
     "rotate_password": "generate a new registry password",
     "adopt": "take over existing objects of the same names that no registry install made",
     "ca_dir": "where to write the registry's CA for clients (default ./certs)",
+    "timeout": "seconds each readiness wait may take (default 300), e.g. 60 in CI",
 }
 
 
@@ -150,9 +162,11 @@ def provision(
     rotate_password=False,
     adopt=False,
     ca_dir="certs",
+    timeout=300,
 ):
     """Install or update the registry; a re-run with the same config changes nothing."""
     settings = _settings(config, set_ or [], local)
+    seconds = _seconds(timeout)
     _run(
         _commands().provision_command(
             settings,
@@ -162,6 +176,7 @@ def provision(
             rotate_password=rotate_password,
             adopt=adopt,
             ca_dir=Path(ca_dir),
+            timeout=seconds,
         )
     )
 

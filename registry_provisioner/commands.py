@@ -31,6 +31,7 @@ async def provision_command(
     rotate_password: bool,
     adopt: bool,
     ca_dir: Path,
+    timeout: float = provision.READY_TIMEOUT,
 ) -> None:
     api = await kube.connect(context, kubeconfig)
     result = await provision.provision(
@@ -40,6 +41,7 @@ async def provision_command(
         rotate_password=rotate_password,
         adopt=adopt,
         ca_dir=ca_dir,
+        timeout=timeout,
     )
     print(kube.summarize(result.changes))
     if dry_run:

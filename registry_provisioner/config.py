@@ -256,9 +256,40 @@ def _helper_image_problem(image: str) -> str | None:
     return f'{problem}, or "" to reuse the registry image' if problem else None
 
 
+def normalise_certs_dir(text: str) -> str:
+    """``certs_dir`` with ``//`` collapsed and ``.`` parts and a trailing ``/`` dropped.
+
+    ``..`` is kept (and refused by the rule): on the node it would follow symlinks,
+    so it cannot be resolved here.
+    """
+    parts = [part for part in text.split("/") if part not in ("", ".")]
+    return "/" + "/".join(parts) if text.startswith("/") else "/".join(parts)
+
+
 def _certs_dir_ok(text: str) -> bool:
-    path = PurePosixPath(text)
-    return text.startswith("/") and ".." not in path.parts and path != PurePosixPath("/")
+    """A containerd hosts directory (config_path): absolute, no ``..``, named certs.d.
+
+    Node trust mounts ``<certs_dir>/<ip:port>`` read-write on every node, so a path
+    such as ``//``, ``/etc`` or ``/var/lib/kubelet`` must never get that far.
+    """
+    path = PurePosixPath(normalise_certs_dir(text))
+    return text.startswith("/") and ".." not in path.parts and path.name == "certs.d"
+
+
+class _Normalised:
+    """Field metadata: replace the value by ``normalise(value)`` once its rules passed."""
+
+    __slots__ = ("normalise",)
+
+    def __init__(self, normalise: Callable[[str], str]) -> None:
+        self.normalise = normalise
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_after_validator_function(self.normalise, handler(source))
 
 
 def _namespaces_problems(namespaces: tuple[str, ...]) -> Iterator[Found]:
@@ -326,8 +357,10 @@ _STORAGE_CLASS = f'{DNS_SUBDOMAIN_HELP}, or "" for the default class'
 _ADDRESS_POOL = f'the name of a MetalLB IPAddressPool ({DNS_SUBDOMAIN_HELP}), or "" for any pool'
 _HELP_URL = 'an http(s) URL, or "" to leave it out'
 _CERTS_DIR = (
-    "an absolute directory path on the nodes, not '/', e.g. /etc/containerd/certs.d "
-    "(k3s: /var/lib/rancher/k3s/agent/etc/containerd/certs.d)"
+    "containerd's hosts directory on the nodes (its config_path): an absolute path "
+    "without '..' whose last part is certs.d, e.g. /etc/containerd/certs.d "
+    "(k3s: /var/lib/rancher/k3s/agent/etc/containerd/certs.d, "
+    "RKE2: /var/lib/rancher/rke2/agent/etc/containerd/certs.d)"
 )
 
 Flag = Annotated[bool, STRICT]
@@ -348,7 +381,7 @@ IssuerKind = Annotated[str, one_of(ISSUER_KINDS)]
 DnsNames = Annotated[tuple[str, ...], each(_dns_name_problem)]
 Username = Annotated[str, must(_USERNAME.fullmatch, _USERNAME_HELP)]
 Namespaces = Annotated[tuple[str, ...], Rule(_namespaces_problems)]
-CertsDir = Annotated[str, must(_certs_dir_ok, _CERTS_DIR)]
+CertsDir = Annotated[str, must(_certs_dir_ok, _CERTS_DIR), _Normalised(normalise_certs_dir)]
 HelperImage = Annotated[str, explain(_helper_image_problem)]
 HelpURL = Annotated[
     str, must(_or_empty(lambda url: url.startswith(("https://", "http://"))), _HELP_URL)

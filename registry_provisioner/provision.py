@@ -8,7 +8,7 @@ from pathlib import Path
 
 import kr8s.asyncio
 
-from . import kube, lease, maintenance, ownership, render
+from . import kube, lease, maintenance, node_trust, ownership, render
 from .config import Settings
 from .credentials import Credentials, credentials_for, write_client_ca
 from .errors import ProvisionError, RegistryError
@@ -36,8 +36,10 @@ async def provision(
     rotate_password: bool = False,
     adopt: bool = False,
     ca_dir: Path = Path("certs"),
+    timeout: float = READY_TIMEOUT,
 ) -> ProvisionResult:
-    """Apply the rendered manifests and wait until the registry answers with its credentials.
+    """Apply the rendered manifests and wait until the registry answers with its credentials
+    and, with node trust, until every node trusts it. `timeout` bounds each wait.
 
     A re-run keeps the stored password and CA, so clients keep working.
     """
@@ -65,14 +67,35 @@ async def provision(
     if dry_run:
         return ProvisionResult(changes, None, 0.0)
     started = time.monotonic()
-    await wait_ready(api, settings)
+    await wait_ready(api, settings, timeout)
     ca_file = await write_client_ca(api, settings, ca_dir)
     await wait_for(
         f"the registry to answer on {settings.registry_url}",
         lambda: poll(lambda: _registry_answers(settings, credentials, ca_file)),
-        READY_TIMEOUT,
+        timeout,
     )
+    if settings.node_trust.enabled:
+        # Else "ready" would be followed by x509 errors on the first in-cluster pull.
+        await node_trust.wait_on_every_node(api, settings, timeout)
+        changes += await _drop_legacy_node_trust_config(api, settings)
     return ProvisionResult(changes, ca_file, time.monotonic() - started)
+
+
+async def _drop_legacy_node_trust_config(
+    api: kr8s.asyncio.Api, settings: Settings
+) -> list[kube.Change]:
+    """Delete the ConfigMap that held node trust's script before issue 11, once no pod
+    of the DaemonSet mounts it any more (every node runs the current template)."""
+    legacy = node_trust.legacy_config_map(settings)
+    raw = await ownership.live(api, legacy)
+    if raw is None or ownership.foreign(raw, settings) is not None:
+        return []
+    legacy["metadata"]["uid"] = raw["metadata"]["uid"]
+    [change] = await kube.delete_manifests(api, [legacy])
+    if change.action == "deleted":
+        action = "deleted: node trust's script is in its DaemonSet now"
+        change = kube.Change(change.kind, change.name, change.namespace, action)
+    return [change]
 
 
 async def _end_stale_maintenance(
@@ -118,7 +141,9 @@ async def _registry_answers(settings: Settings, credentials: Credentials, ca_fil
     return True
 
 
-async def wait_ready(api: kr8s.asyncio.Api, settings: Settings) -> None:
+async def wait_ready(
+    api: kr8s.asyncio.Api, settings: Settings, timeout: float = READY_TIMEOUT
+) -> None:
     """Certificate, volume, Deployment and LoadBalancer IP, in the order they come."""
     ns = settings.namespace
     selector = render.label_selector(settings)
@@ -131,20 +156,20 @@ async def wait_ready(api: kr8s.asyncio.Api, settings: Settings) -> None:
         await wait_for(
             f"Certificate {settings.name} to be Ready",
             lambda: kube.wait_until(certificate, kube.condition_is("Ready")),
-            READY_TIMEOUT,
+            timeout,
         )
     if await _binds_immediately(api, settings.storage.storage_class):
         claim = await _one(api, "persistentvolumeclaims", settings.storage.claim_name, ns)
         await wait_for(
             f"PersistentVolumeClaim {settings.storage.claim_name} to be Bound",
             lambda: kube.wait_until(claim, kube.field_is("status.phase", "Bound")),
-            READY_TIMEOUT,
+            timeout,
         )
     deployment = await _one(api, "deployments", settings.name, ns)
     await wait_for(
         f"Deployment {settings.name} to roll out",
         lambda: kube.wait_until(deployment, kube.rolled_out),
-        READY_TIMEOUT,
+        timeout,
         diagnose,
     )
     service = await _one(api, "services", settings.service.name, ns)
@@ -153,7 +178,7 @@ async def wait_ready(api: kr8s.asyncio.Api, settings: Settings) -> None:
         lambda: kube.wait_until(
             service, kube.field_is("status.loadBalancer.ingress.0.ip", settings.service.ip)
         ),
-        READY_TIMEOUT,
+        timeout,
         lambda: _service_diagnosis(api, settings),
     )
 

@@ -186,7 +186,10 @@ def _context(settings: Settings, credentials: Credentials | None) -> dict[str, A
         "hosts_toml": hosts_toml,
         "hosts_toml_system_trust": hosts_system,
         "sync_script": sync_script,
-        "node_trust_checksum": _checksum(hosts_toml, hosts_system, sync_script),
+        # Everything node trust runs is in its pod spec, so any change rolls it out.
+        "node_trust_mode": "sync",
+        "node_trust_image": settings.node_trust_image,
+        "node_trust_dir": settings.node_registry_dir,
     }
 
 
@@ -208,6 +211,24 @@ def render_manifests(settings: Settings, credentials: Credentials | None) -> lis
             raise ProvisionError(f"template {name} rendered invalid YAML: {e}") from e
         objects.extend(ownership.stamp(doc, settings) for doc in docs if doc)
     return objects
+
+
+def node_trust_removal(settings: Settings, *, host_dir: str, image: str) -> dict[str, Any]:
+    """The node-trust DaemonSet in `remove` mode: each pod empties `host_dir` and idles.
+
+    Unprovision rolls this out before deleting the DaemonSet; `host_dir` and `image`
+    are the live DaemonSet's, so the directory the files went to is the one emptied,
+    and by an image the nodes already hold, whatever the settings say now.
+    """
+    context = {
+        **_context(settings, None),
+        "node_trust_mode": "remove",
+        "node_trust_image": image,
+        "node_trust_dir": host_dir,
+    }
+    text = _environment().get_template("node-trust.yaml.j2").render(context)
+    [daemonset] = [doc for doc in yaml.load_all(text, Loader=_LOADER) if doc]
+    return ownership.stamp(daemonset, settings)
 
 
 class _BlockDumper(yaml.SafeDumper):

@@ -11,7 +11,7 @@ import asyncio
 import kr8s
 import kr8s.asyncio
 
-from . import kube, ownership, render
+from . import kube, node_trust, ownership, render
 from .config import Settings
 from .credentials import ca_secret_name
 
@@ -30,10 +30,17 @@ def _kept(settings: Settings, manifest: dict) -> bool:
 
 
 async def _candidates(api: kr8s.asyncio.Api, settings: Settings) -> list[dict]:
-    """What this install may have made: the rendered objects, cert-manager's Secret, strays."""
+    """What this install may have made: the rendered objects, cert-manager's Secret, strays.
+
+    Node trust's DaemonSet is looked for even when node_trust.enabled is now false, and
+    so is the ConfigMap that releases before issue 11 kept its script in.
+    """
     manifests = render.render_manifests(settings, None)
     if settings.tls.mode == "cert-manager":
         manifests.append(ownership.cert_manager_secret(settings))
+    if not settings.node_trust.enabled:
+        manifests.append(node_trust.daemonset_ref(settings))
+    manifests.append(node_trust.legacy_config_map(settings))
     return manifests + await _strays(api, settings, manifests)
 
 
@@ -65,6 +72,9 @@ async def unprovision(
     if not purge:
         manifests = [m for m in manifests if not _kept(settings, m)]
     ours, report = await _sorted(api, settings, manifests)
+    if any(m["kind"] == "DaemonSet" for m in ours):
+        # The pods keep the node files when they stop; they empty them before they go.
+        report += await node_trust.remove_files(api, settings)
     return await kube.delete_manifests(api, ours) + report
 
 

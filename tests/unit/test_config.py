@@ -224,7 +224,12 @@ BAD_CONFIGS: list[tuple[dict[str, Any], str, list[str]]] = [
     ({"pull_secret.namespaces": ["default", "Apps"]}, "pull_secret.namespaces[1]", ["label"]),
     ({"pull_secret.namespaces": ["a", "a"]}, "pull_secret.namespaces[1]", ["each namespace once"]),
     ({"node_trust.certs_dir": "etc/containerd/certs.d"}, "node_trust.certs_dir", ["absolute"]),
-    ({"node_trust.certs_dir": "/"}, "node_trust.certs_dir", ["not '/'"]),
+    ({"node_trust.certs_dir": "/"}, "node_trust.certs_dir", ["certs.d", "config_path"]),
+    ({"node_trust.certs_dir": "//"}, "node_trust.certs_dir", ["certs.d", "k3s:"]),
+    ({"node_trust.certs_dir": "/etc"}, "node_trust.certs_dir", ["certs.d", "RKE2:"]),
+    ({"node_trust.certs_dir": "/var/lib/kubelet"}, "node_trust.certs_dir", ["certs.d"]),
+    ({"node_trust.certs_dir": "/etc/containerd/certs.d/.."}, "node_trust.certs_dir", ["'..'"]),
+    ({"node_trust.certs_dir": "/x/../etc/certs.d"}, "node_trust.certs_dir", ["'..'"]),
     ({"node_trust.enabled": "maybe"}, "node_trust.enabled", ["true or false"]),
     ({"node_trust.image": "busybox"}, "node_trust.image", ["reuse the registry image"]),
     ({"discovery.help_url": "README.md"}, "discovery.help_url", ["http(s) URL"]),
@@ -353,6 +358,24 @@ def test_unusable_files(tmp_path: Path, content: str, accepted: str) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"config: file: .* readable YAML file"):
         load_settings(tmp_path / "absent.yaml")
+
+
+@pytest.mark.parametrize(
+    ("given", "normalised"),
+    [
+        ("/var/lib/rancher/k3s/agent/etc/containerd/certs.d", None),
+        ("/var/lib/rancher/rke2/agent/etc/containerd/certs.d", None),
+        ("/etc/containerd/certs.d", None),
+        ("/etc/containerd/certs.d/", "/etc/containerd/certs.d"),
+        ("//etc//containerd/./certs.d", "/etc/containerd/certs.d"),
+    ],
+)
+def test_certs_dir_accepts_containerd_hosts_dirs_normalised(
+    given: str, normalised: str | None
+) -> None:
+    settings = load_settings(None, {"node_trust.certs_dir": given})
+    assert settings.node_trust.certs_dir == (normalised or given)
+    assert settings.node_registry_dir == f"{normalised or given}/172.17.1.62:5000"
 
 
 def test_good_non_default_values_pass() -> None:

@@ -1,0 +1,226 @@
+"""Node trust on the cluster: wait until every node holds the files, and take them away.
+
+The files (`<certs_dir>/<ip:port>/hosts.toml` and `ca.crt`) outlive the pods that
+write them: a rollout, an eviction or a node shutdown leaves them, so trust never
+lapses. Only unprovision removes them, by rolling the DaemonSet over to its `remove`
+mode (each pod empties its directory, then idles) and waiting for that on every node
+before deleting it. That reuses what already runs on every node, with the same image,
+placement and Pod Security level, rather than a second kind of pod per node.
+"""
+
+from __future__ import annotations
+
+import re
+
+import kr8s
+import kr8s.asyncio
+from kr8s.asyncio.objects import DaemonSet
+
+from . import kube, ownership, render
+from .config import Settings
+from .errors import ReadinessTimeout
+from .waiting import wait_for
+
+# How long unprovision waits for every node to drop the files before it goes on.
+REMOVE_TIMEOUT = 120.0
+IMAGE_PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
+_PSA_POLICY = re.compile(r'violates PodSecurity "([^"]+)"')
+
+
+def legacy_config_map(settings: Settings) -> dict:
+    """The ConfigMap releases before issue 11 kept the script in; nothing mounts it now."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": settings.node_trust_name, "namespace": settings.namespace},
+    }
+
+
+def daemonset_ref(settings: Settings) -> dict:
+    """The DaemonSet by name, for finding it whatever node_trust.enabled says now."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": settings.node_trust_name, "namespace": settings.namespace},
+    }
+
+
+def on_every_node(raw: dict) -> bool:
+    """The current template runs and is Ready on every node the DaemonSet should run on."""
+    status = raw.get("status") or {}
+    desired = status.get("desiredNumberScheduled")
+    return (
+        status.get("observedGeneration", 0) >= raw["metadata"].get("generation", 0)
+        and desired is not None
+        and status.get("numberReady", 0) == desired
+        and status.get("updatedNumberScheduled", 0) == desired
+    )
+
+
+async def wait_on_every_node(
+    api: kr8s.asyncio.Api, settings: Settings, timeout: float, *, removing: bool = False
+) -> None:
+    """Until `on_every_node`; else ReadinessTimeout naming each node and why."""
+    daemonset = await DaemonSet.get(settings.node_trust_name, namespace=settings.namespace, api=api)
+    what = (
+        "the registry's files to be removed from every node"
+        if removing
+        else "every node to trust the registry's CA"
+    )
+    await wait_for(
+        f"{what} (DaemonSet {settings.node_trust_name})",
+        lambda: kube.wait_until(daemonset, on_every_node),
+        timeout,
+        lambda: diagnose(api, settings, removing=removing),
+    )
+
+
+async def diagnose(api: kr8s.asyncio.Api, settings: Settings, *, removing: bool = False) -> str:
+    """One line per node that is not done, with the reason a person would look for."""
+    ns = settings.namespace
+    selector = ",".join(
+        f"{k}={v}" for k, v in render.selector_labels(settings, "node-trust").items()
+    )
+    pods = await kube.get_all(api, "pods", namespace=ns, label_selector=selector)
+    by_node = {_node_of(pod.raw): pod for pod in pods}
+    try:
+        nodes = sorted(node.name for node in await kube.get_all(api, "nodes"))
+    except kr8s.ServerError:  # no right to list nodes: the pods' nodes are all we know
+        nodes = sorted(n for n in by_node if n)
+    rejected = await _failed_create(api, settings)
+    lines = []
+    for node in nodes:
+        pod = by_node.get(node)
+        if pod is None:
+            lines.append(f"  node {node}: no pod: {rejected or 'not created yet'}")
+            continue
+        reason = _pod_reason(pod.raw, settings, removing=removing)
+        if reason:
+            lines.append(f"  node {node}: {reason} (pod {pod.name})")
+            lines += [f"    | {line}" for line in await _log_tail(pod)]
+    if not lines and rejected:
+        lines.append(f"  {rejected}")
+    return "\n".join(lines)
+
+
+def _node_of(raw: dict) -> str | None:
+    """The node a DaemonSet pod is for: bound, or still pinned by its node affinity."""
+    spec = raw.get("spec") or {}
+    if spec.get("nodeName"):
+        return spec["nodeName"]
+    try:
+        terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        return terms["nodeSelectorTerms"][0]["matchFields"][0]["values"][0]
+    except (KeyError, IndexError, TypeError):
+        return None
+
+
+async def _failed_create(api: kr8s.asyncio.Api, settings: Settings) -> str:
+    """Why the DaemonSet controller could not create pods, from its latest FailedCreate."""
+    events = await kube.get_all(
+        api,
+        "events",
+        namespace=settings.namespace,
+        field_selector=f"involvedObject.kind=DaemonSet,involvedObject.name={settings.node_trust_name}",
+    )
+    failed = [e.raw for e in events if e.raw.get("reason") == "FailedCreate"]
+    if not failed:
+        return ""
+    latest = max(failed, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+    message = latest.get("message", "")
+    policy = _PSA_POLICY.search(message)
+    if policy:
+        return (
+            f'rejected by Pod Security Admission (policy "{policy[1]}"): {message}; node trust '
+            "mounts a host directory, which only the `privileged` level allows: label namespace "
+            f"{settings.namespace} pod-security.kubernetes.io/enforce=privileged"
+        )
+    return f"the DaemonSet cannot create it: {message}"
+
+
+def _pod_reason(raw: dict, settings: Settings, *, removing: bool) -> str:
+    """Why this pod is not done yet, or "" when it is."""
+    status = raw.get("status") or {}
+    if raw["metadata"].get("deletionTimestamp"):
+        return "the previous pod is still stopping"
+    for container in status.get("containerStatuses") or []:
+        state = container.get("state") or {}
+        waiting = state.get("waiting")
+        if waiting:
+            reason, message = waiting.get("reason", ""), waiting.get("message", "")
+            if reason in IMAGE_PULL_REASONS:
+                return f"image pull error: {reason} for {container.get('image')}: {message}"
+            if reason == "CrashLoopBackOff":
+                last = (container.get("lastState") or {}).get("terminated") or {}
+                return f"the script keeps failing (exit code {last.get('exitCode')}), see its log"
+            return f"container waiting: {reason} {message}".rstrip()
+        if "terminated" in state:
+            return f"container exited (code {state['terminated'].get('exitCode')}), see its log"
+        if "running" in state and not container.get("ready"):
+            if removing:
+                return "files not removed yet"
+            return (
+                f"files not written: {settings.node_registry_dir} does not hold hosts.toml "
+                "and the current CA yet"
+            )
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            return f"not scheduled: {condition.get('message', '')}"
+    if status.get("phase") == "Pending":
+        return "pending: the pod has not started yet"
+    return ""
+
+
+async def _log_tail(pod) -> list[str]:
+    try:
+        return [line async for line in pod.logs(tail_lines=5)]
+    except (kr8s.ServerError, ValueError):
+        return []
+
+
+def _host_dir_and_image(raw: dict) -> tuple[str, str] | None:
+    """Where the live DaemonSet writes and with what image; None for a release before
+    issue 11, whose pods still delete the files themselves as they stop."""
+    spec = raw["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    if not any(e.get("name") == "HOST_DIR" for e in container.get("env") or []):
+        return None
+    paths = [v["hostPath"]["path"] for v in spec.get("volumes") or [] if "hostPath" in v]
+    return (paths[0], container["image"]) if len(paths) == 1 else None
+
+
+async def remove_files(
+    api: kr8s.asyncio.Api, settings: Settings, timeout: float = REMOVE_TIMEOUT
+) -> list[kube.Change]:
+    """Roll our DaemonSet to `remove` mode and wait until every node is clean.
+
+    Returns report lines: nothing when every node dropped the files (or there is no
+    DaemonSet of ours), else one naming the nodes that may still hold them, so the
+    unprovision goes on rather than hang on a node that is gone for good.
+    """
+    raw = await ownership.live(api, daemonset_ref(settings))
+    if raw is None or ownership.foreign(raw, settings) is not None:
+        return []
+    found = _host_dir_and_image(raw)
+    if found is None:
+        return []
+    host_dir, image = found
+    if not (raw.get("status") or {}).get("currentNumberScheduled"):
+        # No pod could be made (e.g. Pod Security Admission refuses them): none can
+        # remove anything either, and none wrote anything while that lasted.
+        action = (
+            f"no pod of it runs on any node to remove files; if it ever wrote them, "
+            f"remove {host_dir} on the nodes by hand"
+        )
+        return [kube.Change("DaemonSet", settings.node_trust_name, settings.namespace, action)]
+    removal = render.node_trust_removal(settings, host_dir=host_dir, image=image)
+    await kube.apply_object(api, removal)
+    try:
+        await wait_on_every_node(api, settings, timeout, removing=True)
+    except ReadinessTimeout as error:
+        action = (
+            f"the registry's files may remain in {host_dir} on these nodes; "
+            f"remove them there by hand:\n{error.diagnosis}"
+        )
+        return [kube.Change("DaemonSet", settings.node_trust_name, settings.namespace, action)]
+    return []
