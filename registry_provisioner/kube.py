@@ -102,29 +102,44 @@ async def object_for(api: kr8s.asyncio.Api, manifest: dict) -> APIObject:
     return cls(manifest, api=api)
 
 
+# A server that is starting, stopping or busy answers 429 or 5xx for a moment; a read
+# is tried this many times, waiting as it asks (Retry-After) or doubling from 0.25 s.
+READ_ATTEMPTS = 5
+_MAX_RETRY_WAIT = 4.0
+
+
+def _retry_after(response: httpx.Response, attempt: int) -> float:
+    asked = response.headers.get("Retry-After", "")
+    wait = float(asked) if asked.isdigit() else 0.25 * 2**attempt
+    return min(wait, _MAX_RETRY_WAIT)
+
+
 async def read(
     api: kr8s.asyncio.Api, path: str, *, version: str = "v1", namespace: str | None = None
 ) -> dict | None:
     """GET one object (``resource/name``) or a list (``resource``); None only on 404.
 
-    404 means the object, its namespace or its CRD is absent. Any other refusal
-    raises ReadFailed: absence cannot be assumed from a 403, 429 or 5xx. Transport
-    errors propagate as they are.
+    404 means the object, its namespace or its CRD is absent. A 429 or 5xx is tried
+    again a few times; any refusal that remains raises ReadFailed: absence cannot be
+    assumed from a 403, 429 or 5xx. Transport errors propagate as they are.
     """
-    async with api.call_api(
-        "GET", version=version, url=path, namespace=namespace, raise_for_status=False
-    ) as response:
-        if response.status_code == 404:
-            return None
-        if response.status_code != 200:
-            raise read_failure(
-                path,
-                response.status_code,
-                response.reason_phrase,
-                version=version,
-                namespace=namespace,
-            )
-        return response.json()
+    for attempt in range(READ_ATTEMPTS):
+        async with api.call_api(
+            "GET", version=version, url=path, namespace=namespace, raise_for_status=False
+        ) as response:
+            status = response.status_code
+            if status == 404:
+                return None
+            if status == 200:
+                return response.json()
+            transient = status == 429 or status >= 500
+            if not transient or attempt + 1 == READ_ATTEMPTS:
+                raise read_failure(
+                    path, status, response.reason_phrase, version=version, namespace=namespace
+                )
+            wait = _retry_after(response, attempt)
+        await asyncio.sleep(wait)
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def read_failure(
