@@ -372,6 +372,17 @@ async def get_all(api: kr8s.asyncio.Api, kind: str, *names: str, **selectors: An
         return []
 
 
+async def events_about(
+    api: kr8s.asyncio.Api, namespace: str, name: str, kind: str | None = None
+) -> list[dict]:
+    """The events recorded about one object: what a waiting task shows when it gives up."""
+    selector = f"involvedObject.name={name}"
+    if kind:
+        selector = f"involvedObject.kind={kind},{selector}"
+    events = await get_all(api, "events", namespace=namespace, field_selector=selector)
+    return [event.raw for event in events]
+
+
 def rolled_out(raw: dict) -> bool:
     """Every replica updated to the current spec and available: what `rollout status` checks.
 

@@ -117,13 +117,10 @@ def _node_of(raw: dict) -> str | None:
 
 async def _failed_create(api: kr8s.asyncio.Api, settings: Settings) -> str:
     """Why the DaemonSet controller could not create pods, from its latest FailedCreate."""
-    events = await kube.get_all(
-        api,
-        "events",
-        namespace=settings.namespace,
-        field_selector=f"involvedObject.kind=DaemonSet,involvedObject.name={settings.node_trust_name}",
+    events = await kube.events_about(
+        api, settings.namespace, settings.node_trust_name, kind="DaemonSet"
     )
-    failed = [e.raw for e in events if e.raw.get("reason") == "FailedCreate"]
+    failed = [e for e in events if e.get("reason") == "FailedCreate"]
     if not failed:
         return ""
     latest = max(failed, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")

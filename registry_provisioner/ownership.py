@@ -71,11 +71,7 @@ class Foreign:
 
     @property
     def where(self) -> str:
-        return (
-            f"{self.kind} {self.namespace}/{self.name}"
-            if self.namespace
-            else (f"{self.kind} {self.name}")
-        )
+        return f"{self.kind} {self.namespace + '/' if self.namespace else ''}{self.name}"
 
     def problem(self, hint: str) -> str:
         made_by = f"registry install {self.owner}" if self.owner else "someone else"

@@ -197,13 +197,8 @@ async def _one(api: kr8s.asyncio.Api, kind: str, name: str, namespace: str):
 
 
 async def _service_diagnosis(api: kr8s.asyncio.Api, settings: Settings) -> str:
-    events = await kube.get_all(
-        api,
-        "events",
-        namespace=settings.namespace,
-        field_selector=f"involvedObject.name={settings.service.name}",
-    )
-    messages = [f"    {e.raw.get('reason')}: {e.raw.get('message')}" for e in events]
+    events = await kube.events_about(api, settings.namespace, settings.service.name)
+    messages = [f"    {e.get('reason')}: {e.get('message')}" for e in events]
     hint = "  is the IP inside one of MetalLB's IPAddressPools, and is service.address_pool right?"
     return "\n".join([hint, *messages])
 
