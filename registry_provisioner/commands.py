@@ -30,6 +30,7 @@ async def provision_command(
     dry_run: bool,
     rotate_password: bool,
     adopt: bool,
+    rotate_pull_password: bool = False,
     ca_dir: Path,
     timeout: float = provision.READY_TIMEOUT,
 ) -> None:
@@ -39,6 +40,7 @@ async def provision_command(
         settings,
         dry_run=dry_run,
         rotate_password=rotate_password,
+        rotate_pull_password=rotate_pull_password,
         adopt=adopt,
         ca_dir=ca_dir,
         timeout=timeout,

@@ -33,6 +33,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "config.yaml"
 
 DEFAULT_IMAGE = "docker.io/library/registry:3.1.2"
+DEFAULT_PROXY_IMAGE = "docker.io/library/caddy:2.11.9"
+# distribution listens here, on the pod's loopback, behind the proxy; no setting may take it.
+UPSTREAM_PORT = 5080
 TLS_MODES = ("cert-manager", "self-signed", "existing-secret")
 ISSUER_KINDS = ("Issuer", "ClusterIssuer")
 ACCESS_MODES = ("ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod")
@@ -435,10 +438,21 @@ class TLSSettings(_Section):
 
 @dataclass(frozen=True)
 class AuthSettings(_Section):
-    """The single htpasswd user; its Secret also carries the shared http secret."""
+    """Two logins: the admin pushes and deletes, the pull login (in pull Secrets) only reads.
+
+    Their Secret also carries the http secret all registry pods share.
+    """
 
     username: Username = "registry"
+    pull_username: Username = "puller"
     secret_name: ObjectName = "docker-registry-auth"
+
+
+@dataclass(frozen=True)
+class ProxySettings(_Section):
+    """The authenticating TLS proxy (Caddy) that runs beside the registry in its pod."""
+
+    image: Image = DEFAULT_PROXY_IMAGE
 
 
 @dataclass(frozen=True)
@@ -514,6 +528,7 @@ class Settings(_Section):
     service: ServiceSettings = field(default_factory=ServiceSettings)
     tls: TLSSettings = field(default_factory=TLSSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    proxy: ProxySettings = field(default_factory=ProxySettings)
     pull_secret: PullSecretSettings = field(default_factory=PullSecretSettings)
     node_trust: NodeTrustSettings = field(default_factory=NodeTrustSettings)
     discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
@@ -596,6 +611,13 @@ def _cross_field_problems(s: Settings) -> Iterator[ConfigProblem]:
     if s.metrics_port == s.container_port:
         other = f"a port other than container_port ({s.container_port})"
         yield ConfigProblem("metrics_port", s.metrics_port, other)
+    for path, port in (("container_port", s.container_port), ("metrics_port", s.metrics_port)):
+        if port == UPSTREAM_PORT:
+            internal = f"a port other than {UPSTREAM_PORT} (the registry's, behind its proxy)"
+            yield ConfigProblem(path, port, internal)
+    if s.auth.pull_username == s.auth.username:
+        other = f"a user name other than auth.username ({s.auth.username}): it may only pull"
+        yield ConfigProblem("auth.pull_username", s.auth.pull_username, other)
 
     tls = s.tls
     if tls.mode == "cert-manager" and not is_dns_subdomain(tls.issuer_name):

@@ -24,8 +24,11 @@ from .certificates import (
 )
 from .config import Settings
 from .errors import ProvisionError
-from .logins import generate_password, htpasswd_line
+from .logins import bcrypt_hash, generate_password
 
+# Keys of the auth Secret that hold each login's hash: the files the proxy reads.
+ADMIN_HASH_KEY = "admin.bcrypt"
+PULL_HASH_KEY = "pull.bcrypt"
 # A stored self-signed certificate this close to expiry (or already past it) is replaced.
 SELF_SIGNED_RENEW_BEFORE = dt.timedelta(days=30)
 # A CA this close to its end is replaced along with the certificate it would sign.
@@ -34,11 +37,19 @@ CA_RENEW_BEFORE = dt.timedelta(days=400)
 
 @dataclass(frozen=True)
 class Credentials:
-    """Generated secret material; ``repr`` hides it so it never lands in a log."""
+    """Generated secret material; ``repr`` hides it so it never lands in a log.
+
+    Two logins: the admin (``username``) may do anything, the pull login only read.
+    Each password's bcrypt hash is stored beside it, so a re-run renders the same
+    hash and the registry pod is not rolled for nothing.
+    """
 
     username: str
     password: str = field(repr=False)
-    htpasswd: str = field(repr=False)
+    password_hash: str = field(repr=False)
+    pull_username: str
+    pull_password: str = field(repr=False)
+    pull_password_hash: str = field(repr=False)
     http_secret: str = field(repr=False)
     ca_pem: str = field(default="", repr=False)
     cert_pem: str = field(default="", repr=False)
@@ -51,8 +62,12 @@ def generate_http_secret() -> str:
     return secrets.token_urlsafe(32)
 
 
-def _login(username: str, password: str, http_secret: str) -> Credentials:
-    return Credentials(username, password, htpasswd_line(username, password), http_secret)
+def with_admin_password(credentials: Credentials, password: str) -> Credentials:
+    return replace(credentials, password=password, password_hash=bcrypt_hash(password))
+
+
+def with_pull_password(credentials: Credentials, password: str) -> Credentials:
+    return replace(credentials, pull_password=password, pull_password_hash=bcrypt_hash(password))
 
 
 def _with_server_cert(
@@ -66,7 +81,16 @@ def _with_server_cert(
 
 def generate_credentials(settings: Settings) -> Credentials:
     """Fresh credentials for ``settings``, with a CA and cert in ``self-signed`` mode."""
-    fresh = _login(settings.auth.username, generate_password(), generate_http_secret())
+    admin, puller = generate_password(), generate_password()
+    fresh = Credentials(
+        username=settings.auth.username,
+        password=admin,
+        password_hash=bcrypt_hash(admin),
+        pull_username=settings.auth.pull_username,
+        pull_password=puller,
+        pull_password_hash=bcrypt_hash(puller),
+        http_secret=generate_http_secret(),
+    )
     if settings.tls.mode == "self-signed":
         fresh = _with_server_cert(settings, fresh, make_ca())
     return fresh
@@ -93,15 +117,22 @@ async def existing_credentials(api: kr8s.asyncio.Api, settings: Settings) -> Cre
     auth = await _secret(api, settings, settings.auth.secret_name)
     if auth is None or not _decode(auth, "password"):
         return None
+    # A renamed login keeps its password: the hash covers the password alone.
     credentials = Credentials(
-        username=_decode(auth, "username"),
+        username=settings.auth.username,
         password=_decode(auth, "password"),
-        htpasswd=_decode(auth, "htpasswd"),
+        password_hash=_decode(auth, ADMIN_HASH_KEY),
+        pull_username=settings.auth.pull_username,
+        pull_password=_decode(auth, "pull-password"),
+        pull_password_hash=_decode(auth, PULL_HASH_KEY),
         http_secret=_decode(auth, "http-secret"),
     )
-    if credentials.username != settings.auth.username:
-        # The user name changed: keep the password, re-hash it for the new name.
-        credentials = _login(settings.auth.username, credentials.password, credentials.http_secret)
+    if not credentials.password_hash:  # stored before the proxy: only an htpasswd line
+        credentials = with_admin_password(credentials, credentials.password)
+    if not credentials.pull_password:  # stored before there was a pull login
+        credentials = with_pull_password(credentials, generate_password())
+    elif not credentials.pull_password_hash:
+        credentials = with_pull_password(credentials, credentials.pull_password)
     if settings.tls.mode == "self-signed":
         tls = await _secret(api, settings, settings.tls.secret_name) or {}
         ca = await _secret(api, settings, ca_secret_name(settings)) or {}
@@ -147,11 +178,14 @@ def _usable_ca(credentials: Credentials) -> CertificateAuthority | None:
 
 
 async def credentials_for(
-    api: kr8s.asyncio.Api, settings: Settings, rotate_password: bool
+    api: kr8s.asyncio.Api,
+    settings: Settings,
+    rotate_password: bool,
+    rotate_pull_password: bool = False,
 ) -> tuple[Credentials, str | None]:
     """The credentials to apply, and what a self-signed renewal changed (if one happened).
 
-    Nothing is generated that is stored already: the password only when the login
+    Nothing is generated that is stored already: a password only when the login
     Secret is absent or on rotation, the server certificate only when it is due,
     and the CA only when it is missing or itself about to expire.
     """
@@ -159,10 +193,9 @@ async def credentials_for(
     if existing is None:
         return generate_credentials(settings), None
     if rotate_password:
-        password = generate_password()
-        existing = replace(
-            existing, password=password, htpasswd=htpasswd_line(existing.username, password)
-        )
+        existing = with_admin_password(existing, generate_password())
+    if rotate_pull_password:
+        existing = with_pull_password(existing, generate_password())
     reason = self_signed_renewal_reason(settings, existing)
     if reason is None:
         return existing, None

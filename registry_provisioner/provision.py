@@ -34,6 +34,7 @@ async def provision(
     *,
     dry_run: bool = False,
     rotate_password: bool = False,
+    rotate_pull_password: bool = False,
     adopt: bool = False,
     ca_dir: Path = Path("certs"),
     timeout: float = READY_TIMEOUT,
@@ -44,7 +45,9 @@ async def provision(
     A re-run keeps the stored password and CA, so clients keep working.
     """
     await run_preflight(api, settings, adopt=adopt)
-    credentials, renewal = await credentials_for(api, settings, rotate_password)
+    credentials, renewal = await credentials_for(
+        api, settings, rotate_password, rotate_pull_password
+    )
     manifests = render.render_manifests(settings, credentials)
     if await ownership.namespace_is_foreign(api, settings):
         # It existed before us: we put our objects in it, but never label or delete it.
@@ -220,7 +223,8 @@ def summary(settings: Settings, result: ProvisionResult) -> str:
         f"             {read_password} | docker login {host} -u {settings.auth.username} "
         "--password-stdin",
         f"  in-cluster pulls: imagePullSecrets: [{{name: {settings.pull_secret.name}}}] "
-        f"(in {', '.join(settings.pull_secret.namespaces) or 'no namespace yet'})",
+        f"(in {', '.join(settings.pull_secret.namespaces) or 'no namespace yet'}), "
+        f"with the pull-only login {settings.auth.pull_username}",
     ]
     if settings.pull_secret.namespaces:
         source, name = settings.pull_secret.namespaces[0], settings.pull_secret.name

@@ -19,9 +19,9 @@ from typing import Any
 import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from . import ownership
-from .config import Settings
-from .credentials import Credentials
+from . import ownership, proxy
+from .config import UPSTREAM_PORT, Settings
+from .credentials import ADMIN_HASH_KEY, PULL_HASH_KEY, Credentials
 from .errors import ProvisionError
 from .logins import dockerconfigjson
 
@@ -86,8 +86,11 @@ class _SecretValues:
     """What templates see: the real credentials, or placeholders for a preview."""
 
     username: str
+    pull_username: str
     password: str
-    htpasswd: str
+    password_hash: str
+    pull_password: str
+    pull_password_hash: str
     http_secret: str
     ca_pem: str
     cert_pem: str
@@ -98,25 +101,34 @@ class _SecretValues:
 
 def _secret_values(settings: Settings, creds: Credentials | None) -> _SecretValues:
     if creds is None:
-        return _SecretValues(settings.auth.username, *([PLACEHOLDER] * 8))
-    if creds.username != settings.auth.username:
+        return _SecretValues(
+            settings.auth.username, settings.auth.pull_username, *([PLACEHOLDER] * 10)
+        )
+    names = (creds.username, creds.pull_username)
+    if names != (settings.auth.username, settings.auth.pull_username):
         raise ProvisionError(
-            f"credentials are for user {creds.username!r} but auth.username is "
-            f"{settings.auth.username!r}; regenerate them"
+            f"credentials are for users {names} but auth.username and auth.pull_username "
+            f"are {(settings.auth.username, settings.auth.pull_username)}; regenerate them"
         )
     has_pair = creds.ca_pem and creds.cert_pem and creds.key_pem
     if settings.tls.mode == "self-signed" and not has_pair:
         raise ProvisionError("tls.mode self-signed needs a CA, certificate and key in credentials")
     return _SecretValues(
         username=creds.username,
+        pull_username=creds.pull_username,
         password=creds.password,
-        htpasswd=creds.htpasswd,
+        password_hash=creds.password_hash,
+        pull_password=creds.pull_password,
+        pull_password_hash=creds.pull_password_hash,
         http_secret=creds.http_secret,
         ca_pem=creds.ca_pem,
         cert_pem=creds.cert_pem,
         key_pem=creds.key_pem,
         ca_key_pem=creds.ca_key_pem,
-        dockerconfigjson=dockerconfigjson(settings.registry_host, creds.username, creds.password),
+        # Workloads only pull: what goes into their namespaces is the pull login.
+        dockerconfigjson=dockerconfigjson(
+            settings.registry_host, creds.pull_username, creds.pull_password
+        ),
     )
 
 
@@ -167,21 +179,32 @@ def _context(settings: Settings, credentials: Credentials | None) -> dict[str, A
             else common_labels(settings)
         ),
         "selector": lambda component: selector_labels(settings, component),
+        "upstream_port": UPSTREAM_PORT,
     }
     registry_config = env.get_template("_distribution-config.yml.j2").render(base)
     hosts = env.get_template("_hosts.toml.j2")
     hosts_toml = hosts.render(base, with_ca=True)
     hosts_system = hosts.render(base, with_ca=False)
     sync_script = (MANIFESTS_DIR / "_node-trust-sync.sh").read_text(encoding="utf-8")
-    serve_script = (MANIFESTS_DIR / "_registry-serve.sh").read_text(encoding="utf-8")
+    serve_script = (MANIFESTS_DIR / "_proxy-serve.sh").read_text(encoding="utf-8")
+    proxy_config = json.dumps(_proxy_config(settings), indent=2, sort_keys=True) + "\n"
     return {
         **base,
         "creds": values,
         "secret_data": secret_data,
         "registry_config": registry_config,
+        "proxy_config": proxy_config,
         "serve_script": serve_script,
+        "hash_keys": {"admin": ADMIN_HASH_KEY, "pull": PULL_HASH_KEY},
+        # A new hash or certificate must reach the proxy, which reads them only at start.
         "config_checksum": _checksum(
-            registry_config, serve_script, values.htpasswd, values.http_secret, values.cert_pem
+            registry_config,
+            proxy_config,
+            serve_script,
+            values.password_hash,
+            values.pull_password_hash,
+            values.http_secret,
+            values.cert_pem,
         ),
         "hosts_toml": hosts_toml,
         "hosts_toml_system_trust": hosts_system,
@@ -191,6 +214,29 @@ def _context(settings: Settings, credentials: Credentials | None) -> dict[str, A
         "node_trust_image": settings.node_trust_image,
         "node_trust_dir": settings.node_registry_dir,
     }
+
+
+# Where the registry pod mounts what the proxy reads (manifests/deployment.yaml.j2).
+PROXY_CERTS_DIR = "/certs"
+PROXY_AUTH_DIR = "/auth"
+
+
+def _proxy_config(settings: Settings) -> dict[str, Any]:
+    """Caddy's config as the registry pod runs it."""
+    auth = settings.auth
+    return proxy.caddy_config(
+        listen=f":{settings.container_port}",
+        upstream=f"127.0.0.1:{UPSTREAM_PORT}",
+        certificate=f"{PROXY_CERTS_DIR}/tls.crt",
+        key=f"{PROXY_CERTS_DIR}/tls.key",
+        hash_files={
+            auth.username: f"{PROXY_AUTH_DIR}/{ADMIN_HASH_KEY}",
+            auth.pull_username: f"{PROXY_AUTH_DIR}/{PULL_HASH_KEY}",
+        },
+        pull_users=(auth.pull_username,),
+        realm=settings.name,
+        address=settings.service.ip,
+    )
 
 
 def templates_for(settings: Settings) -> list[str]:

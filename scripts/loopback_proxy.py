@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from registry_provisioner.logins import BCRYPT_ROUNDS, htpasswd_line
+from registry_provisioner.proxy import caddy_config
 from scripts.loopback_registry import (
     RunningRegistry,
     run_registry,
@@ -41,24 +42,6 @@ from scripts.loopback_registry import (
 ADMIN_USER = "admin"
 PULL_USER = "puller"
 REALM = "registry-loopback"
-PULL_METHODS = ("GET", "HEAD")
-_START_ATTEMPTS = 3
-# distribution's own wording, so clients show the same errors as without the proxy.
-API_VERSION_HEADER = {"Docker-Distribution-API-Version": ["registry/2.0"]}
-DENIED_BODY = json.dumps(
-    {
-        "errors": [
-            {
-                "code": "DENIED",
-                "message": "requested access to the resource is denied",
-                "detail": None,
-            }
-        ]
-    }
-)
-UNAUTHORIZED_BODY = json.dumps(
-    {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required", "detail": None}]}
-)
 
 
 @dataclass(frozen=True)
@@ -106,115 +89,6 @@ def write_secret(path: Path, text: str) -> Path:
 def bcrypt_hash(login: Login, rounds: int) -> str:
     """The bcrypt hash of the login's password, as its htpasswd line holds it."""
     return htpasswd_line(login.username, login.password, rounds).split(":", 1)[1]
-
-
-def caddy_config(
-    *,
-    listen: str,
-    upstream: str,
-    certificate: Path,
-    key: Path,
-    hash_files: Mapping[str, Path],
-    pull_users: tuple[str, ...],
-    hash_cache: bool = True,
-    access_log: bool = False,
-) -> dict[str, Any]:
-    """Caddy's JSON config: TLS on ``listen``, rights per login, ``upstream`` behind it.
-
-    ``hash_files`` maps each user name to the file holding its bcrypt hash; the
-    users in ``pull_users`` may only GET and HEAD, every other one may do anything.
-    No ``hash_files`` at all serves /v2/ without authentication (a benchmark's floor).
-    """
-    proxy = {
-        "handler": "reverse_proxy",
-        "upstreams": [{"dial": upstream}],
-        # distribution has no auth of its own: the password need not travel further.
-        "headers": {"request": {"delete": ["Authorization"]}},
-    }
-    admins = sorted(set(hash_files) - set(pull_users))
-    rights: list[dict[str, Any]] = []
-    if admins:
-        rights.append({"match": [{"vars": {"{http.auth.user.id}": admins}}], "handle": [proxy]})
-    if pull_users:
-        pullers = {"vars": {"{http.auth.user.id}": list(pull_users)}}
-        rights.append({"match": [{**pullers, "method": list(PULL_METHODS)}], "handle": [proxy]})
-    rights.append(
-        {
-            "handle": [
-                {
-                    "handler": "static_response",
-                    "status_code": 403,
-                    "headers": {"Content-Type": ["application/json"], **API_VERSION_HEADER},
-                    "body": DENIED_BODY,
-                }
-            ]
-        }
-    )
-    basic: dict[str, Any] = {
-        "realm": REALM,
-        "accounts": [
-            {"username": user, "password": "{file." + str(path) + "}"}
-            for user, path in sorted(hash_files.items())
-        ],
-    }
-    if hash_cache:
-        basic["hash_cache"] = {}
-    v2_handlers: list[dict[str, Any]] = [
-        {"handler": "authentication", "providers": {"http_basic": basic}},
-        {"handler": "subroute", "routes": rights},
-    ]
-    if not hash_files:  # the benchmark's floor: the same path without authentication
-        v2_handlers = [proxy]
-    server: dict[str, Any] = {
-        "listen": [listen],
-        # TLS only with the certificate given: no ACME, no redirect listener on :80.
-        "automatic_https": {"disable": True},
-        "tls_connection_policies": [{}],
-        "protocols": ["h1", "h2"],
-        "routes": [
-            {
-                "match": [{"path": ["/v2", "/v2/*"]}],
-                "handle": v2_handlers,
-                "terminal": True,
-            },
-            # distribution answers "/" without credentials: the pod's probes use it.
-            {"match": [{"path": ["/"]}], "handle": [proxy], "terminal": True},
-            {"handle": [{"handler": "static_response", "status_code": 404}]},
-        ],
-        # A failed login gets distribution's 401: the challenge the authentication
-        # handler set stays, the body and API version header are distribution's.
-        "errors": {
-            "routes": [
-                {
-                    "match": [{"expression": "{http.error.status_code} == 401"}],
-                    "handle": [
-                        {
-                            "handler": "static_response",
-                            "status_code": 401,
-                            "headers": {
-                                "Content-Type": ["application/json"],
-                                **API_VERSION_HEADER,
-                            },
-                            "body": UNAUTHORIZED_BODY,
-                        }
-                    ],
-                }
-            ]
-        },
-    }
-    if access_log:
-        server["logs"] = {}  # Caddy redacts Authorization in access logs
-    return {
-        # No admin endpoint and no autosaved config: the file is all there is.
-        "admin": {"disabled": True, "config": {"persist": False}},
-        "logging": {"logs": {"default": {"level": "INFO"}}},
-        "apps": {
-            "http": {"servers": {"registry": server}},
-            "tls": {
-                "certificates": {"load_files": [{"certificate": str(certificate), "key": str(key)}]}
-            },
-        },
-    }
 
 
 @contextmanager
@@ -269,9 +143,11 @@ def run_proxied_registry(
             config = caddy_config(
                 listen=f"127.0.0.1:{ports[0]}",
                 upstream=registry.host,
-                certificate=cert_path,
-                key=key_path,
-                hash_files=hash_files if authenticate else {},
+                certificate=str(cert_path),
+                key=str(key_path),
+                hash_files={u: str(p) for u, p in hash_files.items()} if authenticate else {},
+                realm=REALM,
+                address="127.0.0.1",
                 pull_users=(puller.username,) if authenticate else (),
                 hash_cache=hash_cache,
                 access_log=access_log,

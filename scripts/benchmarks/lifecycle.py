@@ -149,7 +149,13 @@ async def unprovision_until_gone(target: Target) -> float:
 
 
 def secrets_of(credentials: Credentials) -> tuple[str, ...]:
-    return (credentials.password, credentials.htpasswd, credentials.http_secret)
+    return (
+        credentials.password,
+        credentials.password_hash,
+        credentials.pull_password,
+        credentials.pull_password_hash,
+        credentials.http_secret,
+    )
 
 
 def write_manifests(target: Target) -> tuple[Path, Credentials]:

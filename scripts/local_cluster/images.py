@@ -183,6 +183,15 @@ def registry_layer(root: Path) -> None:
         _install(CA_BUNDLE, root / "etc" / "ssl" / "certs" / "ca-certificates.crt", 0o644)
 
 
+def caddy_layer(root: Path) -> None:
+    """Caddy where upstream's image has it, with its config and data directories."""
+    _install(build.build(components.caddy()), root / "usr" / "bin" / "caddy", 0o755)
+    for directory in ("etc/caddy", "config/caddy", "data/caddy"):
+        (root / directory).mkdir(parents=True)
+    if CA_BUNDLE.exists():
+        _install(CA_BUNDLE, root / "etc" / "ssl" / "certs" / "ca-certificates.crt", 0o644)
+
+
 def pause_image() -> ImageSpec:
     return ImageSpec(
         name=versions.PAUSE_IMAGE,
@@ -221,8 +230,25 @@ def registry_image() -> ImageSpec:
     )
 
 
+def caddy_image() -> ImageSpec:
+    """The registry pod's authenticating proxy, named and laid out as upstream's image."""
+    inputs = [BUSYBOX, build.build(components.caddy())]
+    if CA_BUNDLE.exists():
+        inputs.append(CA_BUNDLE)
+    return ImageSpec(
+        name=versions.CADDY_IMAGE,
+        layers=(busybox_layer, caddy_layer),
+        inputs=tuple(inputs),
+        texts=(PASSWD, GROUP),
+        cmd=("caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"),
+        env=(PATH_ENV, "XDG_CONFIG_HOME=/config", "XDG_DATA_HOME=/data"),
+        volumes=("/config", "/data"),
+        exposed_ports=("80/tcp", "443/tcp"),
+    )
+
+
 def image_specs() -> list[ImageSpec]:
-    return [pause_image(), helper_image(), registry_image()]
+    return [pause_image(), helper_image(), registry_image(), caddy_image()]
 
 
 def _umoci(*args: str) -> None:

@@ -22,5 +22,7 @@ OCI_CONFORMANCE = "v0.0.0-20260831232431-97274622c111"
 # The image names the manifests use. The registry's is the upstream name, so
 # the default config works unchanged on a real cluster.
 REGISTRY_IMAGE = "docker.io/library/registry:3.1.2"
+# Upstream's name for the Caddy release pinned above: the default proxy.image.
+CADDY_IMAGE = "docker.io/library/caddy:2.11.9"
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 HELPER_IMAGE = "local.test/busybox:static"

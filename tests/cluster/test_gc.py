@@ -125,5 +125,9 @@ async def test_gc_reclaims_space_and_keeps_every_tagged_image(
     deployment = await maintenance.deployment_of(api, settings)
     assert deployment is not None
     assert not kube.managed_by(deployment.raw, maintenance.FIELD_MANAGER)
-    [container] = deployment.raw["spec"]["template"]["spec"]["containers"]
+    [container] = [
+        c
+        for c in deployment.raw["spec"]["template"]["spec"]["containers"]
+        if c["name"] == maintenance.CONTAINER
+    ]
     assert maintenance.READ_ONLY_ENV not in {e["name"] for e in container.get("env", [])}

@@ -245,7 +245,10 @@ def keep_results(results: Path, run: Run, registry: Registry) -> None:
         "registry": {
             "image": registry.image,
             "address": registry.host,
-            "access": "the LoadBalancer IP, htpasswd login, TLS verified against the registry CA",
+            "access": (
+                "the LoadBalancer IP, admin login through the proxy, "
+                "TLS verified against the registry CA"
+            ),
         },
         "counts": run.counts,
         "cases": {
@@ -268,7 +271,8 @@ async def registry(api: kr8s.asyncio.Api, module_registries: RegistryFactory) ->
     provisioned = await module_registries(NAMESPACE)
     password = await module_registries.password(provisioned)
     [deployment] = await kube.get_all(api, "deployments", "docker-registry", namespace=NAMESPACE)
-    image = deployment.raw["spec"]["template"]["spec"]["containers"][0]["image"]
+    containers = deployment.raw["spec"]["template"]["spec"]["containers"]
+    [image] = [c["image"] for c in containers if c["name"] == "registry"]
     return Registry(provisioned.ip, password, provisioned.ca_file, image)
 
 

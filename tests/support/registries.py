@@ -34,10 +34,10 @@ __all__ = ["ADDRESSES", "KINDS", "Registry", "RegistryFactory", "registry_passwo
 ADDRESSES = AddressPool()
 
 
-async def registry_password(api: kr8s.asyncio.Api, namespace: str) -> str:
-    """The login provision generated, read back from its Secret."""
+async def registry_password(api: kr8s.asyncio.Api, namespace: str, key: str = "password") -> str:
+    """A password provision generated (the admin's, or ``pull-password``), from its Secret."""
     [secret] = await kube.get_all(api, "secrets", "docker-registry-auth", namespace=namespace)
-    return decoded(secret.raw, "password")
+    return decoded(secret.raw, key)
 
 
 async def snapshot(api: kr8s.asyncio.Api) -> dict[str, str]:
@@ -161,6 +161,9 @@ class RegistryFactory:
 
     async def password(self, registry: Registry) -> str:
         return await registry_password(self.api, registry.namespace)
+
+    async def pull_password(self, registry: Registry) -> str:
+        return await registry_password(self.api, registry.namespace, "pull-password")
 
     async def __aenter__(self) -> RegistryFactory:
         return self

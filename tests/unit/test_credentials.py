@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 
-import bcrypt
 from cryptography import x509
 
 from registry_provisioner.certificates import self_signed_ca_and_server_cert
@@ -15,7 +14,9 @@ from registry_provisioner.credentials import (
     generate_credentials,
     generate_http_secret,
     self_signed_renewal_reason,
+    with_pull_password,
 )
+from registry_provisioner.logins import hash_matches
 
 
 def test_http_secrets_are_long_and_random() -> None:
@@ -25,8 +26,10 @@ def test_http_secrets_are_long_and_random() -> None:
 
 def test_generate_credentials_matches_settings() -> None:
     creds = generate_credentials(Settings())
-    assert creds.username == "registry"
-    assert bcrypt.checkpw(creds.password.encode(), creds.htpasswd.split(":", 1)[1].encode())
+    assert (creds.username, creds.pull_username) == ("registry", "puller")
+    assert hash_matches(creds.password, creds.password_hash)
+    assert hash_matches(creds.pull_password, creds.pull_password_hash)
+    assert not hash_matches(creds.pull_password, creds.password_hash)
     assert creds.ca_pem == creds.cert_pem == creds.key_pem == ""  # cert-manager mode
 
 
@@ -41,11 +44,29 @@ def test_generate_credentials_self_signed_covers_ip_and_service_names() -> None:
 
 
 def test_credentials_repr_hides_secrets() -> None:
-    creds = Credentials("registry", "hunter2", "registry:$2y$hash", "httpsecret", "ca", "c", "k")
+    creds = Credentials(
+        username="registry",
+        password="hunter2",
+        password_hash="$2y$hash",
+        pull_username="puller",
+        pull_password="pullpass",
+        pull_password_hash="$2y$pullhash",
+        http_secret="httpsecret",
+        ca_pem="ca",
+        cert_pem="c",
+        key_pem="k",
+    )
     text = repr(creds)
-    assert "registry" in text
-    for secret in ("hunter2", "$2y$hash", "httpsecret"):
+    assert "registry" in text and "puller" in text
+    for secret in ("hunter2", "$2y$hash", "pullpass", "$2y$pullhash", "httpsecret"):
         assert secret not in text
+
+
+def test_a_pull_rotation_leaves_the_admin_login_alone() -> None:
+    creds = generate_credentials(Settings())
+    rotated = with_pull_password(creds, "new-pull-password")
+    assert hash_matches("new-pull-password", rotated.pull_password_hash)
+    assert (rotated.password, rotated.password_hash) == (creds.password, creds.password_hash)
 
 
 def test_a_self_signed_certificate_is_renewed_when_due_or_the_ip_moved() -> None:

@@ -11,17 +11,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import bcrypt
 import kubernetes_validate
 import pytest
 import yaml
 from kubernetes_validate import utils as kv_utils
 from kubernetes_validate.utils import VersionNotSupportedError
 
-from registry_provisioner.config import Settings, load_settings
+from registry_provisioner.config import UPSTREAM_PORT, Settings, load_settings
 from registry_provisioner.credentials import Credentials, generate_credentials
 from registry_provisioner.errors import ProvisionError
-from registry_provisioner.logins import htpasswd_line
+from registry_provisioner.logins import hash_matches
 from registry_provisioner.ownership import OWNER_ANNOTATION, foreign
 from registry_provisioner.render import (
     APPLY_ORDER,
@@ -75,7 +74,10 @@ def _creds(settings: Settings, password: str = "pw-for-tests") -> Credentials:
     return Credentials(
         username=settings.auth.username,
         password=password,
-        htpasswd=f"{settings.auth.username}:$2y$10$fixedhashfortests",
+        password_hash="$2y$10$fixedadminhashfortests",
+        pull_username=settings.auth.pull_username,
+        pull_password="pull-pw-for-tests",
+        pull_password_hash="$2y$10$fixedpullhashfortests",
         http_secret="http-secret-for-tests",
         ca_pem=pem[0],
         cert_pem=pem[1],
@@ -271,9 +273,12 @@ def test_service_exposes_only_the_registry_port() -> None:
     assert svc["spec"]["ports"] == [
         {"name": "registry", "protocol": "TCP", "port": 443, "targetPort": "registry"}
     ]
-    container = _pod_spec(objs)["containers"][0]
-    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"registry": 5000, "metrics": 5001}
+    ports = {
+        p["name"]: (c["name"], p["containerPort"])
+        for c in _pod_spec(objs)["containers"]
+        for p in c["ports"]
+    }
+    assert ports == {"registry": ("proxy", 5000), "metrics": ("registry", 5001)}
     assert all(p["port"] != 5001 and p["targetPort"] != "metrics" for p in svc["spec"]["ports"])
     pod_labels = _find(objs, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert svc["spec"]["selector"].items() <= pod_labels.items()
@@ -300,28 +305,43 @@ def test_registry_pod_hardening_and_probes() -> None:
     assert spec["securityContext"]["runAsNonRoot"] is True
     assert spec["securityContext"]["fsGroup"] == 1000
     assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-    (container,) = spec["containers"]
-    assert container["command"] == ["/bin/sh", "/etc/distribution/serve.sh"]
-    sc = container["securityContext"]
-    assert sc["readOnlyRootFilesystem"] is True
-    assert sc["allowPrivilegeEscalation"] is False
-    assert sc["capabilities"] == {"drop": ["ALL"]}
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/", "port": "registry", "scheme": "HTTPS"}
-    env = {e["name"]: e for e in container["env"]}
+    proxy, registry = spec["containers"]
+    assert (proxy["name"], registry["name"]) == ("proxy", "registry")
+    for container in (proxy, registry):
+        assert container["securityContext"] == {
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        }
+    # Ready means both serve: the proxy's probes pass through to distribution.
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert proxy[probe]["httpGet"] == {"path": "/", "port": "registry", "scheme": "HTTPS"}
+    assert registry["livenessProbe"]["httpGet"] == {"path": "/debug/health", "port": "metrics"}
+    env = {e["name"]: e for e in registry["env"]}
     assert env["OTEL_TRACES_EXPORTER"]["value"] == "none"
     ref = env["REGISTRY_HTTP_SECRET"]["valueFrom"]["secretKeyRef"]
     auth = _find(objs, "Secret", ref["name"])
     assert ref["key"] in auth["stringData"]
-    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-    assert mounts == {
+
+    def mounts(container: dict[str, Any]) -> dict[str, str]:
+        return {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+
+    # The certificate and the hashes reach the proxy only; the data, distribution only.
+    assert mounts(proxy) == {
         "/etc/distribution": "config",
         "/certs": "certs",
         "/auth": "auth",
+        "/tmp": "tmp",
+    }
+    assert mounts(registry) == {
+        "/etc/distribution": "config",
         "/var/lib/registry": "data",
         "/tmp": "tmp",
     }
-    assert container["resources"] == {
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    items = volumes["auth"]["secret"]["items"]
+    assert [item["key"] for item in items] == ["admin.bcrypt", "pull.bcrypt"]
+    assert registry["resources"] == {
         "requests": {"cpu": "50m", "memory": "64Mi"},
         "limits": {"memory": "512Mi"},
     }
@@ -335,16 +355,43 @@ def test_distribution_config() -> None:
     assert config["storage"]["filesystem"]["rootdirectory"] == "/var/lib/registry"
     assert config["storage"]["delete"]["enabled"] is True
     http = config["http"]
-    assert http["addr"] == ":5443"
+    # Only the pod's own containers reach it; TLS and auth are the proxy's.
+    assert http["addr"] == f"127.0.0.1:{UPSTREAM_PORT}"
     assert "secret" not in http  # it comes from REGISTRY_HTTP_SECRET
-    assert http["tls"] == {"certificate": "/certs/tls.crt", "key": "/certs/tls.key"}
+    assert "tls" not in http
+    assert "auth" not in config
     assert http["debug"] == {
         "addr": ":5444",
         "prometheus": {"enabled": True, "path": "/metrics"},
     }
-    assert config["auth"]["htpasswd"]["path"] == "/auth/htpasswd"
     assert config["health"]["storagedriver"]["enabled"] is True
     assert config["log"]["level"] == "info"
+
+
+def test_proxy_config_serves_the_settings_port_with_both_logins() -> None:
+    settings = _settings(container_port=5443, **{"auth.pull_username": "reader"})
+    config_map = _find(render_manifests(settings, None), "ConfigMap", "docker-registry-config")
+    caddy = json.loads(config_map["data"]["caddy.json"])
+    assert caddy["admin"]["disabled"] is True
+    server = caddy["apps"]["http"]["servers"]["registry"]
+    assert server["listen"] == [":5443"]
+    [v2] = [r for r in server["routes"] if r.get("match") == [{"path": ["/v2", "/v2/*"]}]]
+    basic = v2["handle"][0]["providers"]["http_basic"]
+    assert basic["hash_cache"] == {}
+    assert basic["accounts"] == [
+        {"username": "reader", "password": "{file./auth/pull.bcrypt}"},
+        {"username": "registry", "password": "{file./auth/admin.bcrypt}"},
+    ]
+    rights = v2["handle"][1]["routes"]
+    reader = [r for r in rights if r.get("match", [{}])[0].get("method")]
+    assert reader[0]["match"][0] == {
+        "vars": {"{http.auth.user.id}": ["reader"]},
+        "method": ["GET", "HEAD"],
+    }
+    [upstream] = rights[0]["handle"][0]["upstreams"]
+    assert upstream == {"dial": f"127.0.0.1:{UPSTREAM_PORT}"}
+    loaded = caddy["apps"]["tls"]["certificates"]["load_files"]
+    assert loaded == [{"certificate": "/certs/tls.crt", "key": "/certs/tls.key"}]
 
 
 def test_credentials_land_in_secrets() -> None:
@@ -353,16 +400,21 @@ def test_credentials_land_in_secrets() -> None:
     objs = render_manifests(settings, creds)
     auth = _find(objs, "Secret", "docker-registry-auth")
     assert "stringData" not in auth
-    user, hashed = _secret_value(auth, "htpasswd").split(":", 1)
-    assert user == "registry"
-    assert bcrypt.checkpw(_secret_value(auth, "password").encode(), hashed.encode())
+    assert _secret_value(auth, "username") == "registry"
+    assert _secret_value(auth, "pull-username") == "puller"
+    for password, hashed in (("password", "admin.bcrypt"), ("pull-password", "pull.bcrypt")):
+        assert _secret_value(auth, hashed).startswith("$2y$10$")
+        assert hash_matches(_secret_value(auth, password), _secret_value(auth, hashed))
+    assert creds.password != creds.pull_password
     assert _secret_value(auth, "http-secret") == creds.http_secret
     pulls = [o for o in objs if o["metadata"]["name"] == "docker-registry-pull"]
     assert [p["metadata"]["namespace"] for p in pulls] == ["default", "apps"]
     for pull in pulls:
         assert pull["type"] == "kubernetes.io/dockerconfigjson"
         auths = json.loads(_secret_value(pull, ".dockerconfigjson"))["auths"]
-        assert auths["172.17.1.62:5000"]["password"] == creds.password
+        # Workloads get the pull login, never the admin's.
+        assert auths["172.17.1.62:5000"]["username"] == "puller"
+        assert auths["172.17.1.62:5000"]["password"] == creds.pull_password
 
 
 def test_preview_needs_no_credentials() -> None:
@@ -370,7 +422,7 @@ def test_preview_needs_no_credentials() -> None:
         objs = render_manifests(_settings(**variant), None)
         for secret in (o for o in objs if o["kind"] == "Secret"):
             assert "data" not in secret
-            values = set(secret["stringData"].values()) - {"registry"}
+            values = set(secret["stringData"].values()) - {"registry", "puller"}
             assert values == {PLACEHOLDER}
 
 
@@ -383,7 +435,8 @@ def test_pod_checksum_tracks_config_and_credentials() -> None:
 
     creds = _creds(settings)
     assert checksum(creds) == checksum(creds)  # pure: same inputs, same objects
-    assert checksum(creds) != checksum(dataclasses.replace(creds, htpasswd="registry:$2y$other"))
+    for hashed in ("password_hash", "pull_password_hash"):
+        assert checksum(creds) != checksum(dataclasses.replace(creds, **{hashed: "$2y$other"}))
     assert checksum(creds) != checksum(dataclasses.replace(creds, http_secret="rotated"))
     assert checksum(creds) != checksum(creds, _settings(metrics_port=5002))
 
@@ -416,6 +469,8 @@ def test_credentials_for_another_user_are_refused() -> None:
     settings = Settings()
     with pytest.raises(ProvisionError, match=r"auth\.username"):
         render_manifests(settings, dataclasses.replace(_creds(settings), username="admin"))
+    with pytest.raises(ProvisionError, match=r"auth\.pull_username"):
+        render_manifests(settings, dataclasses.replace(_creds(settings), pull_username="x"))
 
 
 def test_node_trust_writes_host_port_dir_from_the_tls_secret_ca() -> None:
@@ -576,9 +631,9 @@ def test_seed_variables_render_the_seeds_intent_with_defects_fixed() -> None:
     assert deployment["metadata"]["name"] == i["deployment"]
     assert deployment["spec"]["replicas"] == i["replicas"]
     pod = deployment["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
-    assert container["ports"][0]["containerPort"] == i["container_port"]
-    assert container["image"] == "docker.io/library/registry:3.1.2"  # fixed: was registry:2
+    proxy, registry = pod["containers"]
+    assert proxy["ports"][0]["containerPort"] == i["container_port"]
+    assert registry["image"] == "docker.io/library/registry:3.1.2"  # fixed: was registry:2
     assert "nodeSelector" not in pod  # fixed: was a hard-coded node-type: worker
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["certs"]["secret"]["secretName"] == cert["secretName"]  # fixed: mismatch
@@ -596,24 +651,19 @@ def test_seed_variables_render_the_seeds_intent_with_defects_fixed() -> None:
     assert not any(a.startswith("metallb.universe.tf/") for a in svc["metadata"]["annotations"])
 
 
-def test_htpasswd_helper_output_is_what_the_secret_expects() -> None:
-    settings = Settings()
-    creds = dataclasses.replace(_creds(settings), htpasswd=htpasswd_line("registry", "pw"))
-    auth = _find(render_manifests(settings, creds), "Secret", "docker-registry-auth")
-    assert _secret_value(auth, "htpasswd").startswith("registry:$2y$")
-
-
-def test_the_serve_script_follows_the_certificate_the_registry_serves() -> None:
-    """serve.sh watches the file config.yml names, and ships beside it in the ConfigMap."""
+def test_the_serve_script_follows_the_certificate_the_proxy_serves() -> None:
+    """serve.sh watches the file caddy.json loads, and ships beside it in the ConfigMap."""
     manifests = render_manifests(Settings(), None)
-    config_map = next(m for m in manifests if "config.yml" in m.get("data", {}))
-    script = config_map["data"]["serve.sh"]
-    assert "registry serve /etc/distribution/config.yml" in script
-    served = yaml.safe_load(config_map["data"]["config.yml"])["http"]["tls"]["certificate"]
+    config_map = next(m for m in manifests if "caddy.json" in m.get("data", {}))
+    assert "serve.sh" in config_map["data"]
+    caddy = json.loads(config_map["data"]["caddy.json"])
+    [served] = caddy["apps"]["tls"]["certificates"]["load_files"]
     deployment = next(m for m in manifests if m["kind"] == "Deployment")
-    [container] = deployment["spec"]["template"]["spec"]["containers"]
-    env = {e["name"]: e.get("value") for e in container["env"]}
-    assert env["TLS_CERTIFICATE"] == served
+    proxy = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert proxy["command"][:2] == ["/bin/sh", "/etc/distribution/serve.sh"]
+    assert proxy["command"][2:] == ["caddy", "run", "--config", "/etc/distribution/caddy.json"]
+    env = {e["name"]: e.get("value") for e in proxy["env"]}
+    assert env["TLS_CERTIFICATE"] == served["certificate"]
     assert int(env["CERTIFICATE_CHECK_SECONDS"]) > 0
 
 
