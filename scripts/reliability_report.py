@@ -40,6 +40,8 @@ TEST_FILES = {
     "tests/cluster/test_gc.py": "gc",  # only if it exists
     "tests/cluster/test_shared_cluster.py": "shared cluster",
     "tests/cluster/test_interruptions.py": "shared cluster",
+    "tests/cluster/test_node_trust.py": "node trust and network",
+    "tests/cluster/test_pull_only_access.py": "node trust and network",
 }
 SECTIONS = (
     "bad input",
@@ -50,6 +52,7 @@ SECTIONS = (
     "conformance",
     "gc",
     "shared cluster",
+    "node trust and network",
 )
 RESULTS = ("passed", "failed", "error", "xfailed", "skipped", "not run")
 DESELECTED_ENV = "RELIABILITY_REPORT_DESELECTED"
