@@ -164,7 +164,8 @@ def provision(
     rotate_pull_password=False,
     adopt=False,
     ca_dir="certs",
-    timeout=300,
+    # A string, not 300: invoke would turn an int default into int() and crash on "abc".
+    timeout="300",
 ):
     """Install or update the registry; a re-run with the same config changes nothing."""
     settings = _settings(config, set_ or [], local)

@@ -1,0 +1,25 @@
+"""Task arguments that are not what they should be stop before any cluster work."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "inf", "1e400"])
+def test_a_timeout_that_is_no_positive_number_is_refused_by_name(value: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "invoke", "provision", "--timeout", value],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"--timeout {value}: expected a number of seconds above 0" in result.stderr
+    assert "Traceback" not in result.stderr
