@@ -40,11 +40,13 @@ TEST_FILES = {
     "tests/cluster/test_gc.py": "gc",  # only if it exists
     "tests/cluster/test_shared_cluster.py": "shared cluster",
     "tests/cluster/test_interruptions.py": "shared cluster",
+    "tests/cluster/test_network_policy.py": "node trust and network",
 }
 SECTIONS = (
     "bad input",
     "auth",
     "TLS",
+    "node trust and network",
     "durability",
     "faults",
     "conformance",
