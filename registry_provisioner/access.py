@@ -26,6 +26,7 @@ _RESOURCE_OF_KIND = {
     "PersistentVolumeClaim": ("", "persistentvolumeclaims"),
     "Deployment": ("apps", "deployments"),
     "DaemonSet": ("apps", "daemonsets"),
+    "NetworkPolicy": ("networking.k8s.io", "networkpolicies"),
     "Certificate": ("cert-manager.io", "certificates"),
 }
 # A run reads, creates, updates and deletes each kind it touches, and waits on it.

@@ -464,6 +464,14 @@ class PullSecretSettings(_Section):
 
 
 @dataclass(frozen=True)
+class MetricsSettings(_Section):
+    """Who may reach the metrics/debug port (``metrics_port``) under the NetworkPolicy."""
+
+    # Pods in these namespaces may scrape it; none by default. Nodes always may.
+    allowed_namespaces: Namespaces = ()
+
+
+@dataclass(frozen=True)
 class NodeTrustSettings(_Section):
     """The DaemonSet that teaches each node's containerd to trust the registry's CA."""
 
@@ -524,6 +532,7 @@ class Settings(_Section):
     image: Image = DEFAULT_IMAGE
     container_port: PodPort = 5000
     metrics_port: PodPort = 5001
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     service: ServiceSettings = field(default_factory=ServiceSettings)
     tls: TLSSettings = field(default_factory=TLSSettings)

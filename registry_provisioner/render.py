@@ -49,6 +49,8 @@ APPLY_ORDER: tuple[tuple[str, Callable[[Settings], bool]], ...] = (
     ("auth-secret.yaml.j2", _always),
     ("registry-config.yaml.j2", _always),
     ("pvc.yaml.j2", _always),
+    # Before the pods it guards, so none runs unguarded; deleted after them.
+    ("network-policy.yaml.j2", _always),
     ("deployment.yaml.j2", _always),
     ("service.yaml.j2", _always),
     ("pull-secrets.yaml.j2", _always),

@@ -7,6 +7,7 @@ set -euo pipefail
 debian_packages=(
   containerd runc containernetworking-plugins  # the node's container runtime and pod network
   iptables conntrack iproute2 util-linux       # kube-proxy, namespaces (nsenter, unshare)
+  ipset                                         # kube-router's NetworkPolicy enforcement
   umoci busybox-static                          # building the cluster's images without Docker
   skopeo                                        # a real OCI client for the tests and the demo
 )

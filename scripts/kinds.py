@@ -14,5 +14,6 @@ KINDS = (
     "deployments",
     "daemonsets",
     "persistentvolumeclaims",
+    "networkpolicies.networking.k8s.io",
     "certificates.cert-manager.io",
 )

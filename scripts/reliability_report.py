@@ -42,17 +42,18 @@ TEST_FILES = {
     "tests/cluster/test_interruptions.py": "shared cluster",
     "tests/cluster/test_node_trust.py": "node trust and network",
     "tests/cluster/test_pull_only_access.py": "node trust and network",
+    "tests/cluster/test_network_policy.py": "node trust and network",
 }
 SECTIONS = (
     "bad input",
     "auth",
     "TLS",
+    "node trust and network",
     "durability",
     "faults",
     "conformance",
     "gc",
     "shared cluster",
-    "node trust and network",
 )
 RESULTS = ("passed", "failed", "error", "xfailed", "skipped", "not run")
 DESELECTED_ENV = "RELIABILITY_REPORT_DESELECTED"

@@ -34,9 +34,15 @@ class GoComponent:
     go_directive: str = "1.24.0"
     godebug: str = ""
     replaces: dict[str, str] = field(default_factory=dict)
+    # Checksums the wrapper carries for modules the checksum database does not know
+    # (a fork used through a replace), so the build still verifies what it downloads.
+    # Out of repr, so adding the field kept every other component's cache key.
+    go_sum: tuple[str, ...] = field(default=(), repr=False)
 
     def cache_key(self) -> str:
         digest = hashlib.sha256(repr(self).encode())
+        for line in self.go_sum:
+            digest.update(line.encode())
         for path in sorted((GO_SOURCES / self.name).glob("*.go")):
             digest.update(path.read_bytes())
         return digest.hexdigest()[:16]
@@ -64,9 +70,18 @@ def _write_go_mod(component: GoComponent, workdir: Path) -> None:
     lines += ["require ("] + [f"\t{m} {v}" for m, v in component.requires.items()] + [")", ""]
     if component.replaces:
         lines += (
-            ["replace ("] + [f"\t{m} => {m} {v}" for m, v in component.replaces.items()] + [")", ""]
+            ["replace ("]
+            + [f"\t{m} => {_target(m, v)}" for m, v in component.replaces.items()]
+            + [")", ""]
         )
     (workdir / "go.mod").write_text("\n".join(lines))
+    if component.go_sum:
+        (workdir / "go.sum").write_text("\n".join(component.go_sum) + "\n")
+
+
+def _target(module: str, replacement: str) -> str:
+    """A replace's right side: ``vX`` means the same module at that version, else ``path vX``."""
+    return replacement if " " in replacement else f"{module} {replacement}"
 
 
 def build(component: GoComponent) -> Path:

@@ -24,7 +24,7 @@ from registry_provisioner.waiting import wait_for
 
 from . import addons, control_plane, images, network, supervisor
 from .build import build
-from .components import kubernetes
+from .components import kube_router_netpol, kubernetes
 from .node_config import NodeLayout, write_node_config
 from .paths import KUBECONFIG, LOG_DIR, STATE_DIR
 from .pki import Pki, ensure_pki
@@ -39,6 +39,7 @@ CORE = (
     "containerd",
     "kubelet",
     "kube-proxy",
+    "kube-router-netpol",
 )
 
 
@@ -99,12 +100,24 @@ def _node_ready(api: httpx.Client) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
-def build_all() -> tuple[Path, list[Path], list[ProcessSpec]]:
+def _netpol_chains_present() -> bool:
+    """kube-router hooks its chains into FORWARD as it starts enforcing."""
+    rules = subprocess.run(
+        ["ip", "netns", "exec", network.NETNS, "iptables", "-S", "FORWARD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    return "KUBE-ROUTER-FORWARD" in rules
+
+
+def build_all() -> tuple[Path, Path, list[Path], list[ProcessSpec]]:
     """Every binary and image the cluster runs, built once and cached by version."""
     kube = build(kubernetes())
+    netpol = build(kube_router_netpol())
     archives = images.build_images()
     addon_specs = addons.addon_processes(KUBECONFIG, STATE_DIR)  # builds the addons
-    return kube, archives, addon_specs
+    return kube, netpol, archives, addon_specs
 
 
 def up() -> Path:
@@ -115,7 +128,7 @@ def up() -> Path:
     if STATE_DIR.exists() or network.namespace_exists():
         with step("clearing the remains of an earlier run"):
             down()
-    kube, archives, addon_specs = build_all()
+    kube, netpol, archives, addon_specs = build_all()
     started = time.monotonic()
     processes, node, _ = _layout()
     pki = ensure_pki(STATE_DIR / "pki")
@@ -136,6 +149,15 @@ def up() -> Path:
         processes.start(control_plane.kube_proxy(kube, node))
         poll_while_running(
             "the node to be Ready", lambda: _node_ready(api), 120, processes, "kubelet"
+        )
+        # NetworkPolicy is enforced from here on, before any addon or test pod runs.
+        processes.start(control_plane.network_policy(netpol, pki))
+        poll_while_running(
+            "the network policy controller's chains",
+            _netpol_chains_present,
+            60,
+            processes,
+            "kube-router-netpol",
         )
     shutil.copy(pki.kubeconfig("admin"), KUBECONFIG)
     asyncio.run(_start_addons(processes, KUBECONFIG, addon_specs))
@@ -175,7 +197,7 @@ def down() -> None:
     """Stop everything and remove all state except the build cache."""
     processes, _, _ = _layout()
     # The kubelet first, so it does not restart containers as they are ended.
-    for name in ("kubelet", "kube-proxy"):
+    for name in ("kubelet", "kube-proxy", "kube-router-netpol"):
         processes.stop(name)
     supervisor.stop_all()
     network.delete_namespace()

@@ -115,6 +115,30 @@ def cert_manager() -> GoComponent:
     )
 
 
+def kube_router_netpol() -> GoComponent:
+    """kube-router's network policy controller alone, from our main in go/kube-router-netpol.
+
+    The module is k3s's fork at the version k3s pins, which is what k3s users run;
+    client-go is the cluster's own version, as in k3s.
+    """
+    upstream = "github.com/cloudnativelabs/kube-router/v2"
+    fork, version = versions.KUBE_ROUTER_FORK, versions.KUBE_ROUTER
+    staging = "v0." + versions.KUBERNETES.removeprefix("v1.")
+    module_sum, mod_sum = versions.KUBE_ROUTER_SUMS
+    return GoComponent(
+        name="kube-router-netpol",
+        requires={
+            upstream: version,
+            "k8s.io/api": staging,
+            "k8s.io/apimachinery": staging,
+            "k8s.io/client-go": staging,
+        },
+        replaces={upstream: f"{fork} {version}"},
+        go_sum=(f"{fork} {version} {module_sum}", f"{fork} {version}/go.mod {mod_sum}"),
+        ldflags=(f"-X {upstream}/pkg/version.Version={version}",),
+    )
+
+
 def pause() -> GoComponent:
     """The pause image's only binary; offline, the upstream image cannot be pulled."""
     return GoComponent(name="pause", requires={})

@@ -160,3 +160,19 @@ def kube_proxy(kube: Path, node: NodeLayout) -> ProcessSpec:
     return ProcessSpec(
         "kube-proxy", (str(kube), "kube-proxy", "--config", str(node.kube_proxy_config))
     )
+
+
+def network_policy(binary: Path, pki: Pki) -> ProcessSpec:
+    """kube-router's firewall alone, in the node's namespace like kube-proxy (which stays).
+
+    Its iptables chains and ipsets live in that namespace and go with it.
+    """
+    return ProcessSpec(
+        "kube-router-netpol",
+        (
+            str(binary),
+            f"--kubeconfig={pki.kubeconfig('admin')}",
+            f"--hostname-override={network.NODE_NAME}",
+            f"--service-cluster-ip-range={network.SERVICE_CIDR}",
+        ),
+    )

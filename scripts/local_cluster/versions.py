@@ -15,6 +15,16 @@ DISTRIBUTION = "v3.1.2"
 # The authenticating TLS proxy in front of the registry: per-login rights (a
 # pull-only login) and a cache of bcrypt checks. Its go.mod has no replace lines.
 CADDY = "v2.11.9"
+# NetworkPolicy enforcement: kube-router's network policy controller as k3s
+# v1.34.3+k3s1 embeds it, from k3s's fork (its go.mod replaces
+# github.com/cloudnativelabs/kube-router/v2 with this). The checksums are the ones
+# k3s's go.sum pins; the checksum database does not list the fork.
+KUBE_ROUTER_FORK = "github.com/k3s-io/kube-router/v2"
+KUBE_ROUTER = "v2.6.3-k3s1"
+KUBE_ROUTER_SUMS = (
+    "h1:RZjUBIuitXCuYoCzm1aM6p5EgQFC5k3N72j4pBIc2j4=",
+    "h1:RaxDc+SBKB33+fjao+LeDue4CaUajk02eCHXVK/V4YE=",  # its go.mod
+)
 # The OCI distribution-spec conformance suite has no release tags for its Go
 # module; the proxy serves only this pseudo-version (its `@latest`).
 OCI_CONFORMANCE = "v0.0.0-20260831232431-97274622c111"

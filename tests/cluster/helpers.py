@@ -12,6 +12,8 @@ import threading
 import time
 from pathlib import Path
 
+from kr8s.asyncio.objects import Pod
+
 from registry_provisioner.errors import RegistryError
 from registry_provisioner.oci_client import RegistryClient
 
@@ -183,3 +185,13 @@ def set_args(overrides: dict[str, str]) -> list[str]:
 def decoded(secret: dict, key: str) -> str:
     """One value of a Secret's data, as text."""
     return base64.b64decode(secret["data"][key]).decode()
+
+
+async def http_get(client: Pod, ip: str, port: int, path: str = "/") -> str:
+    """The HTTP response `client` gets, or busybox nc's error, within 3 s.
+
+    Through nc rather than busybox wget, which crashes (SIGSEGV) in the helper image.
+    """
+    request = f"printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {ip} {port}"
+    result = await client.exec(["sh", "-c", request], check=False)
+    return (result.stdout if result.returncode == 0 else result.stderr).decode().strip()

@@ -9,6 +9,7 @@ import httpx
 import kr8s.asyncio
 import pytest
 from kr8s.asyncio.objects import (
+    NetworkPolicy,
     Node,
     PersistentVolumeClaim,
     Pod,
@@ -20,6 +21,7 @@ from kr8s.asyncio.objects import (
 from registry_provisioner.kube import condition_is, field_is, wait_until
 from registry_provisioner.waiting import poll
 from scripts.local_cluster import network, versions
+from tests.cluster.helpers import http_get
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
@@ -150,3 +152,43 @@ async def test_certificate_from_ca_cluster_issuer_becomes_ready(
     await asyncio.wait_for(wait_until(certificate, condition_is("Ready")), 120)
     secret = await Secret.get("example-tls", namespace=namespace, api=api)
     assert {"tls.crt", "tls.key", "ca.crt"} <= set(secret.raw["data"])
+
+
+async def test_network_policy_is_enforced(api: kr8s.asyncio.Api, namespace: str) -> None:
+    """kube-router's controller enforces NetworkPolicy: a deny-all ingress policy refuses a
+    pod-to-pod connection, and deleting the policy lets it through again."""
+    serve = "mkdir -p /www && echo np-ok > /www/index.html && exec httpd -f -p 8080 -h /www"
+    web = await Pod(busybox_pod("web", namespace, serve), api=api)
+    client = await Pod(busybox_pod("client", namespace, "exec sleep 3600"), api=api)
+    for pod in (web, client):
+        await pod.create()
+    for pod in (web, client):
+        await asyncio.wait_for(wait_until(pod, condition_is("Ready")), 120)
+    ip = web.raw["status"]["podIP"]
+
+    last: list[str] = []
+
+    async def answers() -> bool:
+        last.append(await http_get(client, ip, 8080))
+        return last[-1].endswith("np-ok")
+
+    async def refused() -> bool:
+        last.append(await http_get(client, ip, 8080))
+        return "Connection refused" in last[-1]
+
+    try:
+        await asyncio.wait_for(poll(answers), 30)
+    except TimeoutError:
+        raise AssertionError(f"no answer before any policy; last: {last[-1:]}") from None
+    deny_all = await NetworkPolicy(
+        {
+            "metadata": {"name": "deny-all", "namespace": namespace},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+        },
+        api=api,
+    )
+    await deny_all.create()
+    # kube-router rejects (not drops) what no policy allows, so the refusal is immediate.
+    await asyncio.wait_for(poll(refused), 30)
+    await deny_all.delete()
+    await asyncio.wait_for(poll(answers), 30)

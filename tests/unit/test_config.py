@@ -223,6 +223,16 @@ BAD_CONFIGS: list[tuple[dict[str, Any], str, list[str]]] = [
     ({"auth.secret_name": "docker-registry-tls"}, "auth.secret_name", ["different from"]),
     ({"pull_secret.namespaces": ["default", "Apps"]}, "pull_secret.namespaces[1]", ["label"]),
     ({"pull_secret.namespaces": ["a", "a"]}, "pull_secret.namespaces[1]", ["each namespace once"]),
+    (
+        {"metrics.allowed_namespaces": ["monitoring", "Ops"]},
+        "metrics.allowed_namespaces[1]",
+        ["a namespace name", "DNS-1123 label"],
+    ),
+    (
+        {"metrics.allowed_namespaces": "monitoring"},
+        "metrics.allowed_namespaces",
+        ["a list of strings"],
+    ),
     ({"node_trust.certs_dir": "etc/containerd/certs.d"}, "node_trust.certs_dir", ["absolute"]),
     ({"node_trust.certs_dir": "/"}, "node_trust.certs_dir", ["certs.d", "config_path"]),
     ({"node_trust.certs_dir": "//"}, "node_trust.certs_dir", ["certs.d", "k3s:"]),
