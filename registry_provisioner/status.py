@@ -58,18 +58,19 @@ def _state(found) -> str:
 
 
 async def _storage_used(api: kr8s.asyncio.Api, settings: Settings) -> str:
-    pods = await kube.get_all(
+    selector = render.selector_labels(settings, "registry")
+    registry_pods = await kube.get_all(
         api,
         "pods",
         namespace=settings.namespace,
-        label_selector=render.label_selector(settings),
+        label_selector=",".join(f"{k}={v}" for k, v in selector.items()),
         field_selector="status.phase=Running",
     )
-    registry_pods = [
-        p for p in pods if p.name.startswith(f"{settings.name}-") and "node-trust" not in p.name
-    ]
     if not registry_pods:
         return "unknown (no running registry pod)"
-    result = await registry_pods[0].exec(["du", "-sh", "/var/lib/registry"], check=False)
+    # The volume is mounted into distribution's container only, not the proxy's.
+    result = await registry_pods[0].exec(
+        ["du", "-sh", "/var/lib/registry"], container=maintenance.CONTAINER, check=False
+    )
     used = result.stdout.decode().split()
     return f"{used[0]} of {settings.storage.size}" if used else "unknown"

@@ -43,7 +43,9 @@ async def _on_disk(api: kr8s.asyncio.Api, digest: str) -> bool:
         field_selector="status.phase=Running",
     )
     [pod] = [p for p in pods if not p.raw["metadata"].get("deletionTimestamp")]
-    result = await pod.exec(["test", "-e", gc.blob_dir(digest)], check=False)
+    result = await pod.exec(
+        ["test", "-e", gc.blob_dir(digest)], container=maintenance.CONTAINER, check=False
+    )
     return result.returncode == 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -98,6 +99,10 @@ async def test_the_pull_secret_pulls_but_cannot_push_or_delete(
     )
     # kubelet pulls with the pull Secret.
     await deploy_app(api, registry, image)
+    # status reads the volume in distribution's container, not in the proxy's.
+    status = registry.invoke("status")
+    assert status.returncode == 0, status.stderr
+    assert re.search(r"storage used: [0-9.]+[KMG]\S* of 5Gi", status.stdout), status.stdout
 
     async with RegistryClient(registry.url, "puller", pull_password, registry.ca_file) as puller:
         digest = (await puller.get_manifest("pull-only/app", "1")).digest
