@@ -263,7 +263,9 @@ async def bench_command(
         log(f"the registry will be at {target.settings.registry_url}")
         try:
             with run_loopback(target.settings, Path(tmp) / "loopback") as loop:
-                loopback = Endpoint(loop.url, loop.username, loop.password, loop.ca_path)
+                loopback = Endpoint(
+                    loop.url, loop.admin.username, loop.admin.password, loop.ca_path
+                )
                 for index in range(repeat):
                     await one_run(target, results, loopback, size_mib * MIB, index, repeat)
         finally:

@@ -5,6 +5,7 @@ No figure is asserted here: benchmarks print figures and ratios, they are not ti
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from scripts.benchmarks.children import BenchError, ChildRun, redact, run_child
 from scripts.benchmarks.lifecycle import Target, provision_phases
 from scripts.benchmarks.run import at_address, bench_set_args, given_address
 from scripts.local_cluster.addresses import OVERLAY_IP, pool_addresses
+from scripts.loopback_proxy import relocate
 from scripts.loopback_registry import on_loopback
 
 
@@ -147,6 +149,34 @@ def test_loopback_config_is_the_cluster_config_moved_to_loopback(tmp_path: Path)
         assert local[key] == cluster[key]
     assert local["storage"]["delete"] == cluster["storage"]["delete"]
     assert local["http"]["headers"] == cluster["http"]["headers"]
+
+
+def test_loopback_proxy_runs_the_rendered_caddy_config_moved_to_loopback(tmp_path: Path) -> None:
+    settings = _settings(bench_set_args([]))
+    rendered = loopback.proxy_config(settings)
+    auth = settings.auth
+    files = {auth.username: "/tmp/x/a.bcrypt", auth.pull_username: "/tmp/x/p.bcrypt"}
+    local = relocate(
+        rendered,
+        listen="127.0.0.1:7000",
+        upstream="127.0.0.1:7001",
+        certificate="/tmp/x/tls.crt",
+        key="/tmp/x/tls.key",
+        hash_files=files,
+        address="127.0.0.1",
+    )
+    text = json.dumps(local)
+    assert '"127.0.0.1:7001"' in text and "5080" not in text
+    assert "/auth/" not in text and "/certs/" not in text
+    assert "{file./tmp/x/p.bcrypt}" in text
+    [server] = local["apps"]["http"]["servers"].values()
+    assert server["listen"] == ["127.0.0.1:7000"]
+    # Routes, rights, errors and the hash cache are the pod's, untouched.
+    [rendered_server] = rendered["apps"]["http"]["servers"].values()
+    assert len(server["routes"]) == len(rendered_server["routes"])
+    assert server["errors"] == rendered_server["errors"]
+    assert "hash_cache" in text and local["admin"] == rendered["admin"]
+    assert "5080" in json.dumps(rendered)  # the original is left as it was
 
 
 def test_disk_round_trip_leaves_nothing_behind(tmp_path: Path) -> None:
