@@ -15,6 +15,9 @@ DISTRIBUTION = "v3.1.2"
 # The authenticating TLS proxy in front of the registry: per-login rights (a
 # pull-only login) and a cache of bcrypt checks. Its go.mod has no replace lines.
 CADDY = "v2.11.9"
+# helm, for the bench's peer figure (the twuni chart's install path). Its
+# go.mod has no replace lines, so it builds from a plain require.
+HELM = "v3.22.0"
 # The OCI distribution-spec conformance suite has no release tags for its Go
 # module; the proxy serves only this pseudo-version (its `@latest`).
 OCI_CONFORMANCE = "v0.0.0-20260831232431-97274622c111"
