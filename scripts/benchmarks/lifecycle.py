@@ -253,15 +253,19 @@ async def wait_gone(target: Target, timeout: float = GONE_TIMEOUT) -> None:
         await asyncio.sleep(0.2)
 
 
-async def wait_volumes_released(target: Target, timeout: float = GONE_TIMEOUT) -> None:
+async def wait_volumes_released(
+    target: Target, timeout: float = GONE_TIMEOUT, namespace: str | None = None
+) -> None:
     """The provisioner deletes the old volume in the background; let it finish untimed,
-    so its cleanup does not run inside the next measurement."""
+    so its cleanup does not run inside the next measurement. `namespace` defaults to
+    the registry's (the helm peer has its own)."""
+    namespace = namespace or target.settings.namespace
     deadline = time.monotonic() + timeout
     while True:
         volumes = [
             pv.name
             for pv in await kube.get_all(target.api, "persistentvolumes")
-            if (pv.raw["spec"].get("claimRef") or {}).get("namespace") == target.settings.namespace
+            if (pv.raw["spec"].get("claimRef") or {}).get("namespace") == namespace
         ]
         if not volumes:
             return
