@@ -184,11 +184,16 @@ def floor_steps(target: Target, manifests: Path) -> list[tuple[str, list[str]]]:
         )
     lb_ip = f"--for=jsonpath={{.status.loadBalancer.ingress[0].ip}}={s.service.ip}"
     service = f"service/{s.service.name}"
-    return [
-        *steps,
+    steps += [
         ("kubectl rollout status", [*k, *ns, "rollout", "status", timeout, f"deployment/{s.name}"]),
         ("kubectl wait: LoadBalancer IP", [*k, *ns, "wait", timeout, lb_ip, service]),
     ]
+    if s.node_trust.enabled:
+        # Provision waits until every node trusts the registry; so must the floor.
+        daemonset = f"daemonset/{s.node_trust_name}"
+        status = [*k, *ns, "rollout", "status", timeout, daemonset]
+        steps.append(("kubectl rollout status: node trust", status))
+    return steps
 
 
 async def floor_to_first_push(target: Target, image: Image) -> tuple[Ready, Path, Credentials]:

@@ -157,3 +157,14 @@ def test_a_failed_pull_is_named_not_waited_out() -> None:
         {"metadata": {"name": "b"}, "status": {"phase": "Pending"}},
     ]
     assert cluster_pull.pull_failures(pods) == ["a: ImagePullBackOff: x509: unknown authority"]
+
+
+def test_the_floor_waits_on_what_provision_waits_on_node_trust_included(tmp_path: Path) -> None:
+    from scripts.benchmarks.lifecycle import floor_steps
+
+    target = _target(tmp_path)
+    names = [name for name, _ in floor_steps(target, tmp_path / "m.yaml")]
+    assert names[0] == "kubectl apply --server-side"
+    assert "kubectl rollout status: node trust" in names
+    [argv] = [argv for name, argv in floor_steps(target, tmp_path / "m.yaml") if "node" in name]
+    assert argv[-1] == f"daemonset/{target.settings.node_trust_name}"
