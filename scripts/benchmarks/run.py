@@ -488,6 +488,16 @@ MISSED: dict[str, str] = {
         "`python -m scripts.benchmarks.auth_rate`; on 2 shared cores the clients compete "
         "with the servers."
     ),
+    "push_vs_loopback": (
+        "push / loopback missed: the cluster path adds kube-proxy, the pod network, the "
+        "container's cgroup and the volume; at small --size-mib the per-blob round trips "
+        "weigh more than the bytes."
+    ),
+    "pull_vs_loopback": (
+        "pull / loopback missed: the cluster path adds kube-proxy, the pod network and "
+        "the volume's reads."
+    ),
+    "concurrent_errors": "concurrent pushes failed: the errors are listed in these notes.",
     "skopeo_push_vs_loopback": (
         "skopeo push missed: the cluster path adds kube-proxy, the pod network and the "
         "volume; skopeo's own start-up is paid on both sides."
