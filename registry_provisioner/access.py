@@ -102,9 +102,16 @@ async def _rules(api: kr8s.asyncio.Api, namespace: str) -> list[dict] | None:
     return None if status.get("incomplete") else status.get("resourceRules", [])
 
 
-async def missing_rights(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
-    """Every right the run will use and the kubeconfig lacks, one line per resource."""
-    wanted = required_rights(settings, render.render_manifests(settings, None))
+async def missing_rights(
+    api: kr8s.asyncio.Api, settings: Settings, manifests: list[dict] | None = None
+) -> list[str]:
+    """Every right the run will use and the kubeconfig lacks, one line per resource.
+
+    `manifests` is the preview render when the caller has one, so it is not rendered twice.
+    """
+    if manifests is None:
+        manifests = render.render_manifests(settings, None)
+    wanted = required_rights(settings, manifests)
     namespaces = sorted({namespace for namespace, *_ in wanted if namespace})
     found = await asyncio.gather(*(_rules(api, namespace) for namespace in namespaces))
     rules = dict(zip(namespaces, found, strict=True))

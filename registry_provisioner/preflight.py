@@ -172,7 +172,9 @@ async def run_preflight(api: kr8s.asyncio.Api, settings: Settings, *, adopt: boo
     Missing rights come first and alone: the other checks read with those rights.
     """
     await kube.check_reachable(api)
-    _refuse(await access.missing_rights(api, settings))
+    # One preview render serves the rights and the ownership checks alike.
+    manifests = render.render_manifests(settings, None)
+    _refuse(await access.missing_rights(api, settings, manifests))
     checks = (
         _issuer_problems,
         _storage_problems,
@@ -181,7 +183,9 @@ async def run_preflight(api: kr8s.asyncio.Api, settings: Settings, *, adopt: boo
         _secret_problems,
         _namespace_problems,
     )
-    found = await asyncio.gather(*(check(api, settings) for check in checks))
-    manifests = render.render_manifests(settings, None)
-    found.append(await ownership.takeover_problems(api, settings, manifests, adopt=adopt))
+    # The ownership reads are independent of the other checks: they overlap them.
+    found = await asyncio.gather(
+        *(check(api, settings) for check in checks),
+        ownership.takeover_problems(api, settings, manifests, adopt=adopt),
+    )
     _refuse([problem for problems in found for problem in problems])

@@ -20,6 +20,7 @@ same layout a Secret mounted into the pod would give.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import secrets
@@ -86,6 +87,46 @@ def write_secret(path: Path, text: str) -> Path:
     return path
 
 
+def relocate(
+    config: Mapping[str, Any],
+    *,
+    listen: str,
+    upstream: str,
+    certificate: str,
+    key: str,
+    hash_files: Mapping[str, str],
+    address: str,
+) -> dict[str, Any]:
+    """A rendered Caddy config with only its addresses and file paths moved to loopback.
+
+    The bench runs the pod's own caddy.json this way, so the loopback side is the
+    same software and the same config; every account must have a hash file here.
+    """
+    relocated = copy.deepcopy(dict(config))
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("handler") == "reverse_proxy":
+                node["upstreams"] = [{"dial": upstream}]
+            if "username" in node and "password" in node:
+                node["password"] = "{file." + hash_files[node["username"]] + "}"
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(relocated)
+    for server in relocated["apps"]["http"]["servers"].values():
+        server["listen"] = [listen]
+        for policy in server.get("tls_connection_policies", []):
+            policy.update(default_sni=address, fallback_sni=address)
+    relocated["apps"]["tls"]["certificates"]["load_files"] = [
+        {"certificate": certificate, "key": key}
+    ]
+    return relocated
+
+
 def bcrypt_hash(login: Login, rounds: int) -> str:
     """The bcrypt hash of the login's password, as its htpasswd line holds it."""
     return htpasswd_line(login.username, login.password, rounds).split(":", 1)[1]
@@ -100,6 +141,9 @@ def run_proxied_registry(
     access_log: bool = False,
     authenticate: bool = True,
     registry_config: Mapping[str, Any] | None = None,
+    proxy_config: Mapping[str, Any] | None = None,
+    admin_username: str = ADMIN_USER,
+    pull_username: str = PULL_USER,
     registry_binary: Path | None = None,
     proxy_binary: Path | None = None,
 ) -> Iterator[RunningProxy]:
@@ -109,11 +153,16 @@ def run_proxied_registry(
     distribution's config (``small_config()`` by default), whose TLS and auth are
     dropped: the proxy does both. ``authenticate=False`` leaves the logins out of
     the proxy's config, for a benchmark's floor; never a set-up to serve.
+    ``proxy_config`` is a Caddy config rendered for the pod (render.py's caddy.json),
+    run as it is with its addresses and files moved here (`relocate`); its account
+    names must then be ``admin_username`` and ``pull_username``.
     """
+    if proxy_config is not None and not authenticate:
+        raise ValueError("a rendered proxy config authenticates; authenticate=False needs none")
     work_dir.mkdir(parents=True, exist_ok=True)
     proxy_binary = proxy_binary or caddy_binary()
-    admin = Login(ADMIN_USER, secrets.token_urlsafe(24))
-    puller = Login(PULL_USER, secrets.token_urlsafe(24))
+    admin = Login(admin_username, secrets.token_urlsafe(24))
+    puller = Login(pull_username, secrets.token_urlsafe(24))
     auth_dir = work_dir / "auth"
     auth_dir.mkdir(mode=0o700, exist_ok=True)
     hash_files = {
@@ -140,17 +189,31 @@ def run_proxied_registry(
         config_path = work_dir / "caddy.json"
 
         def prepare(ports: tuple[int, ...]) -> tuple[list[str], str]:
-            config = caddy_config(
-                listen=f"127.0.0.1:{ports[0]}",
-                upstream=registry.host,
-                certificate=str(cert_path),
-                key=str(key_path),
-                hash_files={u: str(p) for u, p in hash_files.items()} if authenticate else {},
-                realm=REALM,
-                address="127.0.0.1",
-                pull_users=(puller.username,) if authenticate else (),
-                hash_cache=hash_cache,
-                access_log=access_log,
+            listen = f"127.0.0.1:{ports[0]}"
+            files = {u: str(p) for u, p in hash_files.items()}
+            config = (
+                relocate(
+                    proxy_config,
+                    listen=listen,
+                    upstream=registry.host,
+                    certificate=str(cert_path),
+                    key=str(key_path),
+                    hash_files=files,
+                    address="127.0.0.1",
+                )
+                if proxy_config is not None
+                else caddy_config(
+                    listen=listen,
+                    upstream=registry.host,
+                    certificate=str(cert_path),
+                    key=str(key_path),
+                    hash_files=files if authenticate else {},
+                    realm=REALM,
+                    address="127.0.0.1",
+                    pull_users=(puller.username,) if authenticate else (),
+                    hash_cache=hash_cache,
+                    access_log=access_log,
+                )
             )
             config_path.write_text(json.dumps(config, indent=2))
             argv = [str(proxy_binary), "run", "--config", str(config_path)]

@@ -245,12 +245,50 @@ class CaseResult:
         return self.auth_head.server_ms_per_request - self.noauth_head.server_ms_per_request
 
 
+async def interleaved(loads: list[Load], seconds: float, slices: int) -> list[Phase]:
+    """Each load for `seconds` in total, in `slices` slices, the order reversed every other
+    slice, so that a change in the machine's load falls on all of them alike."""
+    done: list[list[Phase]] = [[] for _ in loads]
+    for index in range(slices):
+        order = list(enumerate(loads))
+        for position, load in order if index % 2 == 0 else order[::-1]:
+            done[position].append(await load.run(seconds / slices))
+    return [total(phases) for phases in done]
+
+
+HEAD = {"method": "HEAD", "path": f"/v2/{REPO}/manifests/{TAG}", "expect": 200}
+
+
+async def cluster_and_loopback(
+    cluster: Setup, loopback: Setup, clients: int, seconds: float, slices: int
+) -> dict[str, Phase]:
+    """The bench's figures: the cluster's authenticated HEAD and unauthenticated `GET /`
+    through the LoadBalancer, and loopback's authenticated HEAD against its twin without
+    authentication, all interleaved. Only the loopback pair is the same request with and
+    without authentication; the cluster has no twin, so its ratio weighs two requests."""
+    assert loopback.twin is not None
+    await push_target(cluster)
+    await push_target(loopback)
+    async with (
+        Load(cluster, authenticated=True, clients=clients, **HEAD) as auth_cluster,
+        Load(
+            cluster, method="GET", path="/", expect=200, authenticated=False, clients=clients
+        ) as root_cluster,
+        Load(loopback, authenticated=True, clients=clients, **HEAD) as auth_loopback,
+        Load(loopback.twin, authenticated=False, clients=clients, **HEAD) as noauth_loopback,
+    ):
+        loads = [auth_cluster, root_cluster, auth_loopback, noauth_loopback]
+        phases = await interleaved(loads, seconds, slices)
+    keys = ("auth_head_cluster", "root_cluster", "auth_head_loopback", "noauth_head_loopback")
+    return dict(zip(keys, phases, strict=True))
+
+
 async def measure(name: str, setup: Setup, clients: int, seconds: float, slices: int) -> CaseResult:
     """The four loads, interleaved in `slices` slices each (order reversed every other
     slice), so that a change in the machine's load falls on all of them alike."""
     await push_target(setup)
     assert setup.twin is not None
-    head = {"method": "HEAD", "path": f"/v2/{REPO}/manifests/{TAG}", "expect": 200}
+    head = HEAD
     async with (
         Load(
             setup, method="GET", path="/v2/", expect=401, authenticated=False, clients=clients
@@ -261,12 +299,10 @@ async def measure(name: str, setup: Setup, clients: int, seconds: float, slices:
         Load(setup, authenticated=True, clients=clients, **head) as auth_head,
         Load(setup.twin, authenticated=False, clients=clients, **head) as noauth_head,
     ):
-        loads = [unauth_v2, unauth_root, auth_head, noauth_head]
-        done: dict[int, list[Phase]] = {id(load): [] for load in loads}
-        for index in range(slices):
-            for load in loads if index % 2 == 0 else loads[::-1]:
-                done[id(load)].append(await load.run(seconds / slices))
-    result = CaseResult(name, *(total(done[id(load)]) for load in loads))
+        phases = await interleaved(
+            [unauth_v2, unauth_root, auth_head, noauth_head], seconds, slices
+        )
+    result = CaseResult(name, *phases)
     log(
         f"{name}: auth HEAD {result.auth_head.rate:.0f}/s, unauth GET /v2/ "
         f"{result.unauth_v2.rate:.0f}/s (ratio {result.ratio:.2f}), HEAD without auth "

@@ -184,11 +184,16 @@ def floor_steps(target: Target, manifests: Path) -> list[tuple[str, list[str]]]:
         )
     lb_ip = f"--for=jsonpath={{.status.loadBalancer.ingress[0].ip}}={s.service.ip}"
     service = f"service/{s.service.name}"
-    return [
-        *steps,
+    steps += [
         ("kubectl rollout status", [*k, *ns, "rollout", "status", timeout, f"deployment/{s.name}"]),
         ("kubectl wait: LoadBalancer IP", [*k, *ns, "wait", timeout, lb_ip, service]),
     ]
+    if s.node_trust.enabled:
+        # Provision waits until every node trusts the registry; so must the floor.
+        daemonset = f"daemonset/{s.node_trust_name}"
+        status = [*k, *ns, "rollout", "status", timeout, daemonset]
+        steps.append(("kubectl rollout status: node trust", status))
+    return steps
 
 
 async def floor_to_first_push(target: Target, image: Image) -> tuple[Ready, Path, Credentials]:
@@ -253,15 +258,19 @@ async def wait_gone(target: Target, timeout: float = GONE_TIMEOUT) -> None:
         await asyncio.sleep(0.2)
 
 
-async def wait_volumes_released(target: Target, timeout: float = GONE_TIMEOUT) -> None:
+async def wait_volumes_released(
+    target: Target, timeout: float = GONE_TIMEOUT, namespace: str | None = None
+) -> None:
     """The provisioner deletes the old volume in the background; let it finish untimed,
-    so its cleanup does not run inside the next measurement."""
+    so its cleanup does not run inside the next measurement. `namespace` defaults to
+    the registry's (the helm peer has its own)."""
+    namespace = namespace or target.settings.namespace
     deadline = time.monotonic() + timeout
     while True:
         volumes = [
             pv.name
             for pv in await kube.get_all(target.api, "persistentvolumes")
-            if (pv.raw["spec"].get("claimRef") or {}).get("namespace") == target.settings.namespace
+            if (pv.raw["spec"].get("claimRef") or {}).get("namespace") == namespace
         ]
         if not volumes:
             return

@@ -29,18 +29,20 @@ class Spec:
 
     key: str
     section: str
-    label: str  # may use {size} (MiB per image) and {clients}
+    label: str  # may use {size}, {clients}, {auth_clients}, {pods} and {layers}
     unit: str
     target: tuple[str, float] | None = None
     # "worst" judges the target on the worst run: one failed push is not a median matter.
     judge: Literal["median", "worst"] = "median"
 
 
-TIME, REMOVE, THROUGHPUT, CONCURRENCY, COST = (
+TIME, REMOVE, THROUGHPUT, AUTH, CONCURRENCY, PULL, COST = (
     "Time to ready",
     "Re-provision and removal",
     "Throughput",
+    "Authenticated requests",
     "Concurrency",
+    "Cluster pull",
     "Cost",
 )
 
@@ -52,22 +54,99 @@ SPECS: tuple[Spec, ...] = (
         "floor: `kubectl apply --server-side` + `kubectl wait`/`rollout status` + same push",
         "s",
     ),
-    Spec("provision_vs_floor", TIME, "provision / floor", "x", ("<=", 1.2)),
-    Spec("noop_provision", REMOVE, "no-op re-provision", "s", ("<=", 3.0)),
+    Spec(
+        "helm_ready",
+        TIME,
+        "helm user: `kubectl apply` a Certificate + wait Ready + `helm install --wait` "
+        "(twuni chart) + same push",
+        "s",
+    ),
+    Spec("provision_vs_floor", TIME, "provision / floor", "x", ("<=", 1.0)),
+    Spec("provision_vs_helm", TIME, "provision / helm", "x", ("<=", 0.9)),
+    Spec("noop_provision", REMOVE, "no-op re-provision", "s", ("<=", 2.0)),
     Spec("dry_run", REMOVE, "`invoke provision --dry-run`", "s"),
     Spec("unprovision", REMOVE, "`invoke unprovision --purge` until every object is gone", "s"),
     Spec("kubectl_delete", REMOVE, "`kubectl delete --wait` of the same objects", "s"),
     Spec("unprovision_vs_delete", REMOVE, "unprovision / kubectl delete", "x"),
+    Spec(
+        "helm_uninstall",
+        REMOVE,
+        "`helm uninstall --wait` + delete the Certificate and its Secret until gone",
+        "s",
+    ),
     Spec("push_cluster", THROUGHPUT, "push {size} MiB through the LoadBalancer IP", "MiB/s"),
     Spec("push_loopback", THROUGHPUT, "push {size} MiB, same binary+config on loopback", "MiB/s"),
     Spec("push_vs_loopback", THROUGHPUT, "push: cluster / loopback", "x", (">=", 0.8)),
     Spec("pull_cluster", THROUGHPUT, "pull {size} MiB through the LoadBalancer IP", "MiB/s"),
     Spec("pull_loopback", THROUGHPUT, "pull {size} MiB, same binary+config on loopback", "MiB/s"),
     Spec("pull_vs_loopback", THROUGHPUT, "pull: cluster / loopback", "x", (">=", 0.8)),
+    Spec(
+        "skopeo_push_cluster",
+        THROUGHPUT,
+        "skopeo push {size} MiB through the LoadBalancer IP",
+        "MiB/s",
+    ),
+    Spec(
+        "skopeo_push_loopback", THROUGHPUT, "skopeo push {size} MiB, same pair on loopback", "MiB/s"
+    ),
+    Spec(
+        "skopeo_push_vs_loopback", THROUGHPUT, "skopeo push: cluster / loopback", "x", (">=", 0.9)
+    ),
+    Spec(
+        "skopeo_pull_cluster",
+        THROUGHPUT,
+        "skopeo pull {size} MiB through the LoadBalancer IP",
+        "MiB/s",
+    ),
+    Spec(
+        "skopeo_pull_loopback", THROUGHPUT, "skopeo pull {size} MiB, same pair on loopback", "MiB/s"
+    ),
+    Spec(
+        "skopeo_pull_vs_loopback", THROUGHPUT, "skopeo pull: cluster / loopback", "x", (">=", 0.9)
+    ),
     Spec("disk_write", THROUGHPUT, "raw disk write + fsync of the same bytes", "MiB/s"),
     Spec("disk_read", THROUGHPUT, "raw disk read of the same bytes (page cache dropped)", "MiB/s"),
     Spec("push_vs_disk", THROUGHPUT, "push (cluster) / raw disk write", "x"),
     Spec("pull_vs_disk", THROUGHPUT, "pull (cluster) / raw disk read", "x"),
+    Spec(
+        "auth_head_cluster",
+        AUTH,
+        "cluster: authenticated manifest HEAD (admin login), {auth_clients} clients "
+        "through the LoadBalancer",
+        "req/s",
+    ),
+    Spec(
+        "root_cluster",
+        AUTH,
+        "cluster: unauthenticated `GET /` (no auth, reaches distribution), same clients",
+        "req/s",
+    ),
+    Spec(
+        "auth_vs_root_cluster",
+        AUTH,
+        "cluster: auth HEAD / unauth GET / (different requests: weighs the request, "
+        "not authentication)",
+        "x",
+    ),
+    Spec(
+        "auth_head_loopback",
+        AUTH,
+        "loopback, the pod's pair: authenticated manifest HEAD, {auth_clients} clients",
+        "req/s",
+    ),
+    Spec(
+        "noauth_head_loopback",
+        AUTH,
+        "loopback twin without authentication: the same HEAD",
+        "req/s",
+    ),
+    Spec(
+        "auth_vs_noauth_loopback",
+        AUTH,
+        "auth HEAD / the same HEAD without auth (isolates authentication)",
+        "x",
+        (">=", 0.8),
+    ),
     Spec(
         "concurrent_push",
         CONCURRENCY,
@@ -82,6 +161,13 @@ SPECS: tuple[Spec, ...] = (
         "",
         ("==", 0),
         "worst",
+    ),
+    Spec(
+        "cluster_pull",
+        PULL,
+        "{pods} pods pull {pods} fresh {layers}-layer images at once through the node's "
+        "containerd: until all Running",
+        "s",
     ),
     Spec("pod_idle_cpu", COST, "registry pod CPU, idle", "mCPU"),
     Spec("pod_idle_memory", COST, "registry pod memory (working set), idle", "MiB"),
@@ -135,6 +221,8 @@ class Results:
     # path ("provision" / "floor") -> phase -> samples in seconds
     phases: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # figure key -> why it was not measured (e.g. the helm peer's chart is absent)
+    not_measured: dict[str, str] = field(default_factory=dict)
 
     def add(self, key: str, value: float) -> None:
         self.figures[key].samples.append(value)
@@ -148,9 +236,19 @@ class Results:
         for phase, seconds in phases.items():
             self.phases.setdefault(path, {}).setdefault(phase, []).append(seconds)
 
+    def skip(self, keys: tuple[str, ...], reason: str) -> None:
+        """Report these figures as not measured, with the reason, rather than leave them blank."""
+        for key in keys:
+            self.not_measured[key] = reason
+
     def label(self, spec: Spec) -> str:
+        p = self.parameters
         return spec.label.format(
-            size=self.parameters.get("size_mib", "?"), clients=self.parameters.get("clients", "?")
+            size=p.get("size_mib", "?"),
+            clients=p.get("clients", "?"),
+            auth_clients=p.get("auth_clients", "?"),
+            pods=p.get("pull_pods", "?"),
+            layers=p.get("pull_layers", "?"),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -169,6 +267,7 @@ class Results:
                     else None,
                     "judged_on": figure.spec.judge if figure.spec.target else None,
                     "met": figure.met,
+                    "not_measured": self.not_measured.get(key),
                 }
                 for key, figure in self.figures.items()
             },
@@ -227,9 +326,12 @@ def markdown(results: Results) -> str:
             lines += ["", f"## {section}", "", "| figure | median | runs | target | met |"]
             lines.append("|---|---:|---|---|---|")
         runs = ", ".join(format_value(s, spec.unit) for s in figure.samples)
+        median, met = format_value(figure.median, spec.unit), _met_text(figure.met)
+        reason = results.not_measured.get(spec.key)
+        if reason and not figure.samples:
+            median, runs, met = "not measured", reason, "not measured"
         lines.append(
-            f"| {results.label(spec)} | {format_value(figure.median, spec.unit)} | {runs} "
-            f"| {_target_text(spec)} | {_met_text(figure.met)} |"
+            f"| {results.label(spec)} | {median} | {runs} | {_target_text(spec)} | {met} |"
         )
     lines += _phase_table(results)
     if results.notes:

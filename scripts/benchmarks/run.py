@@ -13,25 +13,37 @@ import dataclasses
 import datetime as dt
 import os
 import platform
+import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from registry_provisioner import kube
 from registry_provisioner.config import Settings
 from registry_provisioner.images import Image, random_image
 from scripts.local_cluster.addresses import AddressPool
+from scripts.loopback_proxy import run_proxied_registry
 
-from . import data_plane, lifecycle, pod_cost
+from . import auth_rate, cluster_pull, data_plane, helm_peer, lifecycle, pod_cost, skopeo
 from .children import BenchError
 from .data_plane import Endpoint
-from .loopback import run_loopback
+from .loopback import cluster_config, run_loopback
 from .report import MIB, Results, markdown, write
 
 NAMESPACE = "bench-registry"
 CLIENTS = 8
+AUTH_CLIENTS = 16  # issue 14's figure: 16 concurrent clients
+AUTH_SECONDS, AUTH_SLICES = 8.0, 4  # per kind of request, interleaved
 IDLE_SECONDS = 5.0
+HELM_FIGURES = ("helm_ready", "provision_vs_helm", "helm_uninstall")
+SKOPEO_FIGURES = (
+    *(f"skopeo_{verb}_{side}" for verb in ("push", "pull") for side in ("cluster", "loopback")),
+    "skopeo_push_vs_loopback",
+    "skopeo_pull_vs_loopback",
+)
 FIRST_PUSH_LAYERS = [64 * 1024]  # the smoke test's size: readiness, not throughput
 
 
@@ -72,6 +84,17 @@ def at_address(target: lifecycle.Target, ip: str) -> lifecycle.Target:
     )
 
 
+@dataclass(frozen=True)
+class Loopback:
+    """The pod's pair on loopback, its twin without authentication, and what the run uses."""
+
+    endpoint: Endpoint
+    auth: auth_rate.Setup  # with `twin` set: the authentication ratio's two sides
+    helm: Path | None  # the helm binary, None when the peer is not measured
+    skopeo: bool
+    pull_images: list[Image]  # one per pod of the cluster pull
+
+
 def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
@@ -97,10 +120,24 @@ async def floor_path(target: lifecycle.Target, results: Results) -> dict[str, fl
     return {"ready": ready.seconds, "removal": removal}
 
 
+async def helm_path(target: lifecycle.Target, results: Results, helm: Path) -> dict[str, float]:
+    """The helm user's install to the same first push, then helm uninstall until gone."""
+    user = helm_peer.prepare(target, helm)
+    ready = await helm_peer.install_to_first_push(user, random_image(FIRST_PUSH_LAYERS))
+    results.add("helm_ready", ready.seconds)
+    results.add_phases("helm peer", ready.phases)
+    log(f"helm install ready and pushed in {ready.seconds:.1f} s")
+    removal = await helm_peer.uninstall_until_gone(user)
+    results.add("helm_uninstall", removal)
+    log(f"helm uninstall --wait and cleanup: everything gone in {removal:.1f} s")
+    await lifecycle.wait_volumes_released(target, namespace=helm_peer.NAMESPACE)
+    return {"ready": ready.seconds, "removal": removal}
+
+
 async def ours_path(
     target: lifecycle.Target,
     results: Results,
-    loopback: Endpoint,
+    loopback: Loopback,
     size_bytes: int,
     cluster_first: bool,
 ) -> dict[str, float]:
@@ -129,11 +166,13 @@ async def measure_data_plane(
     target: lifecycle.Target,
     results: Results,
     cluster: Endpoint,
-    loopback: Endpoint,
+    loop: Loopback,
     size_bytes: int,
     cluster_first: bool,
 ) -> None:
-    """Idle cost, then the same image through the cluster, the loopback registry and the disk."""
+    """Idle cost, then the same image through the cluster, the loopback pair and the disk,
+    with our client and with skopeo; the authenticated request rate; the cluster pull."""
+    loopback = loop.endpoint
     meter = await pod_cost.registry_pod_meter(target.api, target.settings)
     results.environment["pod_meter"] = meter.source
     idle_cores, idle_memory = await pod_cost.idle_usage(meter, IDLE_SECONDS)
@@ -172,6 +211,19 @@ async def measure_data_plane(
     sides: list[Callable[[], Awaitable[None]]] = [through_cluster, through_loopback]
     for side in sides if cluster_first else reversed(sides):
         await side()
+    if loop.skopeo:
+        layout = skopeo.write_layout(image, target.work_dir / "skopeo-layout")
+        pairs = [("cluster", cluster), ("loopback", loopback)]
+        for side, endpoint in pairs if cluster_first else reversed(pairs):
+            push, pull = await asyncio.to_thread(
+                skopeo.push_pull_seconds,
+                endpoint,
+                layout,
+                data_plane.new_repository(f"skopeo-{side}"),
+                target.work_dir / f"skopeo-{side}",
+            )
+            timings[f"skopeo_push_{side}"], timings[f"skopeo_pull_{side}"] = push, pull
+        shutil.rmtree(layout, ignore_errors=True)
     disk_write, disk_read = await asyncio.to_thread(
         data_plane.disk_write_read, target.work_dir / "disk", image
     )
@@ -182,6 +234,17 @@ async def measure_data_plane(
         results.add(key, rate)
     results.add_ratio("push_vs_loopback", rates["push_cluster"], rates["push_loopback"])
     results.add_ratio("pull_vs_loopback", rates["pull_cluster"], rates["pull_loopback"])
+    if loop.skopeo:
+        for verb in ("push", "pull"):
+            cluster_rate, loop_rate = (
+                rates[f"skopeo_{verb}_cluster"],
+                rates[f"skopeo_{verb}_loopback"],
+            )
+            results.add_ratio(f"skopeo_{verb}_vs_loopback", cluster_rate, loop_rate)
+        log(
+            "skopeo MiB/s: push {skopeo_push_cluster:.0f} (loopback {skopeo_push_loopback:.0f}), "
+            "pull {skopeo_pull_cluster:.0f} (loopback {skopeo_pull_loopback:.0f})".format(**rates)
+        )
     results.add_ratio("push_vs_disk", rates["push_cluster"], rates["disk_write"])
     results.add_ratio("pull_vs_disk", rates["pull_cluster"], rates["disk_read"])
     results.add_ratio(
@@ -193,6 +256,37 @@ async def measure_data_plane(
         "MiB/s: push {push_cluster:.0f} (loopback {push_loopback:.0f}, disk {disk_write:.0f}), "
         "pull {pull_cluster:.0f} (loopback {pull_loopback:.0f}, disk {disk_read:.0f})".format(
             **rates
+        )
+    )
+    await measure_auth_rates(results, cluster, loop.auth)
+    seconds = await cluster_pull.measure(target.api, target.settings, cluster, loop.pull_images)
+    results.add("cluster_pull", seconds)
+    log(f"cluster pull: {len(loop.pull_images)} pods Running after {seconds:.1f} s")
+
+
+async def measure_auth_rates(
+    results: Results, cluster: Endpoint, loopback: auth_rate.Setup
+) -> None:
+    """16 clients: the cluster's rates, and loopback's ratio that isolates authentication."""
+    login = (cluster.username, cluster.password)
+    on_cluster = auth_rate.Setup(cluster.url, cluster.ca_file, *login, pids=(), admin=login)
+    phases = await auth_rate.cluster_and_loopback(
+        on_cluster, loopback, AUTH_CLIENTS, AUTH_SECONDS, AUTH_SLICES
+    )
+    for key, phase in phases.items():
+        results.add(key, phase.rate)
+    rate = {key: phase.rate for key, phase in phases.items()}
+    results.add_ratio("auth_vs_root_cluster", rate["auth_head_cluster"], rate["root_cluster"])
+    results.add_ratio(
+        "auth_vs_noauth_loopback", rate["auth_head_loopback"], rate["noauth_head_loopback"]
+    )
+    errors = sum(phase.errors for phase in phases.values())
+    if errors:
+        results.notes.append(f"authenticated-rate loads: {errors} unexpected answers or errors")
+    log(
+        "req/s: cluster auth HEAD {auth_head_cluster:.0f}, GET / {root_cluster:.0f}; loopback "
+        "auth HEAD {auth_head_loopback:.0f}, HEAD without auth {noauth_head_loopback:.0f}".format(
+            **rate
         )
     )
 
@@ -221,6 +315,11 @@ async def bench_command(
             "repeat": repeat,
             "size_mib": size_mib,
             "clients": CLIENTS,
+            "auth_clients": AUTH_CLIENTS,
+            "auth_seconds": AUTH_SECONDS,
+            "pull_pods": cluster_pull.PODS,
+            "pull_layers": cluster_pull.LAYERS,
+            "pull_layer_bytes": cluster_pull.LAYER_BYTES,
             "settings": list(set_args),
             "idle_window_s": IDLE_SECONDS,
             "first_push_bytes": sum(FIRST_PUSH_LAYERS),
@@ -252,8 +351,10 @@ async def bench_command(
             api=api,
             work_dir=Path(tmp),
         )
+        helm = await helm_or_reason(results)
         log(f"namespace {settings.namespace}; cleaning up first")
         # Whatever an earlier run left goes first, so that it holds no address.
+        await helm_peer.ensure_clean(target, helm)
         await lifecycle.ensure_clean(target)
         addresses, claimed = AddressPool(), None
         if given_address(set_args) is None:
@@ -261,19 +362,53 @@ async def bench_command(
             target = at_address(target, claimed)
             results.parameters["settings"] = list(target.set_args)
         log(f"the registry will be at {target.settings.registry_url}")
+        has_skopeo = skopeo.available()
+        if not has_skopeo:
+            results.skip(SKOPEO_FIGURES, "skopeo is not installed on this machine")
+        pause = await asyncio.to_thread(cluster_pull.pause_binary)
         try:
-            with run_loopback(target.settings, Path(tmp) / "loopback") as loop:
-                loopback = Endpoint(loop.url, loop.username, loop.password, loop.ca_path)
+            with (
+                run_loopback(target.settings, Path(tmp) / "loopback") as loop,
+                run_proxied_registry(
+                    Path(tmp) / "loopback-twin",
+                    authenticate=False,
+                    registry_config=cluster_config(target.settings),
+                ) as twin,
+            ):
+                admin = (loop.admin.username, loop.admin.password)
+                twin_setup = auth_rate.Setup(
+                    twin.url, twin.ca_path, "", "", pids=(twin.pid, twin.registry.pid)
+                )
                 for index in range(repeat):
+                    pull_images = [
+                        await asyncio.to_thread(cluster_pull.runnable_image, pause)
+                        for _ in range(cluster_pull.PODS)
+                    ]
+                    loopback = Loopback(
+                        endpoint=Endpoint(loop.url, *admin, loop.ca_path),
+                        auth=auth_rate.Setup(
+                            loop.url,
+                            loop.ca_path,
+                            *admin,
+                            pids=(loop.pid, loop.registry.pid),
+                            admin=admin,
+                            twin=twin_setup,
+                        ),
+                        helm=helm,
+                        skopeo=has_skopeo,
+                        pull_images=pull_images,
+                    )
                     await one_run(target, results, loopback, size_mib * MIB, index, repeat)
         finally:
             log("purging the bench's registry")
             try:
+                await helm_peer.ensure_clean(target, helm)
                 await lifecycle.ensure_clean(target)
             finally:
                 if claimed is not None:
                     addresses.release(claimed)
     results.environment.update(finished_at=_now(), load_after=_load())
+    results.notes.extend(missed_notes(results))
     results.notes.append(
         f"Pod cost comes from the {results.environment.get('pod_meter', '?')}; CPU in mCPU "
         "(1000 = one core) averaged over the window; idle is a "
@@ -284,10 +419,16 @@ async def bench_command(
     print(f"wrote {json_path} and {md_path}")
 
 
+def path_order(index: int, names: Sequence[str]) -> list[str]:
+    """The paths of run `index`, rotated each run so none always goes first or last."""
+    shift = index % len(names)
+    return [*names[shift:], *names[:shift]]
+
+
 async def one_run(
     target: lifecycle.Target,
     results: Results,
-    loopback: Endpoint,
+    loopback: Loopback,
     size_bytes: int,
     index: int,
     repeat: int,
@@ -295,16 +436,86 @@ async def one_run(
     log(f"run {index + 1}/{repeat}")
     startup = await lifecycle.child([sys.executable, "-m", "invoke", "--list"], "invoke --list")
     results.add("cli_startup", startup.seconds)
-    floor_first = index % 2 == 0
+    cluster_first = index % 2 == 0
+    names = ("floor", "ours", "helm") if loopback.helm is not None else ("floor", "ours")
     outcome: dict[str, dict[str, float]] = {}
-    for name in ("floor", "ours") if floor_first else ("ours", "floor"):
+    for name in path_order(index, names):
         if name == "floor":
             outcome[name] = await floor_path(target, results)
+        elif name == "helm":
+            assert loopback.helm is not None
+            outcome[name] = await helm_path(target, results, loopback.helm)
         else:
-            outcome[name] = await ours_path(target, results, loopback, size_bytes, floor_first)
+            outcome[name] = await ours_path(target, results, loopback, size_bytes, cluster_first)
     ours, floor = outcome["ours"], outcome["floor"]
     results.add_ratio("provision_vs_floor", ours["ready"], floor["ready"])
     results.add_ratio("unprovision_vs_delete", ours["removal"], floor["removal"])
+    if "helm" in outcome:
+        results.add_ratio("provision_vs_helm", ours["ready"], outcome["helm"]["ready"])
+
+
+async def helm_or_reason(results: Results) -> Path | None:
+    """The helm binary (built once, before any clock), or None with the figures skipped."""
+    reason = helm_peer.missing_reason()
+    if reason is None:
+        try:
+            return await asyncio.to_thread(helm_peer.helm_binary)
+        except (OSError, subprocess.CalledProcessError) as error:
+            reason = f"helm could not be built: {error}"
+    results.skip(HELM_FIGURES, reason)
+    log(f"helm peer not measured: {reason}")
+    return None
+
+
+# Where the time goes when a figure misses its target; the phase table has the numbers.
+MISSED: dict[str, str] = {
+    "provision_vs_floor": (
+        "provision / floor missed: compare the phase table. Provision's own start-up "
+        "(interpreter, imports, preflight's reads and access reviews, render, apply) runs "
+        "before its first wait; the floor's kubectl apply does no preflight. Its extra "
+        "waits (PVC Bound, node trust on every node, the registry answering) overlap the "
+        "rollout but end after it."
+    ),
+    "provision_vs_helm": (
+        "provision / helm missed: compare the 'invoke provision' and 'helm peer' phases."
+    ),
+    "noop_provision": (
+        "no-op re-provision missed: it is interpreter start-up, imports, preflight's reads "
+        "and access reviews, render and the dry-run compare of every object."
+    ),
+    "auth_vs_noauth_loopback": (
+        "authentication ratio missed: see the per-request CPU in "
+        "`python -m scripts.benchmarks.auth_rate`; on 2 shared cores the clients compete "
+        "with the servers."
+    ),
+    "push_vs_loopback": (
+        "push / loopback missed: the cluster path adds kube-proxy, the pod network, the "
+        "container's cgroup and the volume; at small --size-mib the per-blob round trips "
+        "weigh more than the bytes."
+    ),
+    "pull_vs_loopback": (
+        "pull / loopback missed: the cluster path adds kube-proxy, the pod network and "
+        "the volume's reads."
+    ),
+    "concurrent_errors": "concurrent pushes failed: the errors are listed in these notes.",
+    "skopeo_push_vs_loopback": (
+        "skopeo push missed: the cluster path adds kube-proxy, the pod network and the "
+        "volume; skopeo's own start-up is paid on both sides."
+    ),
+    "skopeo_pull_vs_loopback": (
+        "skopeo pull missed: the cluster path adds kube-proxy, the pod network and the "
+        "volume; skopeo's own start-up is paid on both sides."
+    ),
+}
+
+
+def missed_notes(results: Results) -> list[str]:
+    """A note for every figure that missed its target, saying where the time goes."""
+    return [
+        MISSED.get(key, f"{key} missed its target.")
+        for key, figure in results.figures.items()
+        if figure.met is False
+    ]
 
 
 def _now() -> str:

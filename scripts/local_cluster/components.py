@@ -66,6 +66,22 @@ def caddy() -> GoComponent:
     )
 
 
+def helm() -> GoComponent:
+    """helm v3, built like the cluster's other binaries, for the bench's helm peer.
+
+    The bench installs the twuni chart with it to time the path a helm user takes.
+    """
+    return GoComponent(
+        name="helm",
+        requires={"helm.sh/helm/v3": versions.HELM},
+        package="helm.sh/helm/v3/cmd/helm",
+        # Without it `helm version` reports only the minor ("v3.22").
+        ldflags=(f"-X helm.sh/helm/v3/internal/version.version={versions.HELM}",),
+        # The module itself declares go 1.26.0; ours may not be older.
+        go_directive="1.26.0",
+    )
+
+
 def conformance() -> GoComponent:
     """The OCI distribution-spec conformance suite: its module root is the main package."""
     module = "github.com/opencontainers/distribution-spec/conformance"

@@ -25,6 +25,9 @@ KUBE_ROUTER_SUMS = (
     "h1:RZjUBIuitXCuYoCzm1aM6p5EgQFC5k3N72j4pBIc2j4=",
     "h1:RaxDc+SBKB33+fjao+LeDue4CaUajk02eCHXVK/V4YE=",  # its go.mod
 )
+# helm, for the bench's peer figure (the twuni chart's install path). Its
+# go.mod has no replace lines, so it builds from a plain require.
+HELM = "v3.22.0"
 # The OCI distribution-spec conformance suite has no release tags for its Go
 # module; the proxy serves only this pseudo-version (its `@latest`).
 OCI_CONFORMANCE = "v0.0.0-20260831232431-97274622c111"

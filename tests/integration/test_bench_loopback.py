@@ -1,4 +1,4 @@
-"""The bench's loopback registry really runs the cluster's config: TLS, auth, storage."""
+"""The bench's loopback registry really runs the pod's configs: Caddy's TLS and logins, storage."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from scripts.benchmarks.run import bench_set_args
 
 
 async def test_loopback_registry_demands_the_login_and_round_trips(
-    tmp_path: Path, registry_binary_path: Path
+    tmp_path: Path, registry_binary_path: Path, caddy_binary_path: Path
 ) -> None:
     settings = load_settings(None, dict(p.split("=", 1) for p in bench_set_args([])))
     with loopback.run_loopback(settings, tmp_path) as registry:
@@ -22,10 +22,12 @@ async def test_loopback_registry_demands_the_login_and_round_trips(
             with pytest.raises(RegistryError) as refused:
                 await anonymous.ping()
             assert refused.value.status == 401
+        assert registry.admin.username == settings.auth.username
+        admin = registry.admin
         endpoint = data_plane.Endpoint(
-            registry.url, registry.username, registry.password, registry.ca_path
+            registry.url, admin.username, admin.password, registry.ca_path
         )
         image = data_plane.make_image(64 * 1024, layers=2)
         assert await data_plane.push_seconds(endpoint, "bench/t", "v1", image) > 0
         assert await data_plane.pull_seconds(endpoint, "bench/t", "v1", image) > 0
-        assert any(registry.storage_dir.rglob("data"))
+        assert any(registry.registry.storage_dir.rglob("data"))
