@@ -179,17 +179,23 @@ class DockerDaemon:
                 process.kill()
                 process.wait()
                 problems.append(f"{name} (pid {process.pid}) ignored SIGTERM and was killed")
-        for pid in self._stray_pids():
+        strays = self._stray_pids()
+        for pid in strays:
             problems.append(f"pid {pid} outlived the daemons and was killed")
-            with contextlib.suppress(ProcessLookupError, FileNotFoundError):
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        if strays:
+            # A killed process leaves its cgroup only once it is reaped.
+            with contextlib.suppress(AssertionError):
+                wait_until(lambda: not self._stray_pids(), STOP_TIMEOUT, "killed pids gone")
         for mountpoint in sorted(self._mounts(), reverse=True):
             problems.append(f"{mountpoint} was still mounted")
             subprocess.run(["umount", "-l", mountpoint], check=False)
         for hierarchy in self._cgroup_dirs():
             for child in sorted(hierarchy.glob("*/"), reverse=True):
                 if child.is_dir():
-                    with contextlib.suppress(ProcessLookupError, FileNotFoundError):
+                    # A busy one stays, and the parent's rmdir below reports it.
+                    with contextlib.suppress(OSError):
                         child.rmdir()
             try:
                 hierarchy.rmdir()
@@ -201,7 +207,9 @@ class DockerDaemon:
                     path.rmdir()
                 except OSError as error:
                     problems.append(f"{path} is not empty: {error}")
-        if not problems:
+        if problems:
+            problems.append(f"dockerd's log ends:\n{self.log('dockerd')[-1500:]}")
+        if not self._mounts():  # never delete through a mount that is still there
             subprocess.run(["rm", "-rf", "--one-file-system", str(self.root)], check=True)
         return problems
 
