@@ -10,6 +10,8 @@ debian_packages=(
   ipset                                         # kube-router's NetworkPolicy enforcement
   umoci busybox-static                          # building the cluster's images without Docker
   skopeo                                        # a real OCI client for the tests and the demo
+  docker.io                                     # the client README tells users to run; tests start
+                                                # their own dockerd, never the packaged service
 )
 
 if ! command -v go >/dev/null; then
@@ -23,7 +25,8 @@ for package in "${debian_packages[@]}"; do
 done
 if ((${#missing[@]})); then
   echo "==> installing Debian packages: ${missing[*]}"
-  # Keep the packaged containerd service from starting: the cluster runs its own.
+  # Keep the packaged containerd and docker services from starting: the cluster runs its
+  # own containerd, and the Docker test its own dockerd.
   if [[ ! -e /usr/sbin/policy-rc.d ]]; then
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
     chmod +x /usr/sbin/policy-rc.d

@@ -34,6 +34,7 @@ TEST_FILES = {
     "tests/cluster/test_bad_input.py": "bad input",
     "tests/cluster/test_preflight.py": "bad input",
     "tests/cluster/test_security.py": "auth",
+    "tests/cluster/test_docker_client.py": "auth",  # README's docker lines, login to logout
     "tests/cluster/test_tls_modes.py": "TLS",
     "tests/cluster/test_faults.py": "faults",
     "tests/cluster/test_oci_conformance.py": "conformance",

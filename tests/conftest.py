@@ -3,7 +3,8 @@
 By default the project's own local cluster (started if it is not running).
 `--kubeconfig PATH` uses an existing cluster instead, and `--use-kind` (or
 REGISTRY_TEST_CLUSTER=kind) a kind cluster through pytest-kind, for machines
-with Docker and internet.
+with Docker, privileged containers and internet (README, "The local cluster",
+says why these machines cannot run kind).
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--use-kind",
         action="store_true",
         default=os.environ.get("REGISTRY_TEST_CLUSTER") == "kind",
-        help="run cluster tests on a kind cluster (pytest-kind; needs Docker and internet)",
+        help=(
+            "run cluster tests on a kind cluster (pytest-kind; needs Docker with privileged "
+            "containers, and internet)"
+        ),
     )
 
 
