@@ -40,6 +40,7 @@ TEST_FILES = {
     "tests/cluster/test_gc.py": "gc",  # only if it exists
     "tests/cluster/test_shared_cluster.py": "shared cluster",
     "tests/cluster/test_interruptions.py": "shared cluster",
+    "tests/cluster/test_pod_security.py": "node trust and network",
 }
 SECTIONS = (
     "bad input",
@@ -50,6 +51,7 @@ SECTIONS = (
     "conformance",
     "gc",
     "shared cluster",
+    "node trust and network",
 )
 RESULTS = ("passed", "failed", "error", "xfailed", "skipped", "not run")
 DESELECTED_ENV = "RELIABILITY_REPORT_DESELECTED"
