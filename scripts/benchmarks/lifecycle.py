@@ -158,7 +158,10 @@ def write_manifests(target: Target) -> tuple[Path, Credentials]:
     path = target.work_dir / "floor-manifests.yaml"
     path.unlink(missing_ok=True)
     path.touch(mode=0o600)
-    path.write_text(render.manifests_yaml(render.render_manifests(target.settings, credentials)))
+    # Node trust's CA copy: what the floor knows before applying ("" under cert-manager,
+    # whose CA comes later: the nodes then fall back to their system roots).
+    objects = render.render_manifests(target.settings, credentials, credentials.ca_pem)
+    path.write_text(render.manifests_yaml(objects))
     return path, credentials
 
 
