@@ -228,6 +228,12 @@ def _host_dir_and_image(raw: dict) -> tuple[str, str] | None:
     return (paths[0], container["image"]) if len(paths) == 1 else None
 
 
+def keeps_files(raw: dict) -> bool:
+    """Whether the live DaemonSet's pods leave the files as they stop (issue 11 on);
+    before that, each pod deleted them."""
+    return _host_dir_and_image(raw) is not None
+
+
 async def remove_files(
     api: kr8s.asyncio.Api,
     settings: Settings,

@@ -79,6 +79,7 @@ async def provision(
     ca_file = await write_client_ca(api, settings, ca_dir)
     if later:
         ca = await tls_secret_value(api, settings, "ca.crt")
+        changes += await _retire_previous_node_trust(api, settings, deleting_files=True)
         changes += await apply(_with_ca(settings, credentials, later, ca))
     await wait_for(
         f"the registry to answer on {settings.registry_url}",
@@ -88,7 +89,7 @@ async def provision(
     if settings.node_trust.enabled:
         # Else "ready" would be followed by x509 errors on the first in-cluster pull.
         await node_trust.wait_on_every_node(api, settings, timeout)
-        changes += await _retire_previous_node_trust(api, settings)
+        changes += await _retire_previous_node_trust(api, settings, deleting_files=False)
         changes += await _drop_legacy_node_trust_config(api, settings)
     return ProvisionResult(changes, ca_file, time.monotonic() - started)
 
@@ -130,17 +131,21 @@ def _with_ca(
 
 
 async def _retire_previous_node_trust(
-    api: kr8s.asyncio.Api, settings: Settings
+    api: kr8s.asyncio.Api, settings: Settings, *, deleting_files: bool
 ) -> list[kube.Change]:
-    """Delete the DaemonSet releases before node trust's own namespace ran in the
-    registry's namespace, now that the new one holds the files on every node.
+    """Delete the DaemonSet earlier releases ran in the registry's namespace.
 
-    Its pods leave the files as they stop (both write the same files, the same way),
-    so trust never lapses; a DaemonSet not ours is left alone.
+    Called twice. Pods of releases since issue 11 leave the files as they stop (both
+    DaemonSets write the same files, the same way), so theirs goes only once the new
+    one holds the files on every node, and trust never lapses. Older pods delete the
+    files as they stop (`deleting_files`), so theirs goes before the new one starts,
+    whose wait then covers the files. A DaemonSet not ours is left alone.
     """
     previous = node_trust.previous_daemonset(settings)
     raw = await ownership.live(api, previous)
     if raw is None or ownership.foreign(raw, settings) is not None:
+        return []
+    if node_trust.keeps_files(raw) == deleting_files:
         return []
     previous["metadata"]["uid"] = raw["metadata"]["uid"]
     [change] = await kube.delete_manifests(api, [previous])
