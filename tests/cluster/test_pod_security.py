@@ -99,6 +99,19 @@ async def test_registry_runs_restricted_and_only_node_trust_is_privileged(
     deployment = await Deployment.get("app", namespace=ns, api=api)
     await asyncio.wait_for(kube.wait_until(deployment, kube.rolled_out), 240)
 
+    # The CA copy: status says when it no longer matches the TLS Secret; provision fixes it.
+    status = registry.invoke("status")
+    assert "node trust CA copy: current" in status.stdout, status.stdout + status.stderr
+    [copy] = await kube.get_all(api, "configmaps", "docker-registry-ca", namespace=trust_ns)
+    await copy.patch({"data": {"ca.crt": "an older CA"}})
+    status = registry.invoke("status")
+    assert "node trust CA copy: stale" in status.stdout, status.stdout + status.stderr
+    again = registry.invoke("provision")
+    assert again.returncode == 0, again.stderr
+    assert "node trust CA copy: current" in registry.invoke("status").stdout
+    await copy.refresh()
+    assert copy.raw["data"]["ca.crt"] == registry.ca_file.read_text()
+
     # Unprovision (no purge) removes the files and node trust's namespace.
     removed = registry.invoke("unprovision")
     assert removed.returncode == 0, removed.stderr
