@@ -55,6 +55,9 @@ def required_rights(settings: Settings, manifests: list[dict]) -> list[Right]:
         (ns, "", "events", "list"),
         (ns, "coordination.k8s.io", "leases", "get"),  # is a gc running?
     }
+    if settings.node_trust.enabled:
+        trust = settings.node_trust_namespace
+        needed |= {(trust, "", "pods", "list"), (trust, "", "events", "list")}
     if settings.tls.mode == "cert-manager":
         needed.add(("", "apiextensions.k8s.io", "customresourcedefinitions", "get"))
         issuers = "clusterissuers" if settings.tls.issuer_kind == "ClusterIssuer" else "issuers"

@@ -384,6 +384,9 @@ IssuerKind = Annotated[str, one_of(ISSUER_KINDS)]
 DnsNames = Annotated[tuple[str, ...], each(_dns_name_problem)]
 Username = Annotated[str, must(_USERNAME.fullmatch, _USERNAME_HELP)]
 Namespaces = Annotated[tuple[str, ...], Rule(_namespaces_problems)]
+NodeTrustNamespace = Annotated[
+    str, must(_or_empty(is_dns_label), f'"" for <namespace>-node-trust, or {DNS_LABEL_HELP}')
+]
 CertsDir = Annotated[str, must(_certs_dir_ok, _CERTS_DIR), _Normalised(normalise_certs_dir)]
 HelperImage = Annotated[str, explain(_helper_image_problem)]
 HelpURL = Annotated[
@@ -478,6 +481,9 @@ class NodeTrustSettings(_Section):
     enabled: Flag = True
     certs_dir: CertsDir = "/var/lib/rancher/k3s/agent/etc/containerd/certs.d"
     image: HelperImage = ""  # "": reuse the registry image
+    # Its own namespace, Pod Security `privileged` (a host path needs it), so the
+    # registry's namespace can enforce `restricted`. "": <namespace>-node-trust.
+    namespace: NodeTrustNamespace = ""
 
 
 @dataclass(frozen=True)
@@ -602,6 +608,16 @@ class Settings(_Section):
         return f"{self.name}-node-trust"
 
     @property
+    def node_trust_namespace(self) -> str:
+        """Where the node-trust DaemonSet and its CA copy live: never the registry's own."""
+        return self.node_trust.namespace or f"{self.namespace}-node-trust"
+
+    @property
+    def node_trust_ca_name(self) -> str:
+        """ConfigMap holding the copy of the registry's CA that node trust mounts."""
+        return f"{self.name}-ca"
+
+    @property
     def node_registry_dir(self) -> str:
         """The per-registry directory containerd reads on every node (``host:port`` form)."""
         return str(PurePosixPath(self.node_trust.certs_dir) / self.registry_host)
@@ -655,6 +671,26 @@ def _cross_field_problems(s: Settings) -> Iterator[ConfigProblem]:
                 path, name, f"a name different from {owners[name]} (both are Secrets here)"
             )
         owners.setdefault(name, path)
+
+    if s.node_trust.enabled and s.node_trust_namespace == s.namespace:
+        yield ConfigProblem(
+            "node_trust.namespace",
+            s.node_trust.namespace,
+            f"a namespace other than the registry's ({s.namespace}): node trust mounts a host "
+            "directory, which only Pod Security `privileged` allows, and the registry's "
+            'namespace enforces `restricted`; "" gives <namespace>-node-trust',
+        )
+    elif (
+        s.node_trust.enabled
+        and is_dns_label(s.namespace)  # else `namespace` itself is the problem to report
+        and not is_dns_label(s.node_trust_namespace)
+    ):
+        yield ConfigProblem(
+            "node_trust.namespace",
+            s.node_trust.namespace,
+            f"a shorter namespace ({s.node_trust_namespace!r} is over 63 characters): "
+            f"set one, {DNS_LABEL_HELP}",
+        )
 
     for kind, minimum in (("cpu", _MILLI), ("memory", _MEBI)):
         request, limit = getattr(s.resources.requests, kind), getattr(s.resources.limits, kind)

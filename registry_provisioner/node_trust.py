@@ -6,6 +6,11 @@ lapses. Only unprovision removes them, by rolling the DaemonSet over to its `rem
 mode (each pod empties its directory, then idles) and waiting for that on every node
 before deleting it. That reuses what already runs on every node, with the same image,
 placement and Pod Security level, rather than a second kind of pod per node.
+
+The DaemonSet lives in a namespace of its own (`node_trust.namespace`), labelled Pod
+Security `privileged`, the least a host path needs, so the registry's namespace can
+enforce `restricted`. Releases before that kept it in the registry's namespace:
+provision retires that one once the new one holds the files on every node.
 """
 
 from __future__ import annotations
@@ -36,13 +41,37 @@ def legacy_config_map(settings: Settings) -> dict:
     }
 
 
-def daemonset_ref(settings: Settings) -> dict:
-    """The DaemonSet by name, for finding it whatever node_trust.enabled says now."""
+def daemonset_ref(settings: Settings, namespace: str | None = None) -> dict:
+    """The DaemonSet by name, for finding it whatever node_trust.enabled says now;
+    in node trust's namespace unless `namespace` names another (the old layout's)."""
     return {
         "apiVersion": "apps/v1",
         "kind": "DaemonSet",
-        "metadata": {"name": settings.node_trust_name, "namespace": settings.namespace},
+        "metadata": {
+            "name": settings.node_trust_name,
+            "namespace": namespace or settings.node_trust_namespace,
+        },
     }
+
+
+def previous_daemonset(settings: Settings) -> dict:
+    """Where releases before node trust's own namespace ran it: the registry's namespace."""
+    return daemonset_ref(settings, settings.namespace)
+
+
+def owned_refs(settings: Settings) -> list[dict]:
+    """Node trust's namespace, CA copy and DaemonSet by name, to find them whatever the
+    settings say now; in apply order."""
+    namespace = settings.node_trust_namespace
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": settings.node_trust_ca_name, "namespace": namespace},
+        },
+        daemonset_ref(settings),
+    ]
 
 
 def on_every_node(raw: dict) -> bool:
@@ -58,10 +87,18 @@ def on_every_node(raw: dict) -> bool:
 
 
 async def wait_on_every_node(
-    api: kr8s.asyncio.Api, settings: Settings, timeout: float, *, removing: bool = False
+    api: kr8s.asyncio.Api,
+    settings: Settings,
+    timeout: float,
+    *,
+    removing: bool = False,
+    namespace: str | None = None,
 ) -> None:
-    """Until `on_every_node`; else ReadinessTimeout naming each node and why."""
-    daemonset = await DaemonSet.get(settings.node_trust_name, namespace=settings.namespace, api=api)
+    """Until `on_every_node`; else ReadinessTimeout naming each node and why.
+
+    `namespace` is where the DaemonSet is, node trust's own unless told otherwise."""
+    namespace = namespace or settings.node_trust_namespace
+    daemonset = await DaemonSet.get(settings.node_trust_name, namespace=namespace, api=api)
     what = (
         "the registry's files to be removed from every node"
         if removing
@@ -71,13 +108,19 @@ async def wait_on_every_node(
         f"{what} (DaemonSet {settings.node_trust_name})",
         lambda: kube.wait_until(daemonset, on_every_node),
         timeout,
-        lambda: diagnose(api, settings, removing=removing),
+        lambda: diagnose(api, settings, removing=removing, namespace=namespace),
     )
 
 
-async def diagnose(api: kr8s.asyncio.Api, settings: Settings, *, removing: bool = False) -> str:
+async def diagnose(
+    api: kr8s.asyncio.Api,
+    settings: Settings,
+    *,
+    removing: bool = False,
+    namespace: str | None = None,
+) -> str:
     """One line per node that is not done, with the reason a person would look for."""
-    ns = settings.namespace
+    ns = namespace or settings.node_trust_namespace
     selector = ",".join(
         f"{k}={v}" for k, v in render.selector_labels(settings, "node-trust").items()
     )
@@ -87,7 +130,7 @@ async def diagnose(api: kr8s.asyncio.Api, settings: Settings, *, removing: bool 
         nodes = sorted(node.name for node in await kube.get_all(api, "nodes"))
     except kr8s.ServerError:  # no right to list nodes: the pods' nodes are all we know
         nodes = sorted(n for n in by_node if n)
-    rejected = await _failed_create(api, settings)
+    rejected = await _failed_create(api, settings, ns)
     lines = []
     for node in nodes:
         pod = by_node.get(node)
@@ -115,11 +158,9 @@ def _node_of(raw: dict) -> str | None:
         return None
 
 
-async def _failed_create(api: kr8s.asyncio.Api, settings: Settings) -> str:
+async def _failed_create(api: kr8s.asyncio.Api, settings: Settings, namespace: str) -> str:
     """Why the DaemonSet controller could not create pods, from its latest FailedCreate."""
-    events = await kube.events_about(
-        api, settings.namespace, settings.node_trust_name, kind="DaemonSet"
-    )
+    events = await kube.events_about(api, namespace, settings.node_trust_name, kind="DaemonSet")
     failed = [e for e in events if e.get("reason") == "FailedCreate"]
     if not failed:
         return ""
@@ -130,7 +171,8 @@ async def _failed_create(api: kr8s.asyncio.Api, settings: Settings) -> str:
         return (
             f'rejected by Pod Security Admission (policy "{policy[1]}"): {message}; node trust '
             "mounts a host directory, which only the `privileged` level allows: label namespace "
-            f"{settings.namespace} pod-security.kubernetes.io/enforce=privileged"
+            f"{namespace} pod-security.kubernetes.io/enforce=privileged, or set "
+            "node_trust.namespace to a namespace provision creates"
         )
     return f"the DaemonSet cannot create it: {message}"
 
@@ -186,16 +228,28 @@ def _host_dir_and_image(raw: dict) -> tuple[str, str] | None:
     return (paths[0], container["image"]) if len(paths) == 1 else None
 
 
+def keeps_files(raw: dict) -> bool:
+    """Whether the live DaemonSet's pods leave the files as they stop (issue 11 on);
+    before that, each pod deleted them."""
+    return _host_dir_and_image(raw) is not None
+
+
 async def remove_files(
-    api: kr8s.asyncio.Api, settings: Settings, timeout: float = REMOVE_TIMEOUT
+    api: kr8s.asyncio.Api,
+    settings: Settings,
+    timeout: float = REMOVE_TIMEOUT,
+    *,
+    namespace: str | None = None,
 ) -> list[kube.Change]:
-    """Roll our DaemonSet to `remove` mode and wait until every node is clean.
+    """Roll our DaemonSet (in `namespace`, node trust's own by default) to `remove` mode
+    and wait until every node is clean.
 
     Returns report lines: nothing when every node dropped the files (or there is no
     DaemonSet of ours), else one naming the nodes that may still hold them, so the
     unprovision goes on rather than hang on a node that is gone for good.
     """
-    raw = await ownership.live(api, daemonset_ref(settings))
+    namespace = namespace or settings.node_trust_namespace
+    raw = await ownership.live(api, daemonset_ref(settings, namespace))
     if raw is None or ownership.foreign(raw, settings) is not None:
         return []
     found = _host_dir_and_image(raw)
@@ -209,15 +263,16 @@ async def remove_files(
             f"no pod of it runs on any node to remove files; if it ever wrote them, "
             f"remove {host_dir} on the nodes by hand"
         )
-        return [kube.Change("DaemonSet", settings.node_trust_name, settings.namespace, action)]
+        return [kube.Change("DaemonSet", settings.node_trust_name, namespace, action)]
     removal = render.node_trust_removal(settings, host_dir=host_dir, image=image)
+    removal["metadata"]["namespace"] = namespace
     await kube.apply_object(api, removal)
     try:
-        await wait_on_every_node(api, settings, timeout, removing=True)
+        await wait_on_every_node(api, settings, timeout, removing=True, namespace=namespace)
     except ReadinessTimeout as error:
         action = (
             f"the registry's files may remain in {host_dir} on these nodes; "
             f"remove them there by hand:\n{error.diagnosis}"
         )
-        return [kube.Change("DaemonSet", settings.node_trust_name, settings.namespace, action)]
+        return [kube.Change("DaemonSet", settings.node_trust_name, namespace, action)]
     return []

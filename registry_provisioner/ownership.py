@@ -113,12 +113,6 @@ async def live(api: kr8s.asyncio.Api, manifest: dict) -> dict | None:
     )
 
 
-async def namespace_is_foreign(api: kr8s.asyncio.Api, settings: Settings) -> bool:
-    """Whether the namespace exists and this install did not create it."""
-    raw = await kube.read(api, f"namespaces/{settings.namespace}")
-    return raw is not None and foreign(raw, settings) is not None
-
-
 def cert_manager_secret(settings: Settings) -> dict:
     """The TLS Secret cert-manager issues for our Certificate; we never apply it ourselves."""
     return {

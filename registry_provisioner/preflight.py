@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import ipaddress
+import json
+import re
 
 import kr8s
 import kr8s.asyncio
@@ -161,6 +163,83 @@ async def _namespace_problems(api: kr8s.asyncio.Api, settings: Settings) -> list
     return []
 
 
+_PSA_REJECTION = re.compile(r'violates PodSecurity "([^"]+)": (.*)', re.DOTALL)
+# What each workload's pods need, for the hint: the level and why.
+_NEEDS = {
+    "Deployment": ("restricted", "the registry pod meets `restricted`"),
+    "DaemonSet": (
+        "privileged",
+        "node trust mounts a host directory, which only `privileged` allows",
+    ),
+}
+
+
+async def _admission_rejects(api: kr8s.asyncio.Api, workload: dict) -> str | None:
+    """Pod Security's verdict on one pod of `workload`: the policy and why, or None.
+
+    A server-side dry run of the pod itself runs admission, PodSecurity's enforce mode
+    included, and stores nothing (a Deployment or DaemonSet is only warned about).
+    A refusal for another reason (no right to create pods) proves nothing: None.
+    """
+    template = workload["spec"]["template"]
+    namespace = workload["metadata"]["namespace"]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": f"{workload['metadata']['name']}-preflight-",
+            "namespace": namespace,
+            "labels": template["metadata"].get("labels", {}),
+        },
+        "spec": template["spec"],
+    }
+    async with api.call_api(
+        "POST",
+        version="v1",
+        url="pods",
+        namespace=namespace,
+        params={"dryRun": "All"},
+        content=json.dumps(pod),
+        raise_for_status=False,
+    ) as response:
+        if response.status_code != 403:
+            return None
+        found = _PSA_REJECTION.search(response.json().get("message", ""))
+    return f'policy "{found[1]}": {found[2]}' if found else None
+
+
+async def _pod_security_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
+    """Pods that Pod Security Admission would refuse in a namespace that exists already.
+
+    A namespace provision creates gets our labels (`restricted` for the registry,
+    `privileged` for node trust), so only the ones made before us can refuse.
+    """
+    manifests = render.render_manifests(settings, None)
+    problems = []
+    for workload in (m for m in manifests if m["kind"] in _NEEDS):
+        namespace = workload["metadata"]["namespace"]
+        raw = await kube.read(api, f"namespaces/{namespace}")
+        if raw is None or ownership.foreign(raw, settings) is None:
+            continue
+        rejected = await _admission_rejects(api, workload)
+        if rejected is None:
+            continue
+        level, why = _NEEDS[workload["kind"]]
+        fix = (
+            f"label namespace {namespace} pod-security.kubernetes.io/enforce={level}"
+            if workload["kind"] == "Deployment"
+            else f"set node_trust.namespace to a namespace provision creates (it labels it "
+            f"`privileged`, and it holds nothing else), or label namespace {namespace} "
+            f"pod-security.kubernetes.io/enforce={level}"
+        )
+        problems.append(
+            f"{workload['kind']} {namespace}/{workload['metadata']['name']}: Pod Security "
+            f"Admission in namespace {namespace} would reject its pods ({rejected}); "
+            f"{why}: {fix}"
+        )
+    return problems
+
+
 def _refuse(problems: list[str]) -> None:
     if problems:
         raise PreflightError("preflight failed, nothing was changed:\n  " + "\n  ".join(problems))
@@ -182,6 +261,7 @@ async def run_preflight(api: kr8s.asyncio.Api, settings: Settings, *, adopt: boo
         _pool_problems,
         _secret_problems,
         _namespace_problems,
+        _pod_security_problems,
     )
     # The ownership reads are independent of the other checks: they overlap them.
     found = await asyncio.gather(

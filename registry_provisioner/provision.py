@@ -10,7 +10,7 @@ import kr8s.asyncio
 
 from . import kube, lease, maintenance, node_trust, ownership, render
 from .config import Settings
-from .credentials import Credentials, credentials_for, write_client_ca
+from .credentials import Credentials, credentials_for, tls_secret_value, write_client_ca
 from .errors import ProvisionError, RegistryError
 from .oci_client import RegistryClient
 from .preflight import run_preflight
@@ -48,13 +48,18 @@ async def provision(
     credentials, renewal = await credentials_for(
         api, settings, rotate_password, rotate_pull_password
     )
-    manifests = render.render_manifests(settings, credentials)
-    if await ownership.namespace_is_foreign(api, settings):
-        # It existed before us: we put our objects in it, but never label or delete it.
-        manifests = [m for m in manifests if m["kind"] != "Namespace"]
+    manifests = await _ours_to_apply(api, settings, render.render_manifests(settings, credentials))
+    # Node trust's CA copy and DaemonSet wait for the CA, which cert-manager issues
+    # only after the Certificate is applied.
+    later = _node_trust_workload(settings, manifests)
+    manifests = [m for m in manifests if m not in later]
     released = await _end_stale_maintenance(api, settings, manifests, dry_run=dry_run)
-    adopted = await ownership.adopt(api, settings, manifests, dry_run=dry_run) if adopt else []
-    changes = await kube.apply_manifests(api, manifests, dry_run=dry_run) + adopted
+
+    async def apply(objects: list[dict]) -> list[kube.Change]:
+        adopted = await ownership.adopt(api, settings, objects, dry_run=dry_run) if adopt else []
+        return await kube.apply_manifests(api, objects, dry_run=dry_run) + adopted
+
+    changes = await apply(manifests)
     if released:
         action = "made writable again (an interrupted `invoke gc` had left it read-only)"
         changes.append(
@@ -68,10 +73,17 @@ async def provision(
     if renewal:
         changes = [_renewed(change, settings, renewal) for change in changes]
     if dry_run:
+        if later:
+            ca = credentials.ca_pem or await tls_secret_value(api, settings, "ca.crt")
+            changes += await apply(_with_ca(settings, credentials, later, ca))
         return ProvisionResult(changes, None, 0.0)
     started = time.monotonic()
     await wait_ready(api, settings, timeout)
     ca_file = await write_client_ca(api, settings, ca_dir)
+    if later:
+        ca = await tls_secret_value(api, settings, "ca.crt")
+        changes += await _retire_previous_node_trust(api, settings, deleting_files=True)
+        changes += await apply(_with_ca(settings, credentials, later, ca))
     await wait_for(
         f"the registry to answer on {settings.registry_url}",
         lambda: poll(lambda: _registry_answers(settings, credentials, ca_file)),
@@ -80,8 +92,70 @@ async def provision(
     if settings.node_trust.enabled:
         # Else "ready" would be followed by x509 errors on the first in-cluster pull.
         await node_trust.wait_on_every_node(api, settings, timeout)
+        changes += await _retire_previous_node_trust(api, settings, deleting_files=False)
         changes += await _drop_legacy_node_trust_config(api, settings)
     return ProvisionResult(changes, ca_file, time.monotonic() - started)
+
+
+async def _ours_to_apply(
+    api: kr8s.asyncio.Api, settings: Settings, manifests: list[dict]
+) -> list[dict]:
+    """The manifests without the Namespaces that existed before us: we put our objects
+    in them, but never label (Pod Security included) or delete them."""
+    foreign = set()
+    for manifest in manifests:
+        if manifest["kind"] == "Namespace":
+            raw = await ownership.live(api, manifest)
+            if raw is not None and ownership.foreign(raw, settings) is not None:
+                foreign.add(manifest["metadata"]["name"])
+    return [
+        m for m in manifests if not (m["kind"] == "Namespace" and m["metadata"]["name"] in foreign)
+    ]
+
+
+def _node_trust_workload(settings: Settings, manifests: list[dict]) -> list[dict]:
+    """Node trust's CA copy and DaemonSet among `manifests` (none when it is off)."""
+    refs = node_trust.owned_refs(settings)[1:]
+    wanted = {(r["kind"], r["metadata"]["namespace"], r["metadata"]["name"]) for r in refs}
+    return [
+        m
+        for m in manifests
+        if (m["kind"], m["metadata"].get("namespace"), m["metadata"]["name"]) in wanted
+    ]
+
+
+def _with_ca(
+    settings: Settings, credentials: Credentials, workload: list[dict], ca: str
+) -> list[dict]:
+    """The node-trust objects rendered again with the CA copied from the TLS Secret."""
+    keys = {(m["kind"], m["metadata"]["name"]) for m in workload}
+    rendered = render.render_manifests(settings, credentials, ca)
+    return [m for m in rendered if (m["kind"], m["metadata"]["name"]) in keys]
+
+
+async def _retire_previous_node_trust(
+    api: kr8s.asyncio.Api, settings: Settings, *, deleting_files: bool
+) -> list[kube.Change]:
+    """Delete the DaemonSet earlier releases ran in the registry's namespace.
+
+    Called twice. Pods of releases since issue 11 leave the files as they stop (both
+    DaemonSets write the same files, the same way), so theirs goes only once the new
+    one holds the files on every node, and trust never lapses. Older pods delete the
+    files as they stop (`deleting_files`), so theirs goes before the new one starts,
+    whose wait then covers the files. A DaemonSet not ours is left alone.
+    """
+    previous = node_trust.previous_daemonset(settings)
+    raw = await ownership.live(api, previous)
+    if raw is None or ownership.foreign(raw, settings) is not None:
+        return []
+    if node_trust.keeps_files(raw) == deleting_files:
+        return []
+    previous["metadata"]["uid"] = raw["metadata"]["uid"]
+    [change] = await kube.delete_manifests(api, [previous])
+    if change.action == "deleted":
+        action = f"deleted: node trust runs in namespace {settings.node_trust_namespace} now"
+        change = kube.Change(change.kind, change.name, change.namespace, action)
+    return [change]
 
 
 async def _drop_legacy_node_trust_config(

@@ -32,6 +32,7 @@ MANIFESTS_DIR = (
 )
 PLACEHOLDER = "<generated at provision>"
 CHECKSUM_ANNOTATION = "registry-provisioner/config-checksum"
+PSA_LABEL_PREFIX = "pod-security.kubernetes.io/"
 # libyaml's loader when present: same safe semantics, many times faster.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -44,6 +45,7 @@ def _always(_: Settings) -> bool:
 # Deletion walks this list backwards.
 APPLY_ORDER: tuple[tuple[str, Callable[[Settings], bool]], ...] = (
     ("namespace.yaml.j2", _always),
+    ("node-trust-namespace.yaml.j2", lambda s: s.node_trust.enabled),
     ("certificate.yaml.j2", lambda s: s.tls.mode == "cert-manager"),
     ("tls-secret.yaml.j2", lambda s: s.tls.mode == "self-signed"),
     ("auth-secret.yaml.j2", _always),
@@ -54,6 +56,7 @@ APPLY_ORDER: tuple[tuple[str, Callable[[Settings], bool]], ...] = (
     ("deployment.yaml.j2", _always),
     ("service.yaml.j2", _always),
     ("pull-secrets.yaml.j2", _always),
+    ("node-trust-ca.yaml.j2", lambda s: s.node_trust.enabled),
     ("node-trust.yaml.j2", lambda s: s.node_trust.enabled),
     ("local-registry-hosting.yaml.j2", lambda s: s.discovery.publish_local_registry_hosting),
 )
@@ -76,6 +79,20 @@ def selector_labels(settings: Settings, component: str) -> dict[str, str]:
         "app.kubernetes.io/instance": settings.namespace,
         "app.kubernetes.io/component": component,
     }
+
+
+def namespace_labels(
+    settings: Settings, level: str, component: str | None = None
+) -> dict[str, str]:
+    """A namespace's labels: ours, and the Pod Security level it enforces (warned and
+    audited at the same level, so nothing weaker slips through unseen)."""
+    labels = common_labels(settings)
+    if component:
+        labels["app.kubernetes.io/component"] = component
+    for mode in ("enforce", "audit", "warn"):
+        labels[f"{PSA_LABEL_PREFIX}{mode}"] = level
+        labels[f"{PSA_LABEL_PREFIX}{mode}-version"] = "latest"
+    return labels
 
 
 def label_selector(settings: Settings) -> str:
@@ -161,7 +178,9 @@ def _checksum(*parts: str) -> str:
     return digest.hexdigest()
 
 
-def _context(settings: Settings, credentials: Credentials | None) -> dict[str, Any]:
+def _context(
+    settings: Settings, credentials: Credentials | None, node_trust_ca: str | None = None
+) -> dict[str, Any]:
     env = _environment()
     values = _secret_values(settings, credentials)
     preview = credentials is None
@@ -182,6 +201,9 @@ def _context(settings: Settings, credentials: Credentials | None) -> dict[str, A
         ),
         "selector": lambda component: selector_labels(settings, component),
         "upstream_port": UPSTREAM_PORT,
+        "namespace_labels": lambda level, component=None: namespace_labels(
+            settings, level, component
+        ),
     }
     registry_config = env.get_template("_distribution-config.yml.j2").render(base)
     hosts = env.get_template("_hosts.toml.j2")
@@ -215,6 +237,7 @@ def _context(settings: Settings, credentials: Credentials | None) -> dict[str, A
         "node_trust_mode": "sync",
         "node_trust_image": settings.node_trust_image,
         "node_trust_dir": settings.node_registry_dir,
+        **node_trust_ca_values(node_trust_ca),
     }
 
 
@@ -241,15 +264,27 @@ def _proxy_config(settings: Settings) -> dict[str, Any]:
     )
 
 
+def node_trust_ca_values(ca_pem: str | None) -> dict[str, Any]:
+    """The CA copy's data and its checksum; None (not known yet) renders a placeholder."""
+    data = {"ca.crt": PLACEHOLDER if ca_pem is None else ca_pem} if ca_pem != "" else {}
+    return {"node_trust_ca_data": data, "node_trust_ca_checksum": _checksum(json.dumps(data))}
+
+
 def templates_for(settings: Settings) -> list[str]:
     """The templates that apply to ``settings``, in apply order."""
     return [name for name, wanted in APPLY_ORDER if wanted(settings)]
 
 
-def render_manifests(settings: Settings, credentials: Credentials | None) -> list[dict[str, Any]]:
-    """Every object to apply, in apply order. ``credentials=None`` renders a preview."""
+def render_manifests(
+    settings: Settings, credentials: Credentials | None, node_trust_ca: str | None = None
+) -> list[dict[str, Any]]:
+    """Every object to apply, in apply order. ``credentials=None`` renders a preview.
+
+    ``node_trust_ca`` is the TLS Secret's ca.crt ("" when it has none), which only
+    exists once the certificate is issued; None renders a placeholder in its place.
+    """
     env = _environment()
-    context = _context(settings, credentials)
+    context = _context(settings, credentials, node_trust_ca)
     objects: list[dict[str, Any]] = []
     for name in templates_for(settings):
         text = env.get_template(name).render(context)

@@ -24,6 +24,8 @@ async def status_lines(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
             made_by = f"install {other.owner}" if other.owner else "someone else"
             state = f"{state}, made by {made_by}, not this install"
         lines.append(f"  {manifest['kind']}/{meta['name']}: {state}")
+    if settings.node_trust.enabled:
+        lines.append(f"  node trust CA copy: {await _ca_copy_state(api, settings)}")
     serving = await tls_secret_value(api, settings, "tls.crt")
     if serving:
         expiry = certificate_expiry(serving)
@@ -37,6 +39,22 @@ async def status_lines(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
     if holder is not None:
         lines.append(f"  maintenance: {holder}")
     return lines
+
+
+async def _ca_copy_state(api: kr8s.asyncio.Api, settings: Settings) -> str:
+    """Whether node trust's copy of the CA matches the TLS Secret's (a renewal that
+    changed the CA reaches the nodes only with the next provision)."""
+    copy = await kube.read(
+        api,
+        f"configmaps/{settings.node_trust_ca_name}",
+        namespace=settings.node_trust_namespace,
+    )
+    if copy is None:
+        return "absent"
+    current = await tls_secret_value(api, settings, "ca.crt")
+    if (copy.get("data") or {}).get("ca.crt", "") == current:
+        return "current"
+    return "stale: the TLS Secret holds another CA; run `invoke provision` to copy it"
 
 
 def _state(found) -> str:

@@ -20,10 +20,15 @@ LEFT_NAMESPACE = "left: it existed before this registry; only our objects in it 
 
 
 def _kept(settings: Settings, manifest: dict) -> bool:
-    """Unprovision without purge keeps the data and the login that protects it."""
+    """Unprovision without purge keeps the data and the login that protects it.
+
+    Node trust's namespace holds neither, so it goes with the DaemonSet.
+    """
     kind, name = manifest["kind"], manifest["metadata"]["name"]
     secrets = {settings.auth.secret_name, settings.tls.secret_name, ca_secret_name(settings)}
-    if kind in ("Namespace", "PersistentVolumeClaim"):
+    if kind == "Namespace":
+        return name != settings.node_trust_namespace
+    if kind == "PersistentVolumeClaim":
         return True
     in_our_namespace = manifest["metadata"].get("namespace") == settings.namespace
     return kind == "Secret" and name in secrets and in_our_namespace
@@ -32,14 +37,16 @@ def _kept(settings: Settings, manifest: dict) -> bool:
 async def _candidates(api: kr8s.asyncio.Api, settings: Settings) -> list[dict]:
     """What this install may have made: the rendered objects, cert-manager's Secret, strays.
 
-    Node trust's DaemonSet is looked for even when node_trust.enabled is now false, and
-    so is the ConfigMap that releases before issue 11 kept its script in.
+    Node trust's objects are looked for even when node_trust.enabled is now false, and
+    so are the DaemonSet that earlier releases ran in the registry's namespace and the
+    ConfigMap that releases before issue 11 kept its script in.
     """
     manifests = render.render_manifests(settings, None)
     if settings.tls.mode == "cert-manager":
         manifests.append(ownership.cert_manager_secret(settings))
     if not settings.node_trust.enabled:
-        manifests.append(node_trust.daemonset_ref(settings))
+        manifests += node_trust.owned_refs(settings)
+    manifests.append(node_trust.previous_daemonset(settings))
     manifests.append(node_trust.legacy_config_map(settings))
     return manifests + await _strays(api, settings, manifests)
 
@@ -72,10 +79,19 @@ async def unprovision(
     if not purge:
         manifests = [m for m in manifests if not _kept(settings, m)]
     ours, report = await _sorted(api, settings, manifests)
-    if any(m["kind"] == "DaemonSet" for m in ours):
+    daemonsets = {m["metadata"]["namespace"]: m for m in ours if m["kind"] == "DaemonSet"}
+    deleted: list[kube.Change] = []
+    previous = daemonsets.get(settings.namespace)
+    if previous is not None and settings.node_trust_namespace in daemonsets:
+        # An upgrade that stopped half-way: both run. The old one's pods would write the
+        # files again, so it goes first; the new one then removes them.
+        deleted = await kube.delete_manifests(api, [previous])
+        ours.remove(previous)
+        daemonsets.pop(settings.namespace)
+    for namespace in daemonsets:
         # The pods keep the node files when they stop; they empty them before they go.
-        report += await node_trust.remove_files(api, settings)
-    return await kube.delete_manifests(api, ours) + report
+        report += await node_trust.remove_files(api, settings, namespace=namespace)
+    return deleted + await kube.delete_manifests(api, ours) + report
 
 
 async def _strays(api: kr8s.asyncio.Api, settings: Settings, rendered: list[dict]) -> list[dict]:

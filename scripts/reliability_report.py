@@ -44,6 +44,7 @@ TEST_FILES = {
     "tests/cluster/test_node_trust.py": "node trust and network",
     "tests/cluster/test_pull_only_access.py": "node trust and network",
     "tests/cluster/test_network_policy.py": "node trust and network",
+    "tests/cluster/test_pod_security.py": "node trust and network",
 }
 SECTIONS = (
     "bad input",
@@ -55,6 +56,7 @@ SECTIONS = (
     "conformance",
     "gc",
     "shared cluster",
+    "node trust and network",
 )
 RESULTS = ("passed", "failed", "error", "xfailed", "skipped", "not run")
 DESELECTED_ENV = "RELIABILITY_REPORT_DESELECTED"

@@ -164,7 +164,10 @@ def write_manifests(target: Target) -> tuple[Path, Credentials]:
     path = target.work_dir / "floor-manifests.yaml"
     path.unlink(missing_ok=True)
     path.touch(mode=0o600)
-    path.write_text(render.manifests_yaml(render.render_manifests(target.settings, credentials)))
+    # Node trust's CA copy: what the floor knows before applying ("" under cert-manager,
+    # whose CA comes later: the nodes then fall back to their system roots).
+    objects = render.render_manifests(target.settings, credentials, credentials.ca_pem)
+    path.write_text(render.manifests_yaml(objects))
     return path, credentials
 
 
@@ -191,7 +194,7 @@ def floor_steps(target: Target, manifests: Path) -> list[tuple[str, list[str]]]:
     if s.node_trust.enabled:
         # Provision waits until every node trusts the registry; so must the floor.
         daemonset = f"daemonset/{s.node_trust_name}"
-        status = [*k, *ns, "rollout", "status", timeout, daemonset]
+        status = [*k, "-n", s.node_trust_namespace, "rollout", "status", timeout, daemonset]
         steps.append(("kubectl rollout status: node trust", status))
     return steps
 

@@ -28,6 +28,8 @@ Manifest = dict[str, Any]
 METALLB_NAMESPACE = "metallb-system"
 LOCAL_PATH_NAMESPACE = "local-path-storage"
 CERT_MANAGER_NAMESPACE = "cert-manager"
+# The addons' own namespaces: exempt from the cluster's Pod Security default.
+NAMESPACES = (METALLB_NAMESPACE, LOCAL_PATH_NAMESPACE, CERT_MANAGER_NAMESPACE)
 
 PROVISIONER_NAME = "rancher.io/local-path"
 LOCAL_PATH_CONFIGMAP = "local-path-config"
@@ -263,10 +265,7 @@ def cluster_issuers() -> list[Manifest]:
 
 
 def namespaces() -> list[Manifest]:
-    return [
-        namespace(name)
-        for name in (METALLB_NAMESPACE, LOCAL_PATH_NAMESPACE, CERT_MANAGER_NAMESPACE)
-    ]
+    return [namespace(name) for name in NAMESPACES]
 
 
 def addon_manifests(state_dir: Path) -> list[Manifest]:

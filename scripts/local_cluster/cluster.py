@@ -226,7 +226,10 @@ def start_apiserver() -> None:
 
 
 def _start_apiserver(processes: Supervisor, kubernetes_binary: Path, pki: Pki) -> None:
-    processes.start(control_plane.kube_apiserver(kubernetes_binary, pki))
+    admission = control_plane.write_admission_config(
+        STATE_DIR / "admission.yaml", ("kube-system", *addons.NAMESPACES)
+    )
+    processes.start(control_plane.kube_apiserver(kubernetes_binary, pki, admission))
     with _api_client(pki) as api:
         poll_while_running(
             "the API server to be ready",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
+
 from . import network
 from .node_config import NodeLayout
 from .pki import Pki
@@ -38,7 +40,43 @@ def etcd(kube: Path, data_dir: Path) -> ProcessSpec:
     )
 
 
-def kube_apiserver(kube: Path, pki: Pki) -> ProcessSpec:
+def write_admission_config(path: Path, exempt_namespaces: tuple[str, ...]) -> Path:
+    """Pod Security Admission enforcing `restricted` wherever a namespace says nothing.
+
+    A hardened homelab (k3s with the same AdmissionConfiguration) looks like this, so
+    every test and the demo run under it. Only the cluster's own namespaces are exempt:
+    local-path's helper pods run as root with a host path.
+    """
+    levels = {
+        f"{mode}{suffix}": value
+        for mode in ("enforce", "audit", "warn")
+        for suffix, value in (("", "restricted"), ("-version", "latest"))
+    }
+    config = {
+        "apiVersion": "apiserver.config.k8s.io/v1",
+        "kind": "AdmissionConfiguration",
+        "plugins": [
+            {
+                "name": "PodSecurity",
+                "configuration": {
+                    "apiVersion": "pod-security.admission.config.k8s.io/v1",
+                    "kind": "PodSecurityConfiguration",
+                    "defaults": levels,
+                    "exemptions": {
+                        "usernames": [],
+                        "runtimeClasses": [],
+                        "namespaces": sorted(exempt_namespaces),
+                    },
+                },
+            }
+        ],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def kube_apiserver(kube: Path, pki: Pki, admission_config: Path) -> ProcessSpec:
     return ProcessSpec(
         "kube-apiserver",
         (
@@ -75,6 +113,8 @@ def kube_apiserver(kube: Path, pki: Pki) -> ProcessSpec:
             "--authorization-mode",
             "Node,RBAC",
             "--allow-privileged=true",
+            "--admission-control-config-file",
+            str(admission_config),
             "--enable-priority-and-fairness=false",
             "--profiling=false",
         ),

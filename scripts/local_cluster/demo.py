@@ -23,6 +23,7 @@ from registry_provisioner.credentials import existing_credentials
 from registry_provisioner.progress import step
 
 from . import images
+from .pods import restricted
 
 DEMO_NAMESPACE = "registry-demo"
 DEMO_REPOSITORY = "demo/hello"
@@ -76,22 +77,24 @@ def demo_deployment(
             "selector": {"matchLabels": {"app": name}},
             "template": {
                 "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "imagePullSecrets": [{"name": pull_secret}],
-                    "terminationGracePeriodSeconds": grace_seconds,
-                    "containers": [
-                        {
-                            "name": name,
-                            "image": image,
-                            "imagePullPolicy": "Always",
-                            "command": [
-                                "sh",
-                                "-c",
-                                "echo pulled from the private registry; exec sleep 100000",
-                            ],
-                        }
-                    ],
-                },
+                "spec": restricted(
+                    {
+                        "imagePullSecrets": [{"name": pull_secret}],
+                        "terminationGracePeriodSeconds": grace_seconds,
+                        "containers": [
+                            {
+                                "name": name,
+                                "image": image,
+                                "imagePullPolicy": "Always",
+                                "command": [
+                                    "sh",
+                                    "-c",
+                                    "echo pulled from the private registry; exec sleep 100000",
+                                ],
+                            }
+                        ],
+                    }
+                ),
             },
         },
     }

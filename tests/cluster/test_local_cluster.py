@@ -21,6 +21,7 @@ from kr8s.asyncio.objects import (
 from registry_provisioner.kube import condition_is, field_is, wait_until
 from registry_provisioner.waiting import poll
 from scripts.local_cluster import network, versions
+from scripts.local_cluster.pods import restricted
 from tests.cluster.helpers import http_get
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
@@ -37,18 +38,20 @@ def busybox_pod(name: str, namespace: str, command: str, **spec) -> dict:
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
-        "spec": {
-            "containers": [
-                {
-                    "name": "main",
-                    "image": versions.HELPER_IMAGE,
-                    "imagePullPolicy": "Never",
-                    "command": ["sh", "-c", command],
-                }
-            ],
-            "terminationGracePeriodSeconds": 1,
-            **spec,
-        },
+        "spec": restricted(
+            {
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": versions.HELPER_IMAGE,
+                        "imagePullPolicy": "Never",
+                        "command": ["sh", "-c", command],
+                    }
+                ],
+                "terminationGracePeriodSeconds": 1,
+                **spec,
+            }
+        ),
     }
 
 
@@ -68,8 +71,11 @@ async def test_a_pod_runs_to_completion(api: kr8s.asyncio.Api, namespace: str) -
 async def test_loadbalancer_gets_pool_ip_and_answers_from_host(
     api: kr8s.asyncio.Api, namespace: str
 ) -> None:
-    serve = "mkdir -p /www && echo lb-ok > /www/index.html && exec httpd -f -p 8080 -h /www"
-    pod = await Pod(busybox_pod("web", namespace, serve), api=api)
+    serve = "echo lb-ok > /www/index.html && exec httpd -f -p 8080 -h /www"
+    # The pod runs as nobody (restricted): it writes only into a volume of its own.
+    web = busybox_pod("web", namespace, serve, volumes=[{"name": "www", "emptyDir": {}}])
+    web["spec"]["containers"][0]["volumeMounts"] = [{"name": "www", "mountPath": "/www"}]
+    pod = await Pod(web, api=api)
     await pod.create()
     service = await Service(
         {

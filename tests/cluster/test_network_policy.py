@@ -19,6 +19,7 @@ from registry_provisioner import kube
 from registry_provisioner.waiting import poll
 from scripts.local_cluster import images
 from scripts.local_cluster.demo import demo_deployment, skopeo_push
+from scripts.local_cluster.pods import restricted
 from scripts.local_cluster.versions import HELPER_IMAGE
 from tests.cluster.helpers import http_get
 from tests.support.registries import Registry, RegistryFactory
@@ -28,6 +29,9 @@ pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 NAMESPACE = "netpol-registry"
 ALLOWED = "netpol-scraper"  # listed in metrics.allowed_namespaces
 OTHER = "netpol-other"  # listed nowhere
+# hostNetwork is beyond `restricted` (the cluster's default): the node's probe lives here.
+ON_NODE = "netpol-node"
+PRIVILEGED = {"pod-security.kubernetes.io/enforce": "privileged"}
 REGISTRY_PORT, METRICS_PORT = 5000, 5001
 # A verdict must settle within this long: kube-router syncs on each pod and policy event.
 SETTLE_SECONDS = 60
@@ -42,7 +46,7 @@ class Setup:
 
 
 def probe_pod(name: str, namespace: str, *, host_network: bool = False) -> dict:
-    """An idle busybox pod to connect from with `nc`."""
+    """An idle busybox pod to connect from with `nc`, `restricted` unless on the node."""
     spec: dict = {
         "containers": [
             {
@@ -56,6 +60,8 @@ def probe_pod(name: str, namespace: str, *, host_network: bool = False) -> dict:
     }
     if host_network:
         spec["hostNetwork"] = True
+    else:
+        spec = restricted(spec)
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -88,7 +94,10 @@ async def settles(pod: Pod, ip: str, port: int, wanted: str) -> None:
 
 @pytest.fixture(scope="module")
 async def setup(api: kr8s.asyncio.Api, module_registries: RegistryFactory) -> AsyncIterator[Setup]:
-    namespaces = [await Namespace({"metadata": {"name": ns}}, api=api) for ns in (ALLOWED, OTHER)]
+    namespaces = [
+        await Namespace({"metadata": {"name": ns, "labels": labels}}, api=api)
+        for ns, labels in ((ALLOWED, {}), (OTHER, {}), (ON_NODE, PRIVILEGED))
+    ]
     for ns in namespaces:
         if await ns.exists():  # left by an interrupted run, with its probe pods
             await ns.delete()
@@ -109,7 +118,7 @@ async def setup(api: kr8s.asyncio.Api, module_registries: RegistryFactory) -> As
         for ns in (ALLOWED, OTHER):
             probes[ns] = await Pod(probe_pod("probe", ns), api=api)
         # On the node's network: the source kubelet probes and containerd pulls come from.
-        probes["node"] = await Pod(probe_pod("node-probe", OTHER, host_network=True), api=api)
+        probes["node"] = await Pod(probe_pod("node-probe", ON_NODE, host_network=True), api=api)
         for probe in probes.values():
             await probe.create()
         for probe in probes.values():

@@ -88,6 +88,7 @@ async def test_trust_never_lapses_and_only_unprovision_removes_it(
 ) -> None:
     registry = await registries("node-trust-lapse")
     ns = registry.namespace
+    trust_ns = f"{ns}-node-trust"  # node trust's own namespace
     before = node_files(registry)
     assert set(before) == {"ca.crt", "hosts.toml"}
     assert before["ca.crt"][2] == registry.ca_file.read_text()
@@ -106,7 +107,7 @@ async def test_trust_never_lapses_and_only_unprovision_removes_it(
     await asyncio.wait_for(kube.wait_until(app, kube.rolled_out), 240)
 
     # 1. A rollout: a setting that changes only the node-trust pod template.
-    daemonset = await DaemonSet.get(NODE_TRUST, namespace=ns, api=api)
+    daemonset = await DaemonSet.get(NODE_TRUST, namespace=trust_ns, api=api)
     generation = daemonset.raw["metadata"]["generation"]
     with registry.start("provision", "--set", f"node_trust.image={HELPER_IMAGE}") as rollout:
         await asyncio.wait_for(
@@ -117,18 +118,18 @@ async def test_trust_never_lapses_and_only_unprovision_removes_it(
         assert node_files(registry) == before
         finished = await asyncio.to_thread(rollout.finish, 600)
     assert finished.returncode == 0, finished.stderr
-    pod = await node_trust_pod(api, ns)
+    pod = await node_trust_pod(api, trust_ns)
     assert pod.raw["spec"]["containers"][0]["image"] == HELPER_IMAGE
     assert node_files(registry) == before
 
     # 2. A pod deletion, and 3. an eviction: the app keeps pulling, the files stay.
     for round_ in ("deletion", "eviction"):
-        pod = await node_trust_pod(api, ns)
+        pod = await node_trust_pod(api, trust_ns)
         await (pod.delete() if round_ == "deletion" else evict(api, pod))
         await asyncio.wait_for(kube.wait_deleted(pod), 120)
         assert node_files(registry) == before, round_
         await pulls_again(api, app, round_)
-        await every_node_trusts(api, ns)
+        await every_node_trusts(api, trust_ns)
         assert node_files(registry) == before, round_
 
     # 4. Unprovision takes the files away; the directory is left empty (the pods see
@@ -138,7 +139,8 @@ async def test_trust_never_lapses_and_only_unprovision_removes_it(
     assert removed.returncode == 0, removed.stderr
     assert "may remain" not in removed.stdout
     assert node_files(registry) == {}
-    assert not await DaemonSet(NODE_TRUST, namespace=ns, api=api).exists()
+    assert not await DaemonSet(NODE_TRUST, namespace=trust_ns, api=api).exists()
+    assert not await Namespace(trust_ns, api=api).exists()
 
     # 5. Provision after unprovision brings trust back, and pulls work again.
     again = registry.invoke("provision")
@@ -170,33 +172,3 @@ async def test_provision_names_the_node_and_why_node_trust_failed(
     fixed = registry.invoke("provision")
     assert fixed.returncode == 0, fixed.stderr
     assert set(node_files(registry)) == {"ca.crt", "hosts.toml"}
-
-
-async def test_provision_names_a_pod_security_rejection(
-    api: kr8s.asyncio.Api, registries: RegistryFactory
-) -> None:
-    namespace = "node-trust-psa"
-    registry = await registries(namespace, provision=False)
-    ns = await Namespace(
-        {
-            "metadata": {
-                "name": namespace,
-                "labels": {"pod-security.kubernetes.io/enforce": "baseline"},
-            }
-        },
-        api=api,
-    )
-    await ns.create()
-    try:
-        failed = registry.invoke("provision", "--timeout", "60")
-        assert failed.returncode == 1, failed.stderr
-        assert "rejected by Pod Security Admission" in failed.stderr
-        assert 'policy "baseline:latest"' in failed.stderr
-        assert "hostPath" in failed.stderr
-        assert "pod-security.kubernetes.io/enforce=privileged" in failed.stderr
-        assert node_files(registry) == {}
-    finally:
-        purged = registry.purge()
-        assert purged.returncode == 0, purged.stderr
-        await ns.delete()
-        await asyncio.wait_for(kube.wait_deleted(ns), 180)

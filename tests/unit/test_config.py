@@ -242,6 +242,13 @@ BAD_CONFIGS: list[tuple[dict[str, Any], str, list[str]]] = [
     ({"node_trust.certs_dir": "/x/../etc/certs.d"}, "node_trust.certs_dir", ["'..'"]),
     ({"node_trust.enabled": "maybe"}, "node_trust.enabled", ["true or false"]),
     ({"node_trust.image": "busybox"}, "node_trust.image", ["reuse the registry image"]),
+    ({"node_trust.namespace": "Trust"}, "node_trust.namespace", ["<namespace>-node-trust"]),
+    (
+        {"node_trust.namespace": "docker-registry"},
+        "node_trust.namespace",
+        ["other than the registry's", "privileged"],
+    ),
+    ({"namespace": "n" * 60}, "node_trust.namespace", ["over 63 characters"]),
     ({"discovery.help_url": "README.md"}, "discovery.help_url", ["http(s) URL"]),
     ({"resources.requests.cpu": "fast"}, "resources.requests.cpu", ["quantity", "50m"]),
     ({"resources.limits.memory": "512m"}, "resources.limits.memory", ["'m' means milli"]),

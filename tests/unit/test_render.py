@@ -191,6 +191,7 @@ def test_apply_order_for_defaults() -> None:
     objs = render_manifests(Settings(), None)
     assert [(o["kind"], o["metadata"]["name"]) for o in objs] == [
         ("Namespace", "docker-registry"),
+        ("Namespace", "docker-registry-node-trust"),
         ("Certificate", "docker-registry"),
         ("Secret", "docker-registry-auth"),
         ("ConfigMap", "docker-registry-config"),
@@ -199,6 +200,7 @@ def test_apply_order_for_defaults() -> None:
         ("Deployment", "docker-registry"),
         ("Service", "docker-registry-service"),
         ("Secret", "docker-registry-pull"),
+        ("ConfigMap", "docker-registry-ca"),
         ("DaemonSet", "docker-registry-node-trust"),
         ("ConfigMap", "local-registry-hosting"),
     ]
@@ -238,8 +240,13 @@ def test_certificate_and_deployment_share_the_secret_even_in_another_namespace()
     volumes = {v["name"]: v for v in _pod_spec(objs)["volumes"]}
     assert volumes["certs"]["secret"]["secretName"] == cert["spec"]["secretName"]
     assert cert["spec"]["secretName"] == settings.tls.secret_name
+    # Node trust, in a namespace of its own, mounts the CA copy provision makes there.
+    node_trust = _find(objs, "DaemonSet")
+    assert node_trust["metadata"]["namespace"] == "infra-node-trust"
+    copy = _find(objs, "ConfigMap", settings.node_trust_ca_name)
+    assert copy["metadata"]["namespace"] == "infra-node-trust"
     node_trust_volumes = {v["name"]: v for v in _pod_spec(objs, "DaemonSet")["volumes"]}
-    assert node_trust_volumes["registry-tls"]["secret"]["secretName"] == settings.tls.secret_name
+    assert node_trust_volumes["registry-tls"]["configMap"]["name"] == copy["metadata"]["name"]
 
 
 def test_no_node_selector_or_placement_by_default() -> None:
@@ -496,18 +503,19 @@ def test_node_trust_writes_host_port_dir_from_the_tls_secret_ca() -> None:
         {"path": f"{certs_dir}/172.17.1.62:5000", "type": "DirectoryOrCreate"}
     ]
     # Only ca.crt reaches the nodes' pods; the private key never does.
-    assert volumes["registry-tls"]["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
-    assert volumes["registry-tls"]["secret"]["optional"] is True
+    assert volumes["registry-tls"]["configMap"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
+    assert volumes["registry-tls"]["configMap"]["optional"] is True
     assert container["image"] == settings.image
     assert spec["tolerations"] == [{"operator": "Exists"}]
 
 
 def test_node_trust_script_lives_in_the_pod_spec_and_keeps_files_when_stopping() -> None:
     objs = render_manifests(Settings(), None)
-    # No ConfigMap holds what runs as root on the nodes: it is the DaemonSet's own spec.
-    assert not any(o["kind"] == "ConfigMap" and "node-trust" in o["metadata"]["name"] for o in objs)
+    # No ConfigMap holds what runs as root on the nodes: it is the DaemonSet's own spec;
+    # the one it mounts holds nothing but the CA.
     spec = _pod_spec(objs, "DaemonSet")
-    assert not any("configMap" in v for v in spec["volumes"])
+    [mounted] = [v["configMap"]["name"] for v in spec["volumes"] if "configMap" in v]
+    assert set(_find(objs, "ConfigMap", mounted)["data"]) == {"ca.crt"}
     (container,) = spec["containers"]
     assert container["command"] == ["/bin/sh", "-c"]
     script, name, mode = container["args"]
@@ -515,6 +523,36 @@ def test_node_trust_script_lives_in_the_pod_spec_and_keeps_files_when_stopping()
     assert "while :" in script
     assert "trap 'exit 0' TERM INT" in script  # stopping deletes nothing
     assert "rm -rf" not in script.split("remove)")[0]
+
+
+def test_namespaces_we_create_enforce_the_least_their_pods_need() -> None:
+    objs = render_manifests(Settings(), None)
+    registry = _find(objs, "Namespace", "docker-registry")["metadata"]["labels"]
+    node_trust = _find(objs, "Namespace", "docker-registry-node-trust")["metadata"]["labels"]
+    for mode in ("enforce", "audit", "warn"):
+        assert registry[f"pod-security.kubernetes.io/{mode}"] == "restricted"
+        assert node_trust[f"pod-security.kubernetes.io/{mode}"] == "privileged"
+    # Nothing but node trust goes into the privileged namespace.
+    in_node_trust = {
+        o["kind"] for o in objs if o["metadata"].get("namespace") == "docker-registry-node-trust"
+    }
+    assert in_node_trust == {"ConfigMap", "DaemonSet"}
+    assert not any(
+        o["kind"] == "Namespace"
+        for o in render_manifests(_settings(**{"node_trust.enabled": False}), None)
+        if o["metadata"]["name"].endswith("-node-trust")
+    )
+
+
+def test_a_new_ca_rolls_node_trust_so_provision_waits_for_it_on_every_node() -> None:
+    def checksum(ca: str) -> str:
+        template = _find(render_manifests(Settings(), None, ca), "DaemonSet")["spec"]["template"]
+        return template["metadata"]["annotations"]["registry-provisioner/ca-checksum"]
+
+    assert checksum("CA one") != checksum("CA two")
+    assert checksum("CA one") == checksum("CA one")
+    copy = _find(render_manifests(Settings(), None, ""), "ConfigMap", "docker-registry-ca")
+    assert copy["data"] == {}  # no ca.crt in the TLS Secret: the nodes use system roots
 
 
 def test_node_trust_pod_has_no_privilege_beyond_root_and_its_directory() -> None:
@@ -608,7 +646,7 @@ def test_seed_variables_render_the_seeds_intent_with_defects_fixed() -> None:
     objs = render_manifests(settings, None)
     i = SEED_INTENT
 
-    assert _find(objs, "Namespace")["metadata"]["name"] == i["namespace"]
+    assert _find(objs, "Namespace", i["namespace"])
 
     cert = _find(objs, "Certificate")["spec"]
     assert cert["ipAddresses"] == [i["ip"]]
