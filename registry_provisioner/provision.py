@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from .credentials import Credentials, credentials_for, tls_secret_value, write_c
 from .errors import ProvisionError, RegistryError
 from .oci_client import RegistryClient
 from .preflight import run_preflight
-from .waiting import READY_TIMEOUT, diagnose_pods, poll, wait_for
+from .waiting import READY_TIMEOUT, all_of, diagnose_pods, poll, wait_for
 
 
 @dataclass(frozen=True)
@@ -84,14 +86,17 @@ async def provision(
         ca = await tls_secret_value(api, settings, "ca.crt")
         changes += await _retire_previous_node_trust(api, settings, deleting_files=True)
         changes += await apply(_with_ca(settings, credentials, later, ca))
-    await wait_for(
+    answers = wait_for(
         f"the registry to answer on {settings.registry_url}",
         lambda: poll(lambda: _registry_answers(settings, credentials, ca_file)),
         timeout,
     )
-    if settings.node_trust.enabled:
+    if not settings.node_trust.enabled:
+        await answers
+    else:
         # Else "ready" would be followed by x509 errors on the first in-cluster pull.
-        await node_trust.wait_on_every_node(api, settings, timeout)
+        # The two waits are independent: they overlap.
+        await all_of(answers, node_trust.wait_on_every_node(api, settings, timeout))
         changes += await _retire_previous_node_trust(api, settings, deleting_files=False)
         changes += await _drop_legacy_node_trust_config(api, settings)
     return ProvisionResult(changes, ca_file, time.monotonic() - started)
@@ -222,6 +227,8 @@ async def wait_ready(
     api: kr8s.asyncio.Api, settings: Settings, timeout: float = READY_TIMEOUT
 ) -> None:
     """Certificate, volume, Deployment and LoadBalancer IP, in the order they come."""
+    if await _all_ready_now(api, settings):
+        return  # a re-run: one round of reads at once, not a wait on each in turn
     ns = settings.namespace
     selector = render.label_selector(settings)
 
@@ -258,6 +265,31 @@ async def wait_ready(
         timeout,
         lambda: _service_diagnosis(api, settings),
     )
+
+
+async def _all_ready_now(api: kr8s.asyncio.Api, settings: Settings) -> bool:
+    """Whether everything wait_ready waits on holds already, read all at once."""
+    checks: list[tuple[str, str, Callable[[dict], bool]]] = [
+        (
+            "persistentvolumeclaims",
+            settings.storage.claim_name,
+            kube.field_is("status.phase", "Bound"),
+        ),
+        ("deployments", settings.name, kube.rolled_out),
+        (
+            "services",
+            settings.service.name,
+            kube.field_is("status.loadBalancer.ingress.0.ip", settings.service.ip),
+        ),
+    ]
+    if settings.tls.mode == "cert-manager":
+        checks.append(("certificates.cert-manager.io", settings.name, kube.condition_is("Ready")))
+
+    async def holds(kind: str, name: str, predicate: Callable[[dict], bool]) -> bool:
+        found = await kube.get_all(api, kind, name, namespace=settings.namespace)
+        return bool(found) and predicate(found[0].raw)
+
+    return all(await asyncio.gather(*(holds(*check) for check in checks)))
 
 
 async def _binds_immediately(api: kr8s.asyncio.Api, storage_class: str) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import kr8s
 import kr8s.asyncio
@@ -72,3 +72,14 @@ async def _describe_pod(pod: Pod) -> list[str]:
         tail = []
     lines += [f"    | {line}" for line in tail]
     return lines
+
+
+async def all_of(*waits: Awaitable[Any]) -> None:
+    """Run independent waits at once; the first failure stops the rest and is raised as is."""
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
