@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -71,14 +72,21 @@ def write_archive(image: Image, path: Path, reference: str = LOCAL_REFERENCE) ->
 def running_daemon() -> Iterator[DockerDaemon]:
     """A started private dockerd, stopped by PID on exit; anything it left is an error."""
     daemon = DockerDaemon()
+    failed = False
     try:
         daemon.start()
         yield daemon
+    except BaseException:
+        failed = True
+        raise
     finally:
         problems = daemon.stop()
         leftovers = daemon.leftovers()
         if problems or leftovers:
-            raise BenchError(f"docker cleanup: {problems}; left on the host: {leftovers}")
+            message = f"docker cleanup: {problems}; left on the host: {leftovers}"
+            if not failed:  # else the first error stays the one raised
+                raise BenchError(message)
+            print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 def _checked(daemon: DockerDaemon, *args: str, secrets: tuple[str, ...] = ()) -> str:
