@@ -449,6 +449,10 @@ async def bench_command(
                         pull_images=pull_images,
                     )
                     await one_run(target, results, loopback, size_mib * MIB, index, repeat)
+        except BaseException as error:
+            # A failing purge below would replace this error: say it first.
+            log(f"stopped by {type(error).__name__}: {error}")
+            raise
         finally:
             log("purging the bench's registry")
             try:
