@@ -104,6 +104,30 @@ SPECS: tuple[Spec, ...] = (
     Spec(
         "skopeo_pull_vs_loopback", THROUGHPUT, "skopeo pull: cluster / loopback", "x", (">=", 0.9)
     ),
+    Spec(
+        "docker_push_cluster",
+        THROUGHPUT,
+        "docker push {size} MiB through the LoadBalancer IP",
+        "MiB/s",
+    ),
+    Spec(
+        "docker_push_loopback", THROUGHPUT, "docker push {size} MiB, same pair on loopback", "MiB/s"
+    ),
+    Spec(
+        "docker_push_vs_loopback", THROUGHPUT, "docker push: cluster / loopback", "x", (">=", 0.9)
+    ),
+    Spec(
+        "docker_pull_cluster",
+        THROUGHPUT,
+        "docker pull {size} MiB through the LoadBalancer IP",
+        "MiB/s",
+    ),
+    Spec(
+        "docker_pull_loopback", THROUGHPUT, "docker pull {size} MiB, same pair on loopback", "MiB/s"
+    ),
+    Spec(
+        "docker_pull_vs_loopback", THROUGHPUT, "docker pull: cluster / loopback", "x", (">=", 0.9)
+    ),
     Spec("disk_write", THROUGHPUT, "raw disk write + fsync of the same bytes", "MiB/s"),
     Spec("disk_read", THROUGHPUT, "raw disk read of the same bytes (page cache dropped)", "MiB/s"),
     Spec("push_vs_disk", THROUGHPUT, "push (cluster) / raw disk write", "x"),

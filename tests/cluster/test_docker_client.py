@@ -3,16 +3,14 @@
 Docker is the client most users have, and `invoke provision` prints the lines for it:
 put the CA into /etc/docker/certs.d/<ip>:<port>/ca.crt, log in with the password on
 stdin. Here Debian's docker.io runs them, as printed (less `sudo`: we are root),
-against a daemon of the test's own (tests/support/docker_daemon.py), then pushes,
+against a daemon of the test's own (scripts/docker_daemon.py), then pushes,
 pulls by tag and by digest, runs the image, and is refused a push after logout.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
-import shutil
 import tarfile
 import uuid
 from collections.abc import Iterator
@@ -22,12 +20,11 @@ import pytest
 
 from registry_provisioner.errors import RegistryError
 from registry_provisioner.oci_client import RegistryClient
-from tests.support.docker_daemon import DockerDaemon
+from scripts.docker_daemon import CERTS_D, DockerDaemon, certs_d_entry
 from tests.support.registries import Registry, RegistryFactory
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 
-CERTS_D = Path("/etc/docker/certs.d")
 BUSYBOX = Path("/bin/busybox")  # busybox-static: a whole userland in one static binary
 
 
@@ -42,27 +39,6 @@ def docker() -> Iterator[DockerDaemon]:
         problems = daemon.stop()
         leftovers = daemon.leftovers()
         assert not problems and not leftovers, f"cleanup: {problems}; left on the host: {leftovers}"
-
-
-@contextlib.contextmanager
-def certs_d_entry(host: str) -> Iterator[Path]:
-    """Lend the test /etc/docker/certs.d/<host>, a real host path, and take it back.
-
-    An entry of that name that is already there belongs to someone: the test stops
-    without touching it. Whatever the test made (the entry, certs.d, /etc/docker) is
-    removed however the test ends.
-    """
-    entry = CERTS_D / host
-    if entry.exists() or entry.is_symlink():
-        pytest.fail(f"{entry} already exists and is not this test's: not touching it")
-    made = [path for path in (CERTS_D.parent, CERTS_D) if not path.exists()]
-    try:
-        yield entry
-    finally:
-        shutil.rmtree(entry, ignore_errors=True)
-        for path in reversed(made):
-            with contextlib.suppress(FileNotFoundError):
-                path.rmdir()
 
 
 def readme_docker_lines(provision_stdout: str) -> list[str]:

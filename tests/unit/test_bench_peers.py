@@ -157,6 +157,21 @@ def test_a_failed_pull_is_named_not_waited_out() -> None:
         {"metadata": {"name": "b"}, "status": {"phase": "Pending"}},
     ]
     assert cluster_pull.pull_failures(pods) == ["a: ImagePullBackOff: x509: unknown authority"]
+    assert cluster_pull.retried_pulls(pods) == set()
+
+
+def test_a_pull_without_the_secret_is_waited_out_as_kubelet_retries_it() -> None:
+    """kubelet pulls anonymously when its Secret cache has not synced: 401, then a retry."""
+    message = 'failed to resolve reference "x": ... [manifests v1]: 401 Unauthorized'
+    waiting = {"reason": "ErrImagePull", "message": message}
+    pods = [
+        {
+            "metadata": {"name": "a"},
+            "status": {"containerStatuses": [{"state": {"waiting": waiting}}]},
+        }
+    ]
+    assert cluster_pull.pull_failures(pods) == []
+    assert cluster_pull.retried_pulls(pods) == {"a"}
 
 
 def test_the_floor_waits_on_what_provision_waits_on_node_trust_included(tmp_path: Path) -> None:

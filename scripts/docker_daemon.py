@@ -1,4 +1,6 @@
-"""A Docker daemon of a test's own, from Debian's docker.io, that leaves nothing behind.
+"""A Docker daemon of its own, from Debian's docker.io, that leaves nothing behind.
+
+The Docker client test and `invoke bench` (its docker figures) both run one.
 
 The daemon runs beside the local cluster and other engineers' work on a shared machine,
 so it must not touch the host's network or anything of theirs: no iptables rules, no
@@ -15,11 +17,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 # Debian's binaries by path: another docker CLI on PATH (/usr/local/bin) must not be used.
@@ -42,6 +45,7 @@ MUST_NOT_APPEAR = (
     Path("/opt/containerd"),
     Path.home() / ".docker",
 )
+CERTS_D = Path("/etc/docker/certs.d")  # where every dockerd reads a registry's CA
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
 COMMAND_TIMEOUT = 180.0
@@ -71,6 +75,27 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout:g}s: {what}")
         time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def certs_d_entry(host: str) -> Iterator[Path]:
+    """Lend /etc/docker/certs.d/<host>, a real host path shared by every dockerd, and take it back.
+
+    An entry of that name that is already there belongs to someone: refuse without
+    touching it. Whatever was made here (the entry, certs.d, /etc/docker) is removed
+    however the caller ends.
+    """
+    entry = CERTS_D / host
+    if entry.exists() or entry.is_symlink():
+        raise FileExistsError(f"{entry} already exists and is not ours: not touching it")
+    made = [path for path in (CERTS_D.parent, CERTS_D) if not path.exists()]
+    try:
+        yield entry
+    finally:
+        shutil.rmtree(entry, ignore_errors=True)
+        for path in reversed(made):
+            with contextlib.suppress(FileNotFoundError):
+                path.rmdir()
 
 
 class DockerDaemon:
