@@ -10,7 +10,7 @@ from pathlib import Path
 
 import kr8s.asyncio
 
-from . import kube, lease, maintenance, node_trust, ownership, render
+from . import kube, lease, maintenance, node_trust, ownership, render, unprovision
 from .config import Settings
 from .credentials import Credentials, credentials_for, tls_secret_value, write_client_ca
 from .errors import ProvisionError, RegistryError
@@ -74,6 +74,9 @@ async def provision(
         )
     if renewal:
         changes = [_renewed(change, settings, renewal) for change in changes]
+    if not settings.node_trust.enabled:
+        # Turned off since the last run: the nodes' files and node trust's objects go.
+        changes += await unprovision.switch_off_node_trust(api, settings, dry_run=dry_run)
     if dry_run:
         if later:
             ca = credentials.ca_pem or await tls_secret_value(api, settings, "ca.crt")

@@ -118,3 +118,22 @@ async def _strays(api: kr8s.asyncio.Api, settings: Settings, rendered: list[dict
                     }
                 )
     return found
+
+
+async def switch_off_node_trust(
+    api: kr8s.asyncio.Api, settings: Settings, *, dry_run: bool = False
+) -> list[kube.Change]:
+    """node_trust.enabled turned false: empty the nodes' directory, then delete what this
+    install made for node trust (never another's), as unprovision would."""
+    ours, _ = await _sorted(api, settings, node_trust.owned_refs(settings))
+    if dry_run:
+        return [
+            kube.Change(
+                m["kind"], m["metadata"]["name"], m["metadata"].get("namespace"), "would be deleted"
+            )
+            for m in ours
+        ]
+    report = []
+    if any(m["kind"] == "DaemonSet" for m in ours):
+        report = await node_trust.remove_files(api, settings)
+    return await kube.delete_manifests(api, ours) + report

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import yaml
 from registry_provisioner import kube
 from registry_provisioner.images import Image
 from registry_provisioner.logins import BCRYPT_ROUNDS, htpasswd_line
+from scripts.loopback_proxy import write_secret
 
 from .children import REPO_ROOT, BenchError
 from .data_plane import Endpoint, push_until_accepted
@@ -137,16 +137,6 @@ def chart_values(target: Target, htpasswd: str) -> dict[str, Any]:
     }
 
 
-def write_private(path: Path, text: str) -> Path:
-    """A file only its owner can read, created with that mode: secrets never hit argv."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as file:
-        file.write(text)
-    return path
-
-
 def prepare(target: Target, helm: Path) -> HelmUser:
     """What the user writes before starting: the Certificate and a values file (0600)."""
     work_dir = target.work_dir / "helm"
@@ -154,7 +144,7 @@ def prepare(target: Target, helm: Path) -> HelmUser:
     user = HelmUser(target, helm, work_dir, secrets.token_urlsafe(24))
     user.certificate_file.write_text(yaml.safe_dump_all(certificate_manifests(target)))
     line = htpasswd_line(USERNAME, user.password, BCRYPT_ROUNDS)
-    write_private(user.values_file, yaml.safe_dump(chart_values(target, line + "\n")))
+    write_secret(user.values_file, yaml.safe_dump(chart_values(target, line + "\n")))
     return user
 
 

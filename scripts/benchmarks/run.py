@@ -264,28 +264,9 @@ async def measure_data_plane(
         results.add(key, rate)
     results.add_ratio("push_vs_loopback", rates["push_cluster"], rates["push_loopback"])
     results.add_ratio("pull_vs_loopback", rates["pull_cluster"], rates["pull_loopback"])
-    if loop.skopeo:
-        for verb in ("push", "pull"):
-            cluster_rate, loop_rate = (
-                rates[f"skopeo_{verb}_cluster"],
-                rates[f"skopeo_{verb}_loopback"],
-            )
-            results.add_ratio(f"skopeo_{verb}_vs_loopback", cluster_rate, loop_rate)
-        log(
-            "skopeo MiB/s: push {skopeo_push_cluster:.0f} (loopback {skopeo_push_loopback:.0f}), "
-            "pull {skopeo_pull_cluster:.0f} (loopback {skopeo_pull_loopback:.0f})".format(**rates)
-        )
-    if loop.docker is not None:
-        for verb in ("push", "pull"):
-            cluster_rate, loop_rate = (
-                rates[f"docker_{verb}_cluster"],
-                rates[f"docker_{verb}_loopback"],
-            )
-            results.add_ratio(f"docker_{verb}_vs_loopback", cluster_rate, loop_rate)
-        log(
-            "docker MiB/s: push {docker_push_cluster:.0f} (loopback {docker_push_loopback:.0f}), "
-            "pull {docker_pull_cluster:.0f} (loopback {docker_pull_loopback:.0f})".format(**rates)
-        )
+    for client, measured in (("skopeo", loop.skopeo), ("docker", loop.docker is not None)):
+        if measured:
+            _client_ratios(results, rates, client)
     results.add_ratio("push_vs_disk", rates["push_cluster"], rates["disk_write"])
     results.add_ratio("pull_vs_disk", rates["pull_cluster"], rates["disk_read"])
     results.add_ratio(
@@ -338,6 +319,16 @@ async def measure_auth_rates(
             **rate
         )
     )
+
+
+def _client_ratios(results: Results, rates: dict[str, float], client: str) -> None:
+    """A standard client's cluster / loopback ratios, and its line in the log."""
+    parts = []
+    for verb in ("push", "pull"):
+        cluster, loopback = rates[f"{client}_{verb}_cluster"], rates[f"{client}_{verb}_loopback"]
+        results.add_ratio(f"{client}_{verb}_vs_loopback", cluster, loopback)
+        parts.append(f"{verb} {cluster:.0f} (loopback {loopback:.0f})")
+    log(f"{client} MiB/s: {', '.join(parts)}")
 
 
 async def bench_command(

@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 from registry_provisioner.images import Image
+from registry_provisioner.oci_client import OCI_INDEX
 from registry_provisioner.references import sha256_digest
 
 from .children import BenchError, run_child
@@ -45,6 +46,7 @@ def write_layout(image: Image, directory: Path, tag: str = "v1") -> Path:
     (directory / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
     index = {
         "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
         "manifests": [
             {
                 "mediaType": image.media_type,

@@ -172,3 +172,26 @@ async def test_provision_names_the_node_and_why_node_trust_failed(
     fixed = registry.invoke("provision")
     assert fixed.returncode == 0, fixed.stderr
     assert set(node_files(registry)) == {"ca.crt", "hosts.toml"}
+
+
+async def test_switching_node_trust_off_takes_its_files_and_objects_away(
+    api: kr8s.asyncio.Api, registries: RegistryFactory
+) -> None:
+    registry = await registries("node-trust-off")
+    trust_ns = f"{registry.namespace}-node-trust"
+    assert set(node_files(registry)) == {"ca.crt", "hosts.toml"}
+    registry.overrides["node_trust.enabled"] = "false"
+
+    preview = registry.invoke("provision", "--dry-run")
+    assert preview.returncode == 0, preview.stderr
+    assert f"DaemonSet/{NODE_TRUST} in {trust_ns}: would be deleted" in preview.stdout
+    assert set(node_files(registry)) == {"ca.crt", "hosts.toml"}  # a preview changes nothing
+
+    off = registry.invoke("provision")
+    assert off.returncode == 0, off.stderr
+    assert node_files(registry) == {}
+    assert not await kube.get_all(api, "daemonsets", NODE_TRUST, namespace=trust_ns)
+    assert not await Namespace(trust_ns, api=api).exists()
+    again = registry.invoke("provision")
+    assert again.returncode == 0, again.stderr
+    assert "no changes" in again.stdout

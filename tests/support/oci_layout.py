@@ -6,29 +6,10 @@ import json
 from pathlib import Path
 
 from registry_provisioner.images import Image
-from registry_provisioner.oci_client import OCI_INDEX
 from registry_provisioner.references import sha256_digest
+from scripts.benchmarks.skopeo import write_layout as write_oci_layout
 
-
-def write_oci_layout(image: Image, directory: Path, ref: str) -> None:
-    blobs = directory / "blobs" / "sha256"
-    blobs.mkdir(parents=True)
-    for data in (image.manifest, image.config, *image.layers):
-        (blobs / sha256_digest(data).removeprefix("sha256:")).write_bytes(data)
-    (directory / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
-    index = {
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": [
-            {
-                "mediaType": image.media_type,
-                "digest": image.digest,
-                "size": len(image.manifest),
-                "annotations": {"org.opencontainers.image.ref.name": ref},
-            }
-        ],
-    }
-    (directory / "index.json").write_text(json.dumps(index))
+__all__ = ["read_oci_layout", "write_oci_layout"]
 
 
 def read_oci_layout(directory: Path, ref: str) -> Image:
