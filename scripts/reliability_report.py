@@ -56,7 +56,6 @@ SECTIONS = (
     "conformance",
     "gc",
     "shared cluster",
-    "node trust and network",
 )
 RESULTS = ("passed", "failed", "error", "xfailed", "skipped", "not run")
 DESELECTED_ENV = "RELIABILITY_REPORT_DESELECTED"
