@@ -31,7 +31,7 @@ import kr8s
 import kr8s.asyncio
 from kr8s.asyncio.objects import Pod
 
-from . import kube, lease, maintenance, render
+from . import failpoints, kube, lease, maintenance, render
 from .config import Settings
 from .credentials import required_credentials, write_client_ca
 from .errors import ProvisionError, RegistryError
@@ -395,6 +395,7 @@ async def _collect_while_read_only(
             started = time.monotonic()
             async with read_only(api, settings, client):
                 pod = await _registry_pod(api, settings, read_only=True)
+                await failpoints.pause("gc-read-only")
                 before = await _used(pod)
                 outcome = await _collect(pod, dry_run=False, timeout=timeout)
                 after = await _used(pod)
