@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -226,73 +226,78 @@ async def _registry_answers(settings: Settings, credentials: Credentials, ca_fil
     return True
 
 
-async def wait_ready(
-    api: kr8s.asyncio.Api, settings: Settings, timeout: float = READY_TIMEOUT
-) -> None:
-    """Certificate, volume, Deployment and LoadBalancer IP, in the order they come."""
-    if await _all_ready_now(api, settings):
-        return  # a re-run: one round of reads at once, not a wait on each in turn
-    ns = settings.namespace
-    selector = render.label_selector(settings)
+@dataclass(frozen=True)
+class _Readiness:
+    """One object wait_ready waits on, what it must show, and what to say if it never does."""
 
-    async def diagnose() -> str:
-        return await diagnose_pods(api, ns, selector)
+    what: str
+    kind: str
+    name: str
+    holds: Callable[[dict], bool]
+    diagnose: Callable[[], Awaitable[str]] | None = None
 
+
+def _readiness(api: kr8s.asyncio.Api, settings: Settings) -> list[_Readiness]:
+    """What provision waits on, in the order it comes."""
+    ns, selector = settings.namespace, render.label_selector(settings)
+    steps = []
     if settings.tls.mode == "cert-manager":
-        certificate = await _one(api, "certificates.cert-manager.io", settings.name, ns)
-        await wait_for(
-            f"Certificate {settings.name} to be Ready",
-            lambda: kube.wait_until(certificate, kube.condition_is("Ready")),
-            timeout,
+        steps.append(
+            _Readiness(
+                f"Certificate {settings.name} to be Ready",
+                "certificates.cert-manager.io",
+                settings.name,
+                kube.condition_is("Ready"),
+            )
         )
-    if await _binds_immediately(api, settings.storage.storage_class):
-        claim = await _one(api, "persistentvolumeclaims", settings.storage.claim_name, ns)
-        await wait_for(
+    return [
+        *steps,
+        _Readiness(
             f"PersistentVolumeClaim {settings.storage.claim_name} to be Bound",
-            lambda: kube.wait_until(claim, kube.field_is("status.phase", "Bound")),
-            timeout,
-        )
-    deployment = await _one(api, "deployments", settings.name, ns)
-    await wait_for(
-        f"Deployment {settings.name} to roll out",
-        lambda: kube.wait_until(deployment, kube.rolled_out),
-        timeout,
-        diagnose,
-    )
-    service = await _one(api, "services", settings.service.name, ns)
-    await wait_for(
-        f"Service {settings.service.name} to get LoadBalancer IP {settings.service.ip}",
-        lambda: kube.wait_until(
-            service, kube.field_is("status.loadBalancer.ingress.0.ip", settings.service.ip)
-        ),
-        timeout,
-        lambda: _service_diagnosis(api, settings),
-    )
-
-
-async def _all_ready_now(api: kr8s.asyncio.Api, settings: Settings) -> bool:
-    """Whether everything wait_ready waits on holds already, read all at once."""
-    checks: list[tuple[str, str, Callable[[dict], bool]]] = [
-        (
             "persistentvolumeclaims",
             settings.storage.claim_name,
             kube.field_is("status.phase", "Bound"),
         ),
-        ("deployments", settings.name, kube.rolled_out),
-        (
+        _Readiness(
+            f"Deployment {settings.name} to roll out",
+            "deployments",
+            settings.name,
+            kube.rolled_out,
+            lambda: diagnose_pods(api, ns, selector),
+        ),
+        _Readiness(
+            f"Service {settings.service.name} to get LoadBalancer IP {settings.service.ip}",
             "services",
             settings.service.name,
             kube.field_is("status.loadBalancer.ingress.0.ip", settings.service.ip),
+            lambda: _service_diagnosis(api, settings),
         ),
     ]
-    if settings.tls.mode == "cert-manager":
-        checks.append(("certificates.cert-manager.io", settings.name, kube.condition_is("Ready")))
 
-    async def holds(kind: str, name: str, predicate: Callable[[dict], bool]) -> bool:
-        found = await kube.get_all(api, kind, name, namespace=settings.namespace)
-        return bool(found) and predicate(found[0].raw)
 
-    return all(await asyncio.gather(*(holds(*check) for check in checks)))
+async def wait_ready(
+    api: kr8s.asyncio.Api, settings: Settings, timeout: float = READY_TIMEOUT
+) -> None:
+    """Certificate, volume, Deployment and LoadBalancer IP, in the order they come."""
+    ns, steps = settings.namespace, _readiness(api, settings)
+
+    async def holds(step: _Readiness) -> bool:
+        found = await kube.get_all(api, step.kind, step.name, namespace=ns)
+        return bool(found) and step.holds(found[0].raw)
+
+    if all(await asyncio.gather(*(holds(step) for step in steps))):
+        return  # a re-run: one round of reads at once, not a wait on each in turn
+    binds_now = await _binds_immediately(api, settings.storage.storage_class)
+    for step in steps:
+        if step.kind == "persistentvolumeclaims" and not binds_now:
+            continue  # it binds once the pod is scheduled: the rollout's wait covers it
+        obj = await _one(api, step.kind, step.name, ns)
+        await wait_for(
+            step.what,
+            lambda obj=obj, step=step: kube.wait_until(obj, step.holds),
+            timeout,
+            step.diagnose,
+        )
 
 
 async def _binds_immediately(api: kr8s.asyncio.Api, storage_class: str) -> bool:
