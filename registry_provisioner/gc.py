@@ -131,17 +131,13 @@ def blob_dir(digest: str) -> str:
     return f"{STORAGE_ROOT}/docker/registry/v2/blobs/{algorithm}/{hex_[:2]}/{hex_}"
 
 
-def _registry_selector(settings: Settings) -> str:
-    return ",".join(f"{k}={v}" for k, v in render.selector_labels(settings, "registry").items())
-
-
 async def _registry_pod(api: kr8s.asyncio.Api, settings: Settings, *, read_only: bool) -> Pod:
     """A running registry pod to exec in; when collecting, one that is read-only."""
     pods = await kube.get_all(
         api,
         "pods",
         namespace=settings.namespace,
-        label_selector=_registry_selector(settings),
+        label_selector=render.component_selector(settings, "registry"),
         field_selector="status.phase=Running",
     )
     for pod in pods:
@@ -153,7 +149,7 @@ async def _registry_pod(api: kr8s.asyncio.Api, settings: Settings, *, read_only:
     state = "read-only " if read_only else ""
     raise ProvisionError(
         f"no running {state}registry pod in namespace {settings.namespace} "
-        f"(selector {_registry_selector(settings)})"
+        f"(selector {render.component_selector(settings, 'registry')})"
     )
 
 
@@ -251,7 +247,9 @@ async def _roll_out(api: kr8s.asyncio.Api, settings: Settings, deployment, state
         f"Deployment {settings.name} to roll out {state}",
         lambda: kube.wait_until(deployment, kube.rolled_out),
         READY_TIMEOUT,
-        lambda: diagnose_pods(api, settings.namespace, _registry_selector(settings)),
+        lambda: diagnose_pods(
+            api, settings.namespace, render.component_selector(settings, "registry")
+        ),
     )
 
 

@@ -121,9 +121,7 @@ async def diagnose(
 ) -> str:
     """One line per node that is not done, with the reason a person would look for."""
     ns = namespace or settings.node_trust_namespace
-    selector = ",".join(
-        f"{k}={v}" for k, v in render.selector_labels(settings, "node-trust").items()
-    )
+    selector = render.component_selector(settings, "node-trust")
     pods = await kube.get_all(api, "pods", namespace=ns, label_selector=selector)
     by_node = {_node_of(pod.raw): pod for pod in pods}
     try:

@@ -95,6 +95,11 @@ def namespace_labels(
     return labels
 
 
+def component_selector(settings: Settings, component: str) -> str:
+    """``selector_labels`` as a ``key=value,...`` selector, to list one component's pods."""
+    return ",".join(f"{k}={v}" for k, v in selector_labels(settings, component).items())
+
+
 def label_selector(settings: Settings) -> str:
     """A ``key=value,...`` selector matching every object of this installation."""
     return ",".join(f"{k}={v}" for k, v in common_labels(settings).items())

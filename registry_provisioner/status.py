@@ -76,12 +76,11 @@ def _state(found) -> str:
 
 
 async def _storage_used(api: kr8s.asyncio.Api, settings: Settings) -> str:
-    selector = render.selector_labels(settings, "registry")
     registry_pods = await kube.get_all(
         api,
         "pods",
         namespace=settings.namespace,
-        label_selector=",".join(f"{k}={v}" for k, v in selector.items()),
+        label_selector=render.component_selector(settings, "registry"),
         field_selector="status.phase=Running",
     )
     if not registry_pods:
