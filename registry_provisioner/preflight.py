@@ -208,13 +208,14 @@ async def _admission_rejects(api: kr8s.asyncio.Api, workload: dict) -> str | Non
     return f'policy "{found[1]}": {found[2]}' if found else None
 
 
-async def _pod_security_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
+async def _pod_security_problems(
+    api: kr8s.asyncio.Api, settings: Settings, manifests: list[dict]
+) -> list[str]:
     """Pods that Pod Security Admission would refuse in a namespace that exists already.
 
     A namespace provision creates gets our labels (`restricted` for the registry,
     `privileged` for node trust), so only the ones made before us can refuse.
     """
-    manifests = render.render_manifests(settings, None)
     problems = []
     for workload in (m for m in manifests if m["kind"] in _NEEDS):
         namespace = workload["metadata"]["namespace"]
@@ -251,7 +252,7 @@ async def run_preflight(api: kr8s.asyncio.Api, settings: Settings, *, adopt: boo
     Missing rights come first and alone: the other checks read with those rights.
     """
     await kube.check_reachable(api)
-    # One preview render serves the rights and the ownership checks alike.
+    # One preview render serves the rights, Pod Security and ownership checks alike.
     manifests = render.render_manifests(settings, None)
     _refuse(await access.missing_rights(api, settings, manifests))
     checks = (
@@ -261,11 +262,11 @@ async def run_preflight(api: kr8s.asyncio.Api, settings: Settings, *, adopt: boo
         _pool_problems,
         _secret_problems,
         _namespace_problems,
-        _pod_security_problems,
     )
-    # The ownership reads are independent of the other checks: they overlap them.
+    # The Pod Security and ownership reads are independent of the other checks: they overlap.
     found = await asyncio.gather(
         *(check(api, settings) for check in checks),
+        _pod_security_problems(api, settings, manifests),
         ownership.takeover_problems(api, settings, manifests, adopt=adopt),
     )
     _refuse([problem for problems in found for problem in problems])
