@@ -14,6 +14,7 @@ from pathlib import Path
 
 from kr8s.asyncio.objects import Pod
 
+from registry_provisioner import kube
 from registry_provisioner.errors import RegistryError
 from registry_provisioner.oci_client import RegistryClient
 
@@ -195,3 +196,18 @@ async def http_get(client: Pod, ip: str, port: int, path: str = "/") -> str:
     request = f"printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {ip} {port}"
     result = await client.exec(["sh", "-c", request], check=False)
     return (result.stdout if result.returncode == 0 else result.stderr).decode().strip()
+
+
+async def until_ready(pod: Pod, seconds: float = 120) -> None:
+    """Wait for `pod` to be Ready; on timeout, fail with its phase and each container's state."""
+    try:
+        await asyncio.wait_for(kube.wait_until(pod, kube.condition_is("Ready")), seconds)
+    except TimeoutError:
+        await pod.refresh()
+        status = pod.raw.get("status", {})
+        states = {c["name"]: c.get("state") for c in status.get("containerStatuses", [])}
+        logs = await pod.logs(tail_lines=5) if states else ""
+        raise AssertionError(
+            f"pod {pod.namespace}/{pod.name} not Ready in {seconds:.0f}s: "
+            f"phase {status.get('phase')}, containers {states}, last log lines {logs!r}"
+        ) from None

@@ -22,7 +22,7 @@ from registry_provisioner.kube import condition_is, field_is, wait_until
 from registry_provisioner.waiting import poll
 from scripts.local_cluster import network, versions
 from scripts.local_cluster.pods import restricted
-from tests.cluster.helpers import http_get
+from tests.cluster.helpers import http_get, until_ready
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
@@ -92,7 +92,7 @@ async def test_loadbalancer_gets_pool_ip_and_answers_from_host(
     await asyncio.wait_for(wait_until(service, has_ingress_ip), 60)
     ip = service.raw["status"]["loadBalancer"]["ingress"][0]["ip"]
     assert ipaddress.ip_address(ip) in ipaddress.ip_network(network.LOADBALANCER_CIDR)
-    await asyncio.wait_for(wait_until(pod, condition_is("Ready")), 120)
+    await until_ready(pod)
     # Ready pod, then kube-proxy programs the endpoint: wait for the answer itself.
     async with httpx.AsyncClient(timeout=2) as client:
 
@@ -163,13 +163,15 @@ async def test_certificate_from_ca_cluster_issuer_becomes_ready(
 async def test_network_policy_is_enforced(api: kr8s.asyncio.Api, namespace: str) -> None:
     """kube-router's controller enforces NetworkPolicy: a deny-all ingress policy refuses a
     pod-to-pod connection, and deleting the policy lets it through again."""
-    serve = "mkdir -p /www && echo np-ok > /www/index.html && exec httpd -f -p 8080 -h /www"
+    # /tmp: the pod runs as nobody (Pod Security restricted) and may not write to /.
+    www = "/tmp/www"
+    serve = f"mkdir -p {www} && echo np-ok > {www}/index.html && exec httpd -f -p 8080 -h {www}"
     web = await Pod(busybox_pod("web", namespace, serve), api=api)
     client = await Pod(busybox_pod("client", namespace, "exec sleep 3600"), api=api)
     for pod in (web, client):
         await pod.create()
     for pod in (web, client):
-        await asyncio.wait_for(wait_until(pod, condition_is("Ready")), 120)
+        await until_ready(pod)
     ip = web.raw["status"]["podIP"]
 
     last: list[str] = []

@@ -21,7 +21,7 @@ from scripts.local_cluster import images
 from scripts.local_cluster.demo import demo_deployment, skopeo_push
 from scripts.local_cluster.pods import restricted
 from scripts.local_cluster.versions import HELPER_IMAGE
-from tests.cluster.helpers import http_get
+from tests.cluster.helpers import http_get, until_ready
 from tests.support.registries import Registry, RegistryFactory
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
@@ -122,7 +122,7 @@ async def setup(api: kr8s.asyncio.Api, module_registries: RegistryFactory) -> As
         for probe in probes.values():
             await probe.create()
         for probe in probes.values():
-            await asyncio.wait_for(kube.wait_until(probe, kube.condition_is("Ready")), 120)
+            await until_ready(probe)
         yield Setup(registry, pod.raw["status"]["podIP"], probes)
     finally:
         for ns in namespaces:
