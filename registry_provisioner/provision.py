@@ -83,23 +83,33 @@ async def provision(
             changes += await apply(_with_ca(settings, credentials, later, ca))
         return ProvisionResult(changes, None, 0.0)
     started = time.monotonic()
-    await wait_ready(api, settings, timeout)
-    ca_file = await write_client_ca(api, settings, ca_dir)
-    if later:
-        ca = await tls_secret_value(api, settings, "ca.crt")
-        changes += await _retire_previous_node_trust(api, settings, deleting_files=True)
-        changes += await apply(_with_ca(settings, credentials, later, ca))
-    answers = wait_for(
-        f"the registry to answer on {settings.registry_url}",
-        lambda: poll(lambda: _registry_answers(settings, credentials, ca_file)),
-        timeout,
-    )
-    if not settings.node_trust.enabled:
-        await answers
-    else:
+    certificate, rest = _split_certificate(_readiness(api, settings))
+    await wait_ready(api, settings, certificate, timeout)
+
+    async def registry_answers() -> Path:
+        await wait_ready(api, settings, rest, timeout)
+        ca_file = await write_client_ca(api, settings, ca_dir)
+        await wait_for(
+            f"the registry to answer on {settings.registry_url}",
+            lambda: poll(lambda: _registry_answers(settings, credentials, ca_file)),
+            timeout,
+        )
+        return ca_file
+
+    async def nodes_trust() -> list[kube.Change]:
+        # Needs only the CA: it starts while the registry's pod is still coming up.
         # Else "ready" would be followed by x509 errors on the first in-cluster pull.
-        # The two waits are independent: they overlap.
-        await all_of(answers, node_trust.wait_on_every_node(api, settings, timeout))
+        ca = await tls_secret_value(api, settings, "ca.crt")
+        applied = await _retire_previous_node_trust(api, settings, deleting_files=True)
+        applied += await apply(_with_ca(settings, credentials, later, ca))
+        await node_trust.wait_on_every_node(api, settings, timeout)
+        return applied
+
+    if not later:
+        ca_file = await registry_answers()
+    else:
+        ca_file, applied = await all_of(registry_answers(), nodes_trust())
+        changes += applied
         changes += await _retire_previous_node_trust(api, settings, deleting_files=False)
         changes += await _drop_legacy_node_trust_config(api, settings)
     return ProvisionResult(changes, ca_file, time.monotonic() - started)
@@ -226,9 +236,12 @@ async def _registry_answers(settings: Settings, credentials: Credentials, ca_fil
     return True
 
 
+CERTIFICATES = "certificates.cert-manager.io"
+
+
 @dataclass(frozen=True)
 class _Readiness:
-    """One object wait_ready waits on, what it must show, and what to say if it never does."""
+    """One object provision waits on, what it must show, and what to say if it never does."""
 
     what: str
     kind: str
@@ -245,7 +258,7 @@ def _readiness(api: kr8s.asyncio.Api, settings: Settings) -> list[_Readiness]:
         steps.append(
             _Readiness(
                 f"Certificate {settings.name} to be Ready",
-                "certificates.cert-manager.io",
+                CERTIFICATES,
                 settings.name,
                 kube.condition_is("Ready"),
             )
@@ -275,11 +288,17 @@ def _readiness(api: kr8s.asyncio.Api, settings: Settings) -> list[_Readiness]:
     ]
 
 
+def _split_certificate(steps: list[_Readiness]) -> tuple[list[_Readiness], list[_Readiness]]:
+    """The Certificate's wait (what node trust needs) apart from the registry's own."""
+    certificate = [step for step in steps if step.kind == CERTIFICATES]
+    return certificate, [step for step in steps if step.kind != CERTIFICATES]
+
+
 async def wait_ready(
-    api: kr8s.asyncio.Api, settings: Settings, timeout: float = READY_TIMEOUT
+    api: kr8s.asyncio.Api, settings: Settings, steps: list[_Readiness], timeout: float
 ) -> None:
-    """Certificate, volume, Deployment and LoadBalancer IP, in the order they come."""
-    ns, steps = settings.namespace, _readiness(api, settings)
+    """Wait on `steps` in the order they come; a re-run reads them all at once instead."""
+    ns = settings.namespace
 
     async def holds(step: _Readiness) -> bool:
         found = await kube.get_all(api, step.kind, step.name, namespace=ns)

@@ -74,11 +74,12 @@ async def _describe_pod(pod: Pod) -> list[str]:
     return lines
 
 
-async def all_of(*waits: Awaitable[Any]) -> None:
-    """Run independent waits at once; the first failure stops the rest and is raised as is."""
+async def all_of(*waits: Awaitable[Any]) -> list[Any]:
+    """Run independent waits at once and return their results in order; the first failure
+    stops the rest and is raised as is."""
     tasks = [asyncio.ensure_future(wait) for wait in waits]
     try:
-        await asyncio.gather(*tasks)
+        return await asyncio.gather(*tasks)
     finally:
         for task in tasks:
             task.cancel()
