@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import kr8s
 import kr8s.asyncio
+from kr8s._objects import get_class
 from kr8s.asyncio.objects import APIObject, new_class, object_from_spec
 
 from . import failpoints, progress
@@ -102,6 +103,41 @@ async def object_for(api: kr8s.asyncio.Api, manifest: dict) -> APIObject:
     return cls(manifest, api=api)
 
 
+@dataclass(frozen=True)
+class Location:
+    """Where a manifest's object is served: all a GET, PATCH or DELETE needs.
+
+    Cheaper than a kr8s object, which copies the whole manifest into a Box first.
+    """
+
+    kind: str
+    version: str
+    endpoint: str
+    name: str
+    namespace: str | None
+
+    @property
+    def path(self) -> str:
+        return f"{self.endpoint}/{self.name}"
+
+
+async def locate(api: kr8s.asyncio.Api, manifest: dict) -> Location:
+    """The manifest's Location; custom kinds are scoped by asking the server, once."""
+    try:
+        known = get_class(manifest["kind"], manifest["apiVersion"])
+        version, endpoint, namespaced = known.version, known.endpoint, known.namespaced
+    except KeyError:
+        kind = f"{manifest['kind']}.{manifest['apiVersion']}"
+        try:
+            _, endpoint, namespaced = await api.async_lookup_kind(kind)
+        except ValueError:  # a CRD created moments ago is not in the discovery cache yet
+            _, endpoint, namespaced = await api.async_lookup_kind(kind, skip_cache=True)
+        version = manifest["apiVersion"]
+    metadata = manifest["metadata"]
+    namespace = (metadata.get("namespace") or api.namespace) if namespaced else None
+    return Location(manifest["kind"], version, endpoint, metadata["name"], namespace)
+
+
 # A server that is starting, stopping or busy answers 429 or 5xx for a moment; a read
 # is tried this many times, waiting as it asks (Retry-After) or doubling from 0.25 s.
 READ_ATTEMPTS = 5
@@ -167,7 +203,8 @@ def _read_hint(status: int, verb: str, resource: str, namespace: str | None) -> 
 
 
 async def _server_side_apply(
-    obj: APIObject,
+    api: kr8s.asyncio.Api,
+    where: Location,
     manifest: dict,
     dry_run: bool,
     field_manager: str = FIELD_MANAGER,
@@ -177,16 +214,18 @@ async def _server_side_apply(
     if dry_run:
         params["dryRun"] = "All"
     apply_patch = {"Content-Type": "application/apply-patch+yaml"}
-    return await _send(obj, "PATCH", manifest, params=params, headers=apply_patch)
+    return await _send(api, where, "PATCH", manifest, params=params, headers=apply_patch)
 
 
-async def _send(obj: APIObject, method: str, body: dict, **options: Any) -> dict:
+async def _send(
+    api: kr8s.asyncio.Api, where: Location, method: str, body: dict, **options: Any
+) -> dict:
     """One request on the object's own URL with a JSON body; the answer's JSON."""
-    async with obj.api.call_api(
+    async with api.call_api(
         method,
-        version=obj.version,
-        url=f"{obj.endpoint}/{obj.name}",
-        namespace=obj.namespace,
+        version=where.version,
+        url=where.path,
+        namespace=where.namespace,
         content=json.dumps(body),
         **options,
     ) as response:
@@ -202,17 +241,15 @@ def _comparable(obj: dict) -> dict:
 
 
 async def apply_object(api: kr8s.asyncio.Api, manifest: dict, dry_run: bool = False) -> Change:
-    obj = await object_for(api, manifest)
-    before = await read(
-        api, f"{obj.endpoint}/{obj.name}", version=obj.version, namespace=obj.namespace
-    )
+    where = await locate(api, manifest)
+    before = await read(api, where.path, version=where.version, namespace=where.namespace)
     try:
-        after = await _server_side_apply(obj, manifest, dry_run)
+        after = await _server_side_apply(api, where, manifest, dry_run)
     except kr8s.ServerError as error:
         # A dry run cannot place objects in a namespace that is itself only dry-run created.
         missing_namespace = error.response is not None and error.response.status_code == 404
         if dry_run and before is None and missing_namespace:
-            return Change(manifest["kind"], obj.name, obj.namespace, "would be created")
+            return Change(where.kind, where.name, where.namespace, "would be created")
         raise
     if before is None:
         action = "created"
@@ -223,7 +260,7 @@ async def apply_object(api: kr8s.asyncio.Api, manifest: dict, dry_run: bool = Fa
         action = "unchanged" if same else "configured"
     if dry_run:
         action = f"would be {action}" if action != "unchanged" else action
-    return Change(manifest["kind"], obj.name, obj.namespace, action)
+    return Change(where.kind, where.name, where.namespace, action)
 
 
 async def replace_object(api: kr8s.asyncio.Api, manifest: dict, resource_version: str) -> dict:
@@ -232,9 +269,9 @@ async def replace_object(api: kr8s.asyncio.Api, manifest: dict, resource_version
     Fields the manifest leaves out are dropped; the server keeps what it allocated
     (a Service's cluster IP).
     """
-    obj = await object_for(api, manifest)
+    where = await locate(api, manifest)
     body = {**manifest, "metadata": {**manifest["metadata"], "resourceVersion": resource_version}}
-    return await _send(obj, "PUT", body, params={"fieldManager": FIELD_MANAGER})
+    return await _send(api, where, "PUT", body, params={"fieldManager": FIELD_MANAGER})
 
 
 async def apply_fields(
@@ -247,9 +284,8 @@ async def apply_fields(
     A field some other manager set to a different value is a conflict (409), not
     an overwrite.
     """
-    return await _server_side_apply(
-        await object_for(api, manifest), manifest, dry_run, field_manager, force=False
-    )
+    where = await locate(api, manifest)
+    return await _server_side_apply(api, where, manifest, dry_run, field_manager, force=False)
 
 
 def managed_by(raw: dict, field_manager: str) -> bool:
@@ -279,22 +315,22 @@ async def delete_object(api: kr8s.asyncio.Api, manifest: dict, timeout: float) -
     A ``metadata.uid`` in the manifest is a precondition: the object is deleted only
     if it is still the one that was read, not one someone made since under that name.
     """
-    obj = await object_for(api, manifest)
+    where = await locate(api, manifest)
     options: dict[str, Any] = {"propagationPolicy": "Foreground"}
     if uid := manifest["metadata"].get("uid"):
         options["preconditions"] = {"uid": uid}
     try:
-        await _send(obj, "DELETE", options)
+        await _send(api, where, "DELETE", options)
     except kr8s.ServerError as error:
         status = error.response.status_code if error.response is not None else None
         if status == 404:
-            return Change(manifest["kind"], obj.name, obj.namespace, "absent")
+            return Change(where.kind, where.name, where.namespace, "absent")
         if status == 409:
             action = "left alone: someone made a new object of that name meanwhile"
-            return Change(manifest["kind"], obj.name, obj.namespace, action)
+            return Change(where.kind, where.name, where.namespace, action)
         raise
-    await asyncio.wait_for(wait_deleted(obj), timeout)
-    return Change(manifest["kind"], obj.name, obj.namespace, "deleted")
+    await asyncio.wait_for(wait_deleted(await object_for(api, manifest)), timeout)
+    return Change(where.kind, where.name, where.namespace, "deleted")
 
 
 async def delete_manifests(

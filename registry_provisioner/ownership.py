@@ -107,10 +107,8 @@ def _naming_setting(manifest: dict, settings: Settings) -> str:
 
 async def live(api: kr8s.asyncio.Api, manifest: dict) -> dict | None:
     """The object the manifest names, as it is on the cluster; None only when absent."""
-    obj = await kube.object_for(api, manifest)
-    return await kube.read(
-        api, f"{obj.endpoint}/{obj.name}", version=obj.version, namespace=obj.namespace
-    )
+    where = await kube.locate(api, manifest)
+    return await kube.read(api, where.path, version=where.version, namespace=where.namespace)
 
 
 def cert_manager_secret(settings: Settings) -> dict:
