@@ -295,6 +295,13 @@ class _Normalised:
         return core_schema.no_info_after_validator_function(self.normalise, handler(source))
 
 
+def _sub_path_ok(text: str) -> bool:
+    """A directory inside the claim: relative, no ``..`` (it must stay inside), no empty
+    or ``.`` parts, which Kubernetes would accept but spell the same directory twice."""
+    parts = text.split("/")
+    return not text or all(part not in ("", ".", "..") and part.strip() == part for part in parts)
+
+
 def _namespaces_problems(namespaces: tuple[str, ...]) -> Iterator[Found]:
     seen: set[str] = set()
     for i, ns in enumerate(namespaces):
@@ -355,6 +362,10 @@ _POD_PORT = (
 _STORAGE_SIZE = "a Kubernetes quantity of at least 1Mi, e.g. 5Gi or 500Mi ('m' means milli; use Mi)"
 _CPU = "a Kubernetes quantity of at least 1m, e.g. 50m or 0.5"
 _MEMORY = "a Kubernetes quantity of at least 1Mi, e.g. 64Mi or 1Gi ('m' means milli; use Mi)"
+_SUB_PATH = (
+    "a directory inside the claim, relative and without '..', e.g. registry (the Ansible "
+    'notebook\'s), or "" for the claim\'s root'
+)
 _USERNAME_HELP = "1-64 letters, digits, '.', '_', '@' or '-' (htpasswd forbids ':')"
 _STORAGE_CLASS = f'{DNS_SUBDOMAIN_HELP}, or "" for the default class'
 _ADDRESS_POOL = f'the name of a MetalLB IPAddressPool ({DNS_SUBDOMAIN_HELP}), or "" for any pool'
@@ -374,6 +385,7 @@ Replicas = Annotated[int, STRICT, must(lambda n: n >= 1, "a whole number of at l
 PodPort = Annotated[int, STRICT, must(lambda p: 1024 <= p <= 65535, _POD_PORT)]
 StorageSize = Annotated[str, must(_at_least(_MEBI), _STORAGE_SIZE)]
 StorageClass = Annotated[str, must(_or_empty(is_dns_subdomain), _STORAGE_CLASS)]
+SubPath = Annotated[str, must(_sub_path_ok, _SUB_PATH)]
 AccessMode = Annotated[str, one_of(ACCESS_MODES)]
 ServiceName = Annotated[str, must(lambda n: len(n) <= 63 and _DNS_1035.fullmatch(n), DNS_1035_HELP)]
 ServiceIP = Annotated[str, explain(_service_ip_problem)]
@@ -416,6 +428,8 @@ class StorageSettings(_Section):
     size: StorageSize = "5Gi"
     storage_class: StorageClass = "longhorn"
     access_mode: AccessMode = "ReadWriteOnce"
+    # Where in the claim the images are: "" its root, "registry" for the notebook's.
+    sub_path: SubPath = ""
 
 
 @dataclass(frozen=True)

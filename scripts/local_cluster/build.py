@@ -43,12 +43,20 @@ class GoComponent:
         digest = hashlib.sha256(repr(self).encode())
         for line in self.go_sum:
             digest.update(line.encode())
-        for path in sorted((GO_SOURCES / self.name).glob("*.go")):
+        for path in _sources(self.name):
             digest.update(path.read_bytes())
         return digest.hexdigest()[:16]
 
     def binary(self) -> Path:
         return CACHE_DIR / "bin" / f"{self.name}-{self.cache_key()}"
+
+
+def _sources(name: str) -> list[Path]:
+    """The component's own files: its .go files, and local modules a replace points at
+    (in subdirectories, with their go.mod)."""
+    root = GO_SOURCES / name
+    local = [p for p in root.glob("*/**/*") if p.is_file() and p.suffix in (".go", ".mod")]
+    return sorted(root.glob("*.go")) + sorted(local)
 
 
 def download_module(module: str, version: str) -> dict[str, str]:
@@ -80,8 +88,11 @@ def _write_go_mod(component: GoComponent, workdir: Path) -> None:
 
 
 def _target(module: str, replacement: str) -> str:
-    """A replace's right side: ``vX`` means the same module at that version, else ``path vX``."""
-    return replacement if " " in replacement else f"{module} {replacement}"
+    """A replace's right side: ``vX`` means the same module at that version, ``./dir`` a
+    local module beside the component's sources, else ``path vX``."""
+    if " " in replacement or replacement.startswith("./"):
+        return replacement
+    return f"{module} {replacement}"
 
 
 def build(component: GoComponent) -> Path:
@@ -93,8 +104,10 @@ def build(component: GoComponent) -> Path:
     (CACHE_DIR / "src").mkdir(parents=True, exist_ok=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f"{component.name}-", dir=CACHE_DIR / "src"))
-    for source in (GO_SOURCES / component.name).glob("*.go"):
-        shutil.copy(source, workdir)
+    for source in _sources(component.name):
+        copy = workdir / source.relative_to(GO_SOURCES / component.name)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, copy)
     _write_go_mod(component, workdir)
     if component.package != ".":
         # Keeps `go mod tidy` from dropping the module whose main we build.

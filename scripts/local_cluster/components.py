@@ -49,6 +49,31 @@ def distribution() -> GoComponent:
     )
 
 
+def distribution_v2() -> GoComponent:
+    """The registry binary of distribution v2.8, which the Ansible notebook ran as `registry:2`.
+
+    Our main (go/distribution2) is upstream's cmd/registry without the cloud storage
+    drivers, whose SDKs' old APIs the proxy no longer serves. rsc.io/letsencrypt is not
+    served either: a local stand-in refuses Let's Encrypt, which nothing here configures.
+    The logstash hook is held at the API v2.8 was written against.
+    """
+    return GoComponent(
+        name="distribution2",
+        requires={
+            "github.com/docker/distribution": versions.DISTRIBUTION_V2,
+            "rsc.io/letsencrypt": "v0.0.0",
+        },
+        replaces={
+            "rsc.io/letsencrypt": "./letsencrypt",
+            "github.com/bshuster-repo/logrus-logstash-hook": "v0.4.1",
+        },
+        ldflags=(
+            "-X github.com/docker/distribution/version.Version="
+            + versions.DISTRIBUTION_V2.removesuffix("+incompatible"),
+        ),
+    )
+
+
 def caddy() -> GoComponent:
     """Caddy as upstream's own main builds it, with the standard modules.
 

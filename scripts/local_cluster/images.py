@@ -80,6 +80,28 @@ esac
 exec "$@"
 """
 
+# registry:2's own default config (its Dockerfile copies it to /etc/docker/registry).
+NOTEBOOK_REGISTRY_CONFIG = """\
+version: 0.1
+log:
+  fields:
+    service: registry
+storage:
+  cache:
+    blobdescriptor: inmemory
+  filesystem:
+    rootdirectory: /var/lib/registry
+http:
+  addr: :5000
+  headers:
+    X-Content-Type-Options: [nosniff]
+health:
+  storagedriver:
+    enabled: true
+    interval: 10s
+    threshold: 3
+"""
+
 PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
 GROUP = "root:x:0:\nnobody:x:65534:\n"
 
@@ -183,6 +205,15 @@ def registry_layer(root: Path) -> None:
         _install(CA_BUNDLE, root / "etc" / "ssl" / "certs" / "ca-certificates.crt", 0o644)
 
 
+def notebook_registry_layer(root: Path) -> None:
+    """distribution v2.8 laid out as registry:2 has it: /bin/registry, the config under
+    /etc/docker/registry, the same entrypoint."""
+    _install(build.build(components.distribution_v2()), root / "bin" / "registry", 0o755)
+    _write(root / "etc" / "docker" / "registry" / "config.yml", NOTEBOOK_REGISTRY_CONFIG)
+    _write(root / "entrypoint.sh", REGISTRY_ENTRYPOINT, 0o755)
+    (root / "var" / "lib" / "registry").mkdir(parents=True)
+
+
 def caddy_layer(root: Path) -> None:
     """Caddy where upstream's image has it, with its config and data directories."""
     _install(build.build(components.caddy()), root / "usr" / "bin" / "caddy", 0o755)
@@ -230,6 +261,21 @@ def registry_image() -> ImageSpec:
     )
 
 
+def notebook_registry_image() -> ImageSpec:
+    """`registry:2` as the Ansible notebook runs it (as root, TLS from its env), for the
+    tests that take over a notebook's registry."""
+    return ImageSpec(
+        name=versions.NOTEBOOK_REGISTRY_IMAGE,
+        layers=(busybox_layer, notebook_registry_layer),
+        inputs=(BUSYBOX, build.build(components.distribution_v2())),
+        texts=(PASSWD, GROUP, NOTEBOOK_REGISTRY_CONFIG, REGISTRY_ENTRYPOINT),
+        entrypoint=("/entrypoint.sh",),
+        cmd=("/etc/docker/registry/config.yml",),
+        volumes=("/var/lib/registry",),
+        exposed_ports=("5000/tcp",),
+    )
+
+
 def caddy_image() -> ImageSpec:
     """The registry pod's authenticating proxy, named and laid out as upstream's image."""
     inputs = [BUSYBOX, build.build(components.caddy())]
@@ -248,7 +294,13 @@ def caddy_image() -> ImageSpec:
 
 
 def image_specs() -> list[ImageSpec]:
-    return [pause_image(), helper_image(), registry_image(), caddy_image()]
+    return [
+        pause_image(),
+        helper_image(),
+        registry_image(),
+        caddy_image(),
+        notebook_registry_image(),
+    ]
 
 
 def _umoci(*args: str) -> None:
@@ -339,7 +391,7 @@ def build_image(spec: ImageSpec) -> Path:
 
 
 def build_images() -> list[Path]:
-    """Build (or reuse) the pause, helper and registry image archives."""
+    """Build (or reuse) the pause, helper, registry, proxy and registry:2 image archives."""
     return [build_image(spec) for spec in image_specs()]
 
 

@@ -12,6 +12,10 @@ METALLB = "v0.15.2"
 LOCAL_PATH_PROVISIONER = "v0.0.30"
 CERT_MANAGER = "v1.21.2"
 DISTRIBUTION = "v3.1.2"
+# The Ansible notebook's `registry:2`: distribution v2.8 as its last release under
+# the old module path (no go.mod, so +incompatible). Only the tests of taking over
+# a notebook's registry run it.
+DISTRIBUTION_V2 = "v2.8.3+incompatible"
 # The authenticating TLS proxy in front of the registry: per-login rights (a
 # pull-only login) and a cache of bcrypt checks. Its go.mod has no replace lines.
 CADDY = "v2.11.9"
@@ -37,5 +41,7 @@ OCI_CONFORMANCE = "v0.0.0-20260831232431-97274622c111"
 REGISTRY_IMAGE = "docker.io/library/registry:3.1.2"
 # Upstream's name for the Caddy release pinned above: the default proxy.image.
 CADDY_IMAGE = "docker.io/library/caddy:2.11.9"
+# The name the notebook's Deployment gives (`registry:2`), as containerd spells it.
+NOTEBOOK_REGISTRY_IMAGE = "docker.io/library/registry:2"
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 HELPER_IMAGE = "local.test/busybox:static"
