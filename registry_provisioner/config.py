@@ -364,7 +364,7 @@ _CPU = "a Kubernetes quantity of at least 1m, e.g. 50m or 0.5"
 _MEMORY = "a Kubernetes quantity of at least 1Mi, e.g. 64Mi or 1Gi ('m' means milli; use Mi)"
 _SUB_PATH = (
     "a directory inside the claim, relative and without '..', e.g. registry (the Ansible "
-    'notebook\'s), or "" for the claim\'s root'
+    "notebook's), or \"\" for the claim's root"
 )
 _USERNAME_HELP = "1-64 letters, digits, '.', '_', '@' or '-' (htpasswd forbids ':')"
 _STORAGE_CLASS = f'{DNS_SUBDOMAIN_HELP}, or "" for the default class'

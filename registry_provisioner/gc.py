@@ -303,8 +303,8 @@ async def read_only(
 # -------------------------------------------------------------------- the check
 
 
-async def _missing(client: RegistryClient, repo: str, ref: str) -> list[str]:
-    """What the manifest `ref` references that the registry no longer has."""
+async def missing_content(client: RegistryClient, repo: str, ref: str) -> list[str]:
+    """What the manifest `ref` references that the registry does not have (any more)."""
     try:
         manifest = await client.get_manifest(repo, ref)
     except RegistryError as error:
@@ -318,7 +318,7 @@ async def _missing(client: RegistryClient, repo: str, ref: str) -> list[str]:
             if not await client.blob_exists(repo, descriptor["digest"]):
                 missing.append(f"{repo}@{descriptor['digest']} (blob of {ref})")
     for child in document.get("manifests", []):
-        missing += await _missing(client, repo, child["digest"])
+        missing += await missing_content(client, repo, child["digest"])
     return missing
 
 
@@ -336,7 +336,7 @@ async def check_tags(client: RegistryClient) -> tuple[int, int]:
             repo_tags = []  # every manifest of the repository was deleted
         for tag in repo_tags:
             tags += 1
-            missing += await _missing(client, repo, tag)
+            missing += await missing_content(client, repo, tag)
     if missing:
         raise ProvisionError(
             "after garbage collection, tagged images miss content: " + ", ".join(missing[:10])

@@ -82,7 +82,7 @@ def assemble_image(layers: Sequence[bytes], diff_ids: Sequence[str]) -> Image:
     return Image(manifest=manifest, config=config, layers=tuple(layers))
 
 
-def _random_layer(index: int, size: int) -> tuple[bytes, str]:
+def random_layer(index: int, size: int) -> tuple[bytes, str]:
     """A gzip'd tar holding `size` random bytes, and the digest of the tar (its diff_id)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -100,7 +100,7 @@ def random_image(layer_sizes: list[int]) -> Image:
 
     Random content makes every blob new to the registry, so a push really uploads.
     """
-    made = [_random_layer(index, size) for index, size in enumerate(layer_sizes)]
+    made = [random_layer(index, size) for index, size in enumerate(layer_sizes)]
     return assemble_image([layer for layer, _ in made], [diff_id for _, diff_id in made])
 
 

@@ -387,6 +387,30 @@ class RegistryClient:
         media_type = response.headers.get("content-type", "").split(";")[0].strip()
         return Manifest(data, media_type, digest)
 
+    async def manifest_digest(
+        self, repo: str, ref: str, accept: tuple[str, ...] = ()
+    ) -> tuple[str, str]:
+        """The digest and media type the registry answers for `ref`, without the body.
+
+        `accept` adds media types (say, the schema 1 ones) to those this client reads.
+        """
+        check_repository(repo)
+        check_reference(ref)
+        response = await self._send(
+            "HEAD",
+            f"/v2/{repo}/manifests/{ref}",
+            expect=(200,),
+            headers={"Accept": ", ".join((*MANIFEST_MEDIA_TYPES, *accept))},
+        )
+        digest = response.headers.get("docker-content-digest", "")
+        if not DIGEST.fullmatch(digest):
+            raise RegistryError(
+                f"HEAD {self.base_url}/v2/{repo}/manifests/{ref}: no digest in the answer",
+                status=response.status_code,
+                hint="a registry answers a manifest HEAD with Docker-Content-Digest",
+            )
+        return digest, response.headers.get("content-type", "").split(";")[0].strip()
+
     async def delete_manifest(self, repo: str, digest: str) -> None:
         """Delete a manifest (and so every tag on it); blobs stay until garbage collection."""
         check_repository(repo)

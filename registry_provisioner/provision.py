@@ -10,7 +10,7 @@ from pathlib import Path
 
 import kr8s.asyncio
 
-from . import kube, lease, maintenance, node_trust, ownership, render, unprovision
+from . import kube, lease, maintenance, node_trust, notebook, ownership, render, unprovision
 from .config import Settings
 from .credentials import Credentials, credentials_for, tls_secret_value, write_client_ca
 from .errors import ProvisionError, RegistryError
@@ -46,6 +46,14 @@ async def provision(
 
     A re-run keeps the stored password and CA, so clients keep working.
     """
+    await kube.check_reachable(api)
+    settings = await notebook.settled(api, settings)
+    found = await notebook.detect(api, settings)
+    if found is not None:
+        settings = notebook.adopting(settings, found)
+        if not adopt:
+            raise notebook.refusal(settings, found)
+        print("\n".join(notebook.plan(settings, found)), flush=True)
     await run_preflight(api, settings, adopt=adopt)
     credentials, renewal = await credentials_for(
         api, settings, rotate_password, rotate_pull_password
@@ -56,12 +64,18 @@ async def provision(
     later = _node_trust_workload(settings, manifests)
     manifests = [m for m in manifests if m not in later]
     released = await _end_stale_maintenance(api, settings, manifests, dry_run=dry_run)
+    writable = manifests
+    taking_over: list[kube.Change] = []
+    if found is not None:
+        if not dry_run:
+            found = await notebook.prepare(api, settings, found)
+        manifests, taking_over = _taking_over(settings, manifests, found)
 
     async def apply(objects: list[dict]) -> list[kube.Change]:
         adopted = await ownership.adopt(api, settings, objects, dry_run=dry_run) if adopt else []
         return await kube.apply_manifests(api, objects, dry_run=dry_run) + adopted
 
-    changes = await apply(manifests)
+    changes = await apply(manifests) + taking_over
     if released:
         action = "made writable again (an interrupted `invoke gc` had left it read-only)"
         changes.append(
@@ -84,11 +98,17 @@ async def provision(
         return ProvisionResult(changes, None, 0.0)
     started = time.monotonic()
     certificate, rest = _split_certificate(_readiness(api, settings))
+    taken_over: list[kube.Change] = []
     await wait_ready(api, settings, certificate, timeout)
 
     async def registry_answers() -> Path:
         await wait_ready(api, settings, rest, timeout)
         ca_file = await write_client_ca(api, settings, ca_dir)
+        if found is not None:
+            # Read-only until every tag of the notebook's registry is seen served.
+            taken_over.extend(
+                await _check_taken_over(api, settings, found, writable, credentials, ca_file)
+            )
         await wait_for(
             f"the registry to answer on {settings.registry_url}",
             lambda: poll(lambda: _registry_answers(settings, credentials, ca_file)),
@@ -112,7 +132,65 @@ async def provision(
         changes += applied
         changes += await _retire_previous_node_trust(api, settings, deleting_files=False)
         changes += await _drop_legacy_node_trust_config(api, settings)
+    changes += taken_over
     return ProvisionResult(changes, ca_file, time.monotonic() - started)
+
+
+def _taking_over(
+    settings: Settings, manifests: list[dict], found: notebook.Notebook
+) -> tuple[list[dict], list[kube.Change]]:
+    """The manifests for the first apply of a takeover of the notebook's registry.
+
+    While its Deployment still stands (a dry run), ours cannot be applied over it (the
+    selector cannot change): say what would happen instead. Otherwise ours starts
+    read-only, until every image is seen served.
+    """
+    if found.deployment is not None:
+        change = kube.Change(
+            "Deployment",
+            settings.name,
+            settings.namespace,
+            "would be replaced: the notebook's is scaled to 0 and deleted, then ours is "
+            "created, read-only until every tag is checked",
+        )
+        return [m for m in manifests if m["kind"] != "Deployment"], [change]
+    return [notebook.read_only(m) if m["kind"] == "Deployment" else m for m in manifests], []
+
+
+async def _check_taken_over(
+    api: kr8s.asyncio.Api,
+    settings: Settings,
+    found: notebook.Notebook,
+    manifests: list[dict],
+    credentials: Credentials,
+    ca_file: Path,
+) -> list[kube.Change]:
+    """Every tag the notebook's registry served answers by the same digest on ours, which
+    only then becomes writable; see notebook.verify."""
+    [deployment] = [m for m in manifests if m["kind"] == "Deployment"]
+    async with RegistryClient(
+        settings.registry_url, credentials.username, credentials.password, ca_file, timeout=30
+    ) as client:
+
+        async def release() -> None:
+            await kube.apply_object(api, deployment)
+            await wait_ready(api, settings, _readiness(api, settings), READY_TIMEOUT)
+            await wait_for(
+                f"the registry on {settings.registry_url} to accept pushes",
+                lambda: poll(lambda: _accepts_pushes(client)),
+                READY_TIMEOUT,
+            )
+
+        return await notebook.verify(api, settings, found, client, release)
+
+
+async def _accepts_pushes(client: RegistryClient) -> bool:
+    try:
+        return await client.accepts_pushes(notebook.PUSH_PROBE)
+    except RegistryError as error:
+        if error.status is None or error.status >= 500:
+            return False
+        raise
 
 
 async def _ours_to_apply(

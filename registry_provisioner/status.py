@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import kr8s.asyncio
 
-from . import kube, lease, maintenance, ownership, render
+from . import kube, lease, maintenance, notebook, ownership, render
 from .certificates import certificate_expiry
 from .config import Settings
 from .credentials import tls_secret_value
@@ -13,6 +13,14 @@ from .credentials import tls_secret_value
 async def status_lines(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
     """What is installed and how it is doing, for `invoke status`."""
     lines = [f"registry {settings.name} in namespace {settings.namespace}:"]
+    settings = await notebook.settled(api, settings)
+    found = await notebook.detect(api, settings)
+    if found is not None:
+        settings = notebook.adopting(settings, found)
+        lines += notebook.plan(settings, found)
+        lines.append(
+            "  `invoke provision --adopt` takes it over (README: Coming from the Ansible notebook)"
+        )
     for manifest in render.render_manifests(settings, None):
         meta = manifest["metadata"]
         found = await kube.get_all(
@@ -30,7 +38,8 @@ async def status_lines(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
     if serving:
         expiry = certificate_expiry(serving)
         lines.append(f"  certificate expires: {expiry:%Y-%m-%d %H:%M} UTC")
-    lines.append(f"  storage used: {await _storage_used(api, settings)}")
+    where = f" (in {settings.storage.sub_path}/ of the claim)" if settings.storage.sub_path else ""
+    lines.append(f"  storage used: {await _storage_used(api, settings)}{where}")
     deployment = await maintenance.deployment_of(api, settings)
     if deployment is not None and kube.managed_by(deployment.raw, maintenance.FIELD_MANAGER):
         reason = deployment.annotations.get(maintenance.REASON_ANNOTATION, "maintenance")
