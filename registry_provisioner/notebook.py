@@ -378,6 +378,14 @@ async def inventory_of_old(api: kr8s.asyncio.Api, notebook: Notebook) -> Invento
                     ) from error
 
 
+async def preview_inventory(api: kr8s.asyncio.Api, notebook: Notebook) -> list[str]:
+    """For a dry run: what the old registry holds, or why it could not be read."""
+    try:
+        return inventory_lines(await inventory_of_old(api, notebook))
+    except ProvisionError as error:
+        return [f"  unread   {error}"]
+
+
 # ----------------------------------------------------------------- the takeover
 
 

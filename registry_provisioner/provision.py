@@ -69,6 +69,8 @@ async def provision(
     if found is not None:
         if not dry_run:
             found = await notebook.prepare(api, settings, found)
+        elif found.inventory is None:
+            print("\n".join(await notebook.preview_inventory(api, found)), flush=True)
         manifests, taking_over = _taking_over(settings, manifests, found)
 
     async def apply(objects: list[dict]) -> list[kube.Change]:

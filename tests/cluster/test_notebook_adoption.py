@@ -16,6 +16,7 @@ import base64
 import hashlib
 import json
 import subprocess
+import tarfile
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -33,11 +34,13 @@ from registry_provisioner.oci_client import OCI_INDEX, RegistryClient
 from registry_provisioner.ownership import OWNER_ANNOTATION
 from registry_provisioner.references import sha256_digest
 from registry_provisioner.waiting import poll
+from scripts.local_cluster import images
 from scripts.local_cluster.addresses import OVERLAY_IP
 from scripts.local_cluster.demo import demo_deployment
 from scripts.local_cluster.network import NODE_NAME
 from tests.cluster.helpers import decoded, invoke, isolated_overrides, set_args
 from tests.support import notebook
+from tests.support.oci_layout import read_oci_layout
 from tests.support.registries import registry_password, snapshot
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
@@ -124,8 +127,19 @@ def _platform_image(arch: str) -> Image:
     return Image(json.dumps(manifest).encode(), config, (layer,))
 
 
+def _runnable() -> Image:
+    """The local cluster's busybox image, for the Deployment that runs one of them."""
+    with tarfile.open(images.build_image(images.helper_image())) as tar:
+        layout = Path(tempfile.mkdtemp())
+        tar.extractall(layout, filter="data")
+    return read_oci_layout(layout, "static")
+
+
 async def _push_all(client: RegistryClient) -> Pushed:
     pushed = Pushed()
+    busybox = _runnable()
+    await push_image(client, "tools/busybox", "static", busybox)
+    pushed.image("tools/busybox", busybox, "static")
     for repo, tag, image in _images():
         await push_image(client, repo, tag, image)
         pushed.image(repo, image, tag)
@@ -381,7 +395,7 @@ async def test_adoption_keeps_every_image_on_the_same_claim(
         await push_image(client, "apps/web", "after-takeover", fresh)
 
     # A Deployment pulls one of the notebook's images through the cluster's login.
-    image = f"{OVERLAY_IP}:5000/apps/web@{start.pushed.tags['apps/web']['1.0']}"
+    image = f"{OVERLAY_IP}:5000/tools/busybox@{start.pushed.tags['tools/busybox']['static']}"
     app = await Deployment(
         demo_deployment(image, "docker-registry-pull", name="notebook-app", namespace=ns,
                         grace_seconds=1),

@@ -202,6 +202,11 @@ BAD_CONFIGS: list[tuple[dict[str, Any], str, list[str]]] = [
     ({"storage.size": "512m"}, "storage.size", ["'m' means milli"]),
     ({"storage.size": 5}, "storage.size", ["a string"]),
     ({"storage.claim_name": "Data_PVC"}, "storage.claim_name", ["DNS-1123 subdomain"]),
+    ({"storage.sub_path": "/registry"}, "storage.sub_path", ["relative", "notebook"]),
+    ({"storage.sub_path": "../registry"}, "storage.sub_path", ["without '..'"]),
+    ({"storage.sub_path": "a/../../b"}, "storage.sub_path", ["without '..'"]),
+    ({"storage.sub_path": "registry/"}, "storage.sub_path", ["relative"]),
+    ({"storage.sub_path": 7}, "storage.sub_path", ["a string"]),
     ({"storage.storage_class": "Longhorn"}, "storage.storage_class", ["default class"]),
     (
         {"storage.access_mode": "RWO"},

@@ -126,6 +126,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
             }
         },
     },
+    "notebook-data": {"storage.sub_path": "registry"},
     "ipv6-no-extras": {
         "service.ip": "fd00::62",
         "node_trust.enabled": False,
