@@ -28,7 +28,7 @@ from pathlib import Path
 import kr8s
 import kr8s.asyncio
 
-from . import gc, kube, maintenance, ownership, render
+from . import gc, kube, maintenance, ownership, preflight, render
 from .config import Settings
 from .errors import PreflightError, ProvisionError, RegistryError
 from .oci_client import RegistryClient
@@ -106,7 +106,7 @@ def _inventory_ref(settings: Settings) -> dict:
     return _ref("ConfigMap", f"{settings.name}-notebook-inventory", settings.namespace)
 
 
-def _claim_mount(deployment: dict, claim: str) -> str | None:
+def claim_mount(deployment: dict, claim: str) -> str | None:
     """The subPath at which the Deployment's pods mount `claim` ("" for its root), or None."""
     spec = deployment["spec"]["template"]["spec"]
     volumes = {
@@ -135,7 +135,7 @@ def is_notebooks(deployment: dict, settings: Settings) -> bool:
     return (
         ownership.owner_of(deployment) is None
         and selector == {NOTEBOOK_SELECTOR: settings.name}
-        and _claim_mount(deployment, settings.storage.claim_name) is not None
+        and claim_mount(deployment, settings.storage.claim_name) is not None
     )
 
 
@@ -162,7 +162,7 @@ async def detect(api: kr8s.asyncio.Api, settings: Settings) -> Notebook | None:
     if deployment is None and stored is None:
         return None
     if deployment is not None:
-        sub_path = _claim_mount(deployment, settings.storage.claim_name) or ""
+        sub_path = claim_mount(deployment, settings.storage.claim_name) or ""
     else:
         sub_path = stored["data"]["sub-path"]
     secret = await _foreign(api, _ref("Secret", _secret_volume(deployment, settings), ns))
@@ -467,6 +467,21 @@ def _chown_pod(settings: Settings) -> dict:
     )
 
 
+async def _hand_over_admitted(api: kr8s.asyncio.Api, settings: Settings) -> None:
+    """Pod Security must let the one-off root pod run; ask before anything changes."""
+    pod = _chown_pod(settings)
+    workload = {"metadata": pod["metadata"], "spec": {"template": pod}}
+    rejected = await preflight.admission_rejects(api, workload)
+    if rejected is not None:
+        raise PreflightError(
+            f"Pod {settings.namespace}/{pod['metadata']['name']}, which hands the notebook's "
+            f"files (written as root) to the registry's user, would be refused by Pod Security "
+            f"({rejected}); nothing was changed: allow root pods with only CHOWN while taking "
+            f"over, e.g. kubectl label namespace {settings.namespace} --overwrite "
+            "pod-security.kubernetes.io/enforce=baseline (the notebook's own pod needed it)"
+        )
+
+
 async def _hand_over_files(api: kr8s.asyncio.Api, settings: Settings) -> None:
     manifest = _chown_pod(settings)
     await kube.delete_manifests(api, [manifest])  # a killed run's
@@ -497,6 +512,8 @@ async def prepare(api: kr8s.asyncio.Api, settings: Settings, notebook: Notebook)
 
     Refuses before any change when the old registry holds schema 1 manifests.
     """
+    if notebook.deployment is not None:
+        await _hand_over_admitted(api, settings)
     inventory = notebook.inventory
     if inventory is None:
         inventory = await inventory_of_old(api, notebook)

@@ -174,7 +174,7 @@ _NEEDS = {
 }
 
 
-async def _admission_rejects(api: kr8s.asyncio.Api, workload: dict) -> str | None:
+async def admission_rejects(api: kr8s.asyncio.Api, workload: dict) -> str | None:
     """Pod Security's verdict on one pod of `workload`: the policy and why, or None.
 
     A server-side dry run of the pod itself runs admission, PodSecurity's enforce mode
@@ -222,7 +222,7 @@ async def _pod_security_problems(
         raw = await kube.read(api, f"namespaces/{namespace}")
         if raw is None or ownership.foreign(raw, settings) is None:
             continue
-        rejected = await _admission_rejects(api, workload)
+        rejected = await admission_rejects(api, workload)
         if rejected is None:
             continue
         level, why = _NEEDS[workload["kind"]]

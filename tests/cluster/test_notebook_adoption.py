@@ -339,11 +339,13 @@ async def test_dry_run_prints_the_plan_and_changes_nothing(
         "deletes  Secret docker-registry-secret",
     ):
         assert line in result.stdout, result.stdout
+    tags, repos = sum(len(t) for t in start.pushed.tags.values()), len(start.pushed.tags)
+    assert f"found    {tags} tags in {repos} repositories" in result.stdout, result.stdout
     assert "Deployment/docker-registry in docker-registry: would be replaced" in result.stdout
     assert await snapshot(api) == before
 
 
-async def test_without_adopt_provision_refuses_and_names_the_flag(
+async def test_without_adopt_provision_refuses_and_status_tells(
     api: kr8s.asyncio.Api, kubeconfig: str, start: Start
 ) -> None:
     before = await snapshot(api)
@@ -353,6 +355,10 @@ async def test_without_adopt_provision_refuses_and_names_the_flag(
     assert result.returncode != 0
     assert "invoke provision --adopt" in result.stderr, result.stderr
     assert "nothing was changed" in result.stderr
+    status = start.invoke("status", kubeconfig=kubeconfig)
+    assert status.returncode == 0, status.stderr
+    assert "the Ansible notebook's registry is installed" in status.stdout, status.stdout
+    assert "`invoke provision --adopt` takes it over" in status.stdout
     assert await snapshot(api) == before
 
 

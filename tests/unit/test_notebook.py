@@ -41,7 +41,7 @@ def test_the_notebooks_own_deployment_is_recognised_with_its_sub_path() -> None:
     settings = load_settings(SEED_VARS)
 
     assert notebook.is_notebooks(deployment, settings)
-    assert notebook._claim_mount(deployment, settings.storage.claim_name) == "registry"
+    assert notebook.claim_mount(deployment, settings.storage.claim_name) == "registry"
 
 
 @needs_seed
