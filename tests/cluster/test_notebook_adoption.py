@@ -260,10 +260,11 @@ async def start(
         yield Start(install, group_vars, pushed, claim.metadata.uid, tmp)
     finally:
         await _label_node(api, None)
+        # The namespace first: the notebook's pod, back after the way back, holds the claim.
+        await _remove(api, ns)
         purged = Start(install, group_vars, Pushed(), "", tmp).invoke(
             "unprovision", "--purge", kubeconfig=kubeconfig
         )
-        await _remove(api, ns)
         assert purged.returncode == 0, purged.stderr
 
 
