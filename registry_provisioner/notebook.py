@@ -28,7 +28,7 @@ from pathlib import Path
 import kr8s
 import kr8s.asyncio
 
-from . import gc, kube, maintenance, ownership, preflight, render
+from . import failpoints, gc, kube, maintenance, ownership, preflight, render
 from .config import Settings
 from .errors import PreflightError, ProvisionError, RegistryError
 from .oci_client import RegistryClient
@@ -510,9 +510,12 @@ def _failed(raw: dict) -> bool:
 async def prepare(api: kr8s.asyncio.Api, settings: Settings, notebook: Notebook) -> Notebook:
     """Read and store what the old registry serves, then stop it and free the claim.
 
-    Refuses before any change when the old registry holds schema 1 manifests.
+    Refuses before any change when the old registry holds schema 1 manifests. Each step
+    is skipped when a killed run got past it: the stored inventory, the old Deployment
+    gone, our Deployment there (it is applied only after the files were handed over).
     """
-    if notebook.deployment is not None:
+    hand_over = not await _ours_deployed(api, settings)
+    if hand_over:
         await _hand_over_admitted(api, settings)
     inventory = notebook.inventory
     if inventory is None:
@@ -532,8 +535,15 @@ async def prepare(api: kr8s.asyncio.Api, settings: Settings, notebook: Notebook)
     if notebook.deployment is not None:
         with step(f"stopping the notebook's Deployment {settings.name}"):
             await _stop_old(api, settings, notebook.deployment)
+        failpoints.reached("notebook-stopped")
+    if hand_over:
         await _hand_over_files(api, settings)
     return dataclasses.replace(notebook, deployment=None, inventory=inventory)
+
+
+async def _ours_deployed(api: kr8s.asyncio.Api, settings: Settings) -> bool:
+    raw = await _live(api, _ref("Deployment", settings.name, settings.namespace, "apps/v1"))
+    return raw is not None and ownership.owner_of(raw) == ownership.install_id(settings)
 
 
 def read_only(deployment: dict) -> dict:
@@ -575,6 +585,7 @@ async def verify(
             "the new registry does not serve every image the notebook's did; it stays "
             "read-only and nothing was deleted:\n  " + "\n  ".join(wrong[:20])
         )
+    failpoints.reached("notebook-checked")
     changes = []
     for raw in notebook.leftovers:
         ref = _ref(raw["kind"], raw["metadata"]["name"], settings.namespace, raw["apiVersion"])

@@ -15,6 +15,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import signal
 import subprocess
 import tarfile
 import tempfile
@@ -27,7 +28,7 @@ import kr8s.asyncio
 import pytest
 from kr8s.asyncio.objects import Deployment, Namespace, Node
 
-from registry_provisioner import kube
+from registry_provisioner import failpoints, kube
 from registry_provisioner.errors import RegistryError
 from registry_provisioner.images import Image, assemble_image, push_image, random_layer
 from registry_provisioner.oci_client import OCI_INDEX, RegistryClient
@@ -81,10 +82,13 @@ class Start:
     def overrides(self) -> list[str]:
         return set_args(isolated_overrides(self.namespace, OVERLAY_IP))
 
-    def invoke(self, task: str, *extra: str, kubeconfig: str) -> subprocess.CompletedProcess:
+    def invoke(
+        self, task: str, *extra: str, kubeconfig: str, failpoint: str | None = None
+    ) -> subprocess.CompletedProcess:
         ca_dir = ["--ca-dir", str(self.tmp / "certs")] if task == "provision" else []
         args = (task, "--config", str(self.group_vars), *self.overrides, *ca_dir, *extra)
-        return invoke(*args, kubeconfig=kubeconfig, timeout=600)
+        env = {failpoints.ENV: failpoint} if failpoint else None
+        return invoke(*args, kubeconfig=kubeconfig, timeout=600, env=env)
 
 
 def _one_layer_image(n: int, size: int) -> Image:
@@ -366,6 +370,17 @@ async def test_without_adopt_provision_refuses_and_status_tells(
 async def test_adoption_keeps_every_image_on_the_same_claim(
     api: kr8s.asyncio.Api, kubeconfig: str, start: Start
 ) -> None:
+    # Killed once the old registry is gone, and again once every tag was checked: each
+    # run picks up where the last stopped.
+    for point in ("notebook-stopped", "notebook-checked"):
+        killed = start.invoke("provision", "--adopt", kubeconfig=kubeconfig, failpoint=point)
+        assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+        [claim] = await kube.get_all(api, "persistentvolumeclaims", namespace=start.namespace)
+        assert claim.metadata.uid == start.claim_uid
+        assert not await kube.get_all(
+            api, "pods", namespace=start.namespace, label_selector="run=docker-registry"
+        )
+
     result = start.invoke("provision", "--adopt", kubeconfig=kubeconfig)
 
     assert result.returncode == 0, result.stdout + result.stderr
