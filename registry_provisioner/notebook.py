@@ -16,6 +16,7 @@ read-only and check that every tag answers by the same digest before it accepts 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import dataclasses
@@ -155,10 +156,12 @@ async def detect(api: kr8s.asyncio.Api, settings: Settings) -> Notebook | None:
     gone, but the inventory ConfigMap says a takeover is under way.
     """
     ns = settings.namespace
-    deployment = await _live(api, _ref("Deployment", settings.name, ns, "apps/v1"))
+    deployment, stored = await asyncio.gather(
+        _live(api, _ref("Deployment", settings.name, ns, "apps/v1")),
+        _live(api, _inventory_ref(settings)),
+    )
     if deployment is not None and not is_notebooks(deployment, settings):
         deployment = None
-    stored = await _live(api, _inventory_ref(settings))
     if deployment is None and stored is None:
         return None
     if deployment is not None:

@@ -10,6 +10,7 @@ import base64
 import ipaddress
 import json
 import re
+from collections.abc import Awaitable, Callable
 
 import kr8s
 import kr8s.asyncio
@@ -246,15 +247,27 @@ def _refuse(problems: list[str]) -> None:
         raise PreflightError("preflight failed, nothing was changed:\n  " + "\n  ".join(problems))
 
 
-async def run_preflight(api: kr8s.asyncio.Api, settings: Settings, *, adopt: bool = False) -> None:
-    """Raise one PreflightError listing every problem, or return if there are none.
+async def run_preflight(
+    api: kr8s.asyncio.Api,
+    settings: Settings,
+    *,
+    adopt: bool = False,
+    settle: Callable[[Settings], Awaitable[Settings]] | None = None,
+) -> Settings:
+    """Raise one PreflightError listing every problem, or return the settings checked.
 
     Missing rights come first and alone: the other checks read with those rights.
+    `settle`, run right after them, may complete the settings from what is on the
+    cluster (the notebook's storage.sub_path) or refuse.
     """
     await kube.check_reachable(api)
     # One preview render serves the rights, Pod Security and ownership checks alike.
     manifests = render.render_manifests(settings, None)
     _refuse(await access.missing_rights(api, settings, manifests))
+    if settle is not None:
+        settled = await settle(settings)
+        if settled != settings:
+            settings, manifests = settled, render.render_manifests(settled, None)
     checks = (
         _issuer_problems,
         _storage_problems,
@@ -270,3 +283,4 @@ async def run_preflight(api: kr8s.asyncio.Api, settings: Settings, *, adopt: boo
         ownership.takeover_problems(api, settings, manifests, adopt=adopt),
     )
     _refuse([problem for problems in found for problem in problems])
+    return settings

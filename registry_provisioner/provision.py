@@ -46,15 +46,22 @@ async def provision(
 
     A re-run keeps the stored password and CA, so clients keep working.
     """
-    await kube.check_reachable(api)
-    settings = await notebook.settled(api, settings)
-    found = await notebook.detect(api, settings)
-    if found is not None:
+    found: notebook.Notebook | None = None
+
+    async def settle(settings: Settings) -> Settings:
+        """The claim's recorded sub_path; the notebook's install, its plan, or the refusal."""
+        nonlocal found
+        settings = await notebook.settled(api, settings)
+        found = await notebook.detect(api, settings)
+        if found is None:
+            return settings
         settings = notebook.adopting(settings, found)
         if not adopt:
             raise notebook.refusal(settings, found)
         print("\n".join(notebook.plan(settings, found)), flush=True)
-    await run_preflight(api, settings, adopt=adopt)
+        return settings
+
+    settings = await run_preflight(api, settings, adopt=adopt, settle=settle)
     credentials, renewal = await credentials_for(
         api, settings, rotate_password, rotate_pull_password
     )
