@@ -285,6 +285,7 @@ def _readiness(api: kr8s.asyncio.Api, settings: Settings) -> list[_Readiness]:
             kube.field_is("status.loadBalancer.ingress.0.ip", settings.service.ip),
             lambda: _service_diagnosis(api, settings),
         ),
+        *_mirror_readiness(api, settings),
     ]
 
 
@@ -292,6 +293,32 @@ def _split_certificate(steps: list[_Readiness]) -> tuple[list[_Readiness], list[
     """The Certificate's wait (what node trust needs) apart from the registry's own."""
     certificate = [step for step in steps if step.kind == CERTIFICATES]
     return certificate, [step for step in steps if step.kind != CERTIFICATES]
+
+
+def _mirror_readiness(api: kr8s.asyncio.Api, settings: Settings) -> list[_Readiness]:
+    """Each mirror's rollout and its share of the registry's LoadBalancer IP."""
+    ns = settings.namespace
+    mirrors: list[_Readiness] = []
+    for mirror in settings.mirrors:
+        name = settings.mirror_name(mirror)
+        selector = ",".join(f"{k}={v}" for k, v in render.mirror_selector(settings, mirror).items())
+        mirrors += [
+            _Readiness(
+                f"Deployment {name} (the mirror of {mirror.upstream}) to roll out",
+                "deployments",
+                name,
+                kube.rolled_out,
+                lambda selector=selector: diagnose_pods(api, ns, selector),
+            ),
+            _Readiness(
+                f"Service {name} to share LoadBalancer IP {settings.service.ip}",
+                "services",
+                name,
+                kube.field_is("status.loadBalancer.ingress.0.ip", settings.service.ip),
+                lambda name=name: _service_diagnosis(api, settings, name),
+            ),
+        ]
+    return mirrors
 
 
 async def wait_ready(
@@ -332,8 +359,10 @@ async def _one(api: kr8s.asyncio.Api, kind: str, name: str, namespace: str):
     return found[0] if isinstance(found, list) else found
 
 
-async def _service_diagnosis(api: kr8s.asyncio.Api, settings: Settings) -> str:
-    events = await kube.events_about(api, settings.namespace, settings.service.name)
+async def _service_diagnosis(
+    api: kr8s.asyncio.Api, settings: Settings, name: str | None = None
+) -> str:
+    events = await kube.events_about(api, settings.namespace, name or settings.service.name)
     messages = [f"    {e.get('reason')}: {e.get('message')}" for e in events]
     hint = "  is the IP inside one of MetalLB's IPAddressPools, and is service.address_pool right?"
     return "\n".join([hint, *messages])
