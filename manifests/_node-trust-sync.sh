@@ -74,7 +74,8 @@ case "$1" in
     idle sync_files
     ;;
   remove)
-    for dir in "$HOST_DIR" /host/mirror-*; do
+    # KEEP_REGISTRY: only mirrors the settings dropped are emptied.
+    for dir in $(test "${KEEP_REGISTRY:-}" = true || echo "$HOST_DIR") /host/mirror-*; do
       [ -d "$dir" ] || continue
       find "$dir" -mindepth 1 -maxdepth 1 -exec rm -rf {} +
       echo "removed this registry's files from $dir"

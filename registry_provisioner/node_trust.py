@@ -253,6 +253,10 @@ def keeps_files(raw: dict) -> bool:
     return _live_dirs(raw) is not None
 
 
+def _mirror_dirs(settings: Settings) -> tuple[str, ...]:
+    return tuple(settings.node_mirror_dir(m) for m in settings.mirrors)
+
+
 async def remove_files(
     api: kr8s.asyncio.Api,
     settings: Settings,
@@ -263,9 +267,11 @@ async def remove_files(
     """Roll our DaemonSet (in `namespace`, node trust's own by default) to `remove` mode
     and wait until every node is clean.
 
-    Returns report lines: nothing when every node dropped the files (or there is no
-    DaemonSet of ours), else one naming the nodes that may still hold them, so the
-    unprovision goes on rather than hang on a node that is gone for good.
+    The directories are the live DaemonSet's and, should a run have stopped half-way
+    through dropping a mirror, the settings' mirrors' too. Returns report lines:
+    nothing when every node dropped the files (or there is no DaemonSet of ours), else
+    one naming the nodes that may still hold them, so the unprovision goes on rather
+    than hang on a node that is gone for good.
     """
     namespace = namespace or settings.node_trust_namespace
     raw = await ownership.live(api, daemonset_ref(settings, namespace))
@@ -274,7 +280,46 @@ async def remove_files(
     found = _live_dirs(raw)
     if found is None:
         return []
-    host_dir = ", ".join(found.all)
+    mirrors = tuple(dict.fromkeys((*found.mirrors, *_mirror_dirs(settings))))
+    dirs = LiveDirs(found.registry, mirrors, found.image)
+    return await _roll_removal(api, settings, raw, dirs, timeout, keep_registry=False)
+
+
+async def remove_dropped_mirror_files(
+    api: kr8s.asyncio.Api, settings: Settings, timeout: float = REMOVE_TIMEOUT
+) -> list[kube.Change]:
+    """Empty the node directories of mirrors the settings no longer list, before the
+    new DaemonSet (which no longer mounts them) replaces the live one; the registry's
+    own files, and the remaining mirrors', stay throughout."""
+    raw = await ownership.live(api, daemonset_ref(settings))
+    if raw is None or ownership.foreign(raw, settings) is not None:
+        return []
+    found = _live_dirs(raw)
+    if found is None:
+        return []
+    dropped = tuple(d for d in found.mirrors if d not in _mirror_dirs(settings))
+    if not dropped:
+        return []
+    dirs = LiveDirs(found.registry, dropped, found.image)
+    report = await _roll_removal(api, settings, raw, dirs, timeout, keep_registry=True)
+    action = f"emptied {', '.join(dropped)} on every node: no mirror is configured for them now"
+    return report or [
+        kube.Change("DaemonSet", settings.node_trust_name, settings.node_trust_namespace, action)
+    ]
+
+
+async def _roll_removal(
+    api: kr8s.asyncio.Api,
+    settings: Settings,
+    raw: dict,
+    dirs: LiveDirs,
+    timeout: float,
+    *,
+    keep_registry: bool,
+) -> list[kube.Change]:
+    namespace = raw["metadata"]["namespace"]
+    emptied = dirs.mirrors if keep_registry else dirs.all
+    host_dir = ", ".join(emptied)
     if not (raw.get("status") or {}).get("currentNumberScheduled"):
         # No pod could be made (e.g. Pod Security Admission refuses them): none can
         # remove anything either, and none wrote anything while that lasted.
@@ -284,7 +329,11 @@ async def remove_files(
         )
         return [kube.Change("DaemonSet", settings.node_trust_name, namespace, action)]
     removal = render.node_trust_removal(
-        settings, host_dir=found.registry, image=found.image, mirror_dirs=found.mirrors
+        settings,
+        host_dir=dirs.registry,
+        image=dirs.image,
+        mirror_dirs=dirs.mirrors,
+        keep_registry=keep_registry,
     )
     removal["metadata"]["namespace"] = namespace
     await kube.apply_object(api, removal)

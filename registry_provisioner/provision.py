@@ -77,6 +77,8 @@ async def provision(
     if not settings.node_trust.enabled:
         # Turned off since the last run: the nodes' files and node trust's objects go.
         changes += await unprovision.switch_off_node_trust(api, settings, dry_run=dry_run)
+    # Mirrors dropped from the settings since the last run go too.
+    changes += await unprovision.drop_stray_mirrors(api, settings, dry_run=dry_run)
     if dry_run:
         if later:
             ca = credentials.ca_pem or await tls_secret_value(api, settings, "ca.crt")
@@ -101,6 +103,8 @@ async def provision(
         # Else "ready" would be followed by x509 errors on the first in-cluster pull.
         ca = await tls_secret_value(api, settings, "ca.crt")
         applied = await _retire_previous_node_trust(api, settings, deleting_files=True)
+        # The new DaemonSet no longer mounts a dropped mirror's directory: empty it first.
+        applied += await node_trust.remove_dropped_mirror_files(api, settings, timeout)
         applied += await apply(_with_ca(settings, credentials, later, ca))
         await node_trust.wait_on_every_node(api, settings, timeout)
         return applied

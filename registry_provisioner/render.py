@@ -257,6 +257,7 @@ def _context(
         ],
         # Everything node trust runs is in its pod spec, so any change rolls it out.
         "node_trust_mode": "sync",
+        "node_trust_keep_registry": False,
         "node_trust_image": settings.node_trust_image,
         "node_trust_dir": settings.node_registry_dir,
         **node_trust_ca_values(node_trust_ca),
@@ -351,7 +352,12 @@ def render_manifests(
 
 
 def node_trust_removal(
-    settings: Settings, *, host_dir: str, image: str, mirror_dirs: tuple[str, ...] = ()
+    settings: Settings,
+    *,
+    host_dir: str,
+    image: str,
+    mirror_dirs: tuple[str, ...] = (),
+    keep_registry: bool = False,
 ) -> dict[str, Any]:
     """The node-trust DaemonSet in `remove` mode: each pod empties `host_dir` and the
     mirrors' `mirror_dirs`, and idles.
@@ -359,10 +365,12 @@ def node_trust_removal(
     Unprovision rolls this out before deleting the DaemonSet; the directories and
     `image` are the live DaemonSet's, so the directories the files went to are the ones
     emptied, and by an image the nodes already hold, whatever the settings say now.
+    `keep_registry` empties the mirrors' directories only (a mirror was dropped).
     """
     context = {
         **_context(settings, None),
         "node_trust_mode": "remove",
+        "node_trust_keep_registry": keep_registry,
         "node_trust_image": image,
         "node_trust_dir": host_dir,
         "node_trust_mirrors": [
