@@ -65,6 +65,10 @@ sync_files() {
       continue
     fi
     sync_dir "$dir" "$toml" "$toml_system"
+    # The upstream's own CA (ca_config_map), which hosts.toml names for the fallback.
+    if [ -s "/registry-tls/upstream-$i.crt" ]; then
+      put "$dir" upstream-ca.crt cat "/registry-tls/upstream-$i.crt"
+    fi
   done
 }
 

@@ -82,7 +82,7 @@ async def provision(
     if dry_run:
         if later:
             ca = credentials.ca_pem or await tls_secret_value(api, settings, "ca.crt")
-            changes += await apply(_with_ca(settings, credentials, later, ca))
+            changes += await apply(await _with_ca(api, settings, credentials, later, ca))
         return ProvisionResult(changes, None, 0.0)
     started = time.monotonic()
     certificate, rest = _split_certificate(_readiness(api, settings))
@@ -105,7 +105,7 @@ async def provision(
         applied = await _retire_previous_node_trust(api, settings, deleting_files=True)
         # The new DaemonSet no longer mounts a dropped mirror's directory: empty it first.
         applied += await node_trust.remove_dropped_mirror_files(api, settings, timeout)
-        applied += await apply(_with_ca(settings, credentials, later, ca))
+        applied += await apply(await _with_ca(api, settings, credentials, later, ca))
         await node_trust.wait_on_every_node(api, settings, timeout)
         return applied
 
@@ -146,12 +146,30 @@ def _node_trust_workload(settings: Settings, manifests: list[dict]) -> list[dict
     ]
 
 
-def _with_ca(
-    settings: Settings, credentials: Credentials, workload: list[dict], ca: str
+async def _upstream_cas(api: kr8s.asyncio.Api, settings: Settings) -> dict[int, str]:
+    """Each mirror's upstream CA (its ca_config_map's ca.crt), by mirror index."""
+    cas = {}
+    for i, mirror in enumerate(settings.mirrors):
+        if mirror.ca_config_map:
+            found = await kube.read(
+                api, f"configmaps/{mirror.ca_config_map}", namespace=settings.namespace
+            )
+            cas[i] = ((found or {}).get("data") or {}).get("ca.crt", "")
+    return cas
+
+
+async def _with_ca(
+    api: kr8s.asyncio.Api,
+    settings: Settings,
+    credentials: Credentials,
+    workload: list[dict],
+    ca: str,
 ) -> list[dict]:
-    """The node-trust objects rendered again with the CA copied from the TLS Secret."""
+    """The node-trust objects rendered again with the CA copied from the TLS Secret, and
+    the mirrors' upstream CAs."""
     keys = {(m["kind"], m["metadata"]["name"]) for m in workload}
-    rendered = render.render_manifests(settings, credentials, ca)
+    upstream_cas = await _upstream_cas(api, settings)
+    rendered = render.render_manifests(settings, credentials, ca, upstream_cas)
     return [m for m in rendered if (m["kind"], m["metadata"]["name"]) in keys]
 
 
@@ -391,6 +409,11 @@ def summary(settings: Settings, result: ProvisionResult) -> str:
         f"  in-cluster pulls: imagePullSecrets: [{{name: {settings.pull_secret.name}}}] "
         f"(in {', '.join(settings.pull_secret.namespaces) or 'no namespace yet'}), "
         f"with the pull-only login {settings.auth.pull_username}",
+    ]
+    lines += [
+        f"  mirror:    {settings.mirror_url(m)} caches {m.upstream}: every node pulls "
+        f"{m.host}/... through it (anonymously), the upstream as fallback"
+        for m in settings.mirrors
     ]
     if settings.pull_secret.namespaces:
         source, name = settings.pull_secret.namespaces[0], settings.pull_secret.name

@@ -189,7 +189,10 @@ def _checksum(*parts: str) -> str:
 
 
 def _context(
-    settings: Settings, credentials: Credentials | None, node_trust_ca: str | None = None
+    settings: Settings,
+    credentials: Credentials | None,
+    node_trust_ca: str | None = None,
+    upstream_cas: Mapping[int, str] | None = None,
 ) -> dict[str, Any]:
     env = _environment()
     values = _secret_values(settings, credentials)
@@ -252,6 +255,7 @@ def _context(
                 "replace": m["replace_node_config"],
                 "hosts_toml": m["hosts_toml"],
                 "hosts_toml_system": m["hosts_toml_system"],
+                "upstream_ca": upstream_ca_key(i) if m["ca_config_map"] else "",
             }
             for i, m in enumerate(mirrors)
         ],
@@ -260,7 +264,7 @@ def _context(
         "node_trust_keep_registry": False,
         "node_trust_image": settings.node_trust_image,
         "node_trust_dir": settings.node_registry_dir,
-        **node_trust_ca_values(node_trust_ca),
+        **node_trust_ca_values(node_trust_ca, upstream_cas),
     }
 
 
@@ -283,6 +287,7 @@ def _mirror_values(
         "node_dir": settings.node_mirror_dir(mirror),
         "upstream_hostname": urllib.parse.urlsplit(mirror.upstream).hostname,
     }
+    values["upstream_ca_file"] = f"{values['node_dir']}/upstream-ca.crt"
     config = env.get_template("_mirror-config.yml.j2").render(s=settings, m=values)
     hosts = env.get_template("_mirror-hosts.toml.j2")
     return {
@@ -319,9 +324,21 @@ def _proxy_config(settings: Settings) -> dict[str, Any]:
     )
 
 
-def node_trust_ca_values(ca_pem: str | None) -> dict[str, Any]:
-    """The CA copy's data and its checksum; None (not known yet) renders a placeholder."""
+def upstream_ca_key(index: int) -> str:
+    """Where node trust's CA copy keeps mirror `index`'s upstream CA (ca_config_map)."""
+    return f"upstream-{index}.crt"
+
+
+def node_trust_ca_values(
+    ca_pem: str | None, upstream_cas: Mapping[int, str] | None = None
+) -> dict[str, Any]:
+    """The CA copy's data and its checksum; None (not known yet) renders a placeholder.
+
+    `upstream_cas` are mirrors' upstream CAs by mirror index: the nodes trust them for
+    the fallback to the upstream when the mirror does not answer.
+    """
     data = {"ca.crt": PLACEHOLDER if ca_pem is None else ca_pem} if ca_pem != "" else {}
+    data |= {upstream_ca_key(i): pem for i, pem in sorted((upstream_cas or {}).items()) if pem}
     return {"node_trust_ca_data": data, "node_trust_ca_checksum": _checksum(json.dumps(data))}
 
 
@@ -331,15 +348,19 @@ def templates_for(settings: Settings) -> list[str]:
 
 
 def render_manifests(
-    settings: Settings, credentials: Credentials | None, node_trust_ca: str | None = None
+    settings: Settings,
+    credentials: Credentials | None,
+    node_trust_ca: str | None = None,
+    upstream_cas: Mapping[int, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Every object to apply, in apply order. ``credentials=None`` renders a preview.
 
     ``node_trust_ca`` is the TLS Secret's ca.crt ("" when it has none), which only
     exists once the certificate is issued; None renders a placeholder in its place.
+    ``upstream_cas`` are the mirrors' upstream CAs (their ca_config_map's ca.crt) by index.
     """
     env = _environment()
-    context = _context(settings, credentials, node_trust_ca)
+    context = _context(settings, credentials, node_trust_ca, upstream_cas)
     objects: list[dict[str, Any]] = []
     for name in templates_for(settings):
         text = env.get_template(name).render(context)

@@ -363,3 +363,19 @@ def import_images(containerd_socket: Path, archives: Sequence[Path]) -> None:
             ],
             check=True,
         )
+
+
+def _ctr(containerd_socket: Path, *args: str) -> str:
+    command = ["ctr", "--address", str(containerd_socket), "-n", "k8s.io", *args]
+    return subprocess.run(command, check=True, capture_output=True, text=True).stdout
+
+
+def remove_image(containerd_socket: Path, reference: str, digests: Sequence[str]) -> None:
+    """Forget `reference` in the node's containerd, its content (`digests`) included, so
+    the next pod must fetch every blob again. Content still referenced elsewhere (another
+    image with the same layers) would stay: that is an error, not a silent cache hit."""
+    _ctr(containerd_socket, "images", "rm", "--sync", reference)
+    held = set(_ctr(containerd_socket, "content", "ls", "-q").split())
+    left = [digest for digest in digests if digest in held]
+    if left:
+        raise RuntimeError(f"the node's containerd still holds {left} after removing {reference}")

@@ -880,3 +880,17 @@ def test_node_trust_removal_empties_the_mirrors_directories_too() -> None:
     ]
     env = {e["name"]: e["value"] for e in spec["containers"][0]["env"]}
     assert env["MIRRORS"] == "0"
+
+
+def test_nodes_trust_a_private_upstream_for_the_fallback() -> None:
+    settings = _settings(**MIRRORED)
+    objs = render_manifests(settings, None, "REGISTRY CA", {1: "UPSTREAM CA"})
+    copy = _find(objs, "ConfigMap", settings.node_trust_ca_name)
+    assert copy["data"] == {"ca.crt": "REGISTRY CA", "upstream-1.crt": "UPSTREAM CA"}
+    spec = _pod_spec(objs, "DaemonSet")
+    [items] = [v["configMap"]["items"] for v in spec["volumes"] if "configMap" in v]
+    assert {"key": "upstream-1.crt", "path": "upstream-1.crt"} in items
+    env = {e["name"]: e["value"] for e in spec["containers"][0]["env"]}
+    lan_dir = settings.node_mirror_dir(settings.mirrors[1])
+    assert f'ca = "{lan_dir}/upstream-ca.crt"' in env["HOSTS_TOML_1"].split("[host.")[0]
+    assert "upstream-ca.crt" not in env["HOSTS_TOML_0"]  # Docker Hub: the public roots
