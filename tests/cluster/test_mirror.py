@@ -23,10 +23,11 @@ from registry_provisioner import kube, status
 from registry_provisioner.config import load_settings
 from registry_provisioner.errors import RegistryError
 from registry_provisioner.images import Image, push_image, random_image
+from registry_provisioner.logins import dockerconfigjson
 from registry_provisioner.oci_client import RegistryClient
 from registry_provisioner.references import sha256_digest
 from scripts.benchmarks.cluster_pull import pause_binary, runnable_image
-from scripts.local_cluster import images, node_config
+from scripts.local_cluster import images, node_config, node_hosts
 from scripts.local_cluster.paths import STATE_DIR
 from scripts.local_cluster.pods import restricted
 from tests.cluster.helpers import decoded
@@ -77,8 +78,10 @@ async def pod_state(api: kr8s.asyncio.Api, namespace: str, name: str) -> str:
     return raw.get("phase", "")
 
 
-async def run_pod(api: kr8s.asyncio.Api, namespace: str, image: str) -> None:
-    """A pod naming `image` and nothing else (no pull Secret) comes up Running."""
+async def run_pod(
+    api: kr8s.asyncio.Api, namespace: str, image: str, pull_secret: str | None = None
+) -> None:
+    """A pod naming `image` and nothing else (no pull Secret unless given) runs."""
     name = f"app-{uuid.uuid4().hex[:6]}"
     spec = restricted(
         {
@@ -87,6 +90,8 @@ async def run_pod(api: kr8s.asyncio.Api, namespace: str, image: str) -> None:
             "containers": [{"name": "app", "image": image, "imagePullPolicy": "Always"}],
         }
     )
+    if pull_secret:
+        spec["imagePullSecrets"] = [{"name": pull_secret}]
     pod = await Pod({"metadata": {"name": name, "namespace": namespace}, "spec": spec}, api=api)
     await pod.create()
 
@@ -144,23 +149,26 @@ async def mirror_exec(api: kr8s.asyncio.Api, registry: Registry, command: str) -
     return result.stdout.decode()
 
 
-async def scale(api: kr8s.asyncio.Api, registry: Registry, replicas: int) -> None:
-    deployment = await Deployment.get("docker-registry", namespace=registry.namespace, api=api)
+async def scale(
+    api: kr8s.asyncio.Api, namespace: str, name: str, component: str, replicas: int
+) -> None:
+    """Scale a Deployment and wait until its pods are gone, or Ready."""
+    deployment = await Deployment.get(name, namespace=namespace, api=api)
     await deployment.scale(replicas)
 
     async def settled() -> bool:
         pods = await kube.get_all(
             api,
             "pods",
-            namespace=registry.namespace,
-            label_selector="app.kubernetes.io/component=registry",
+            namespace=namespace,
+            label_selector=f"app.kubernetes.io/component={component}",
         )
-        ready = [p for p in pods if p.raw["metadata"].get("deletionTimestamp") is None]
         if replicas == 0:
             return not pods
-        return await _ready(ready)
+        live = [p for p in pods if p.raw["metadata"].get("deletionTimestamp") is None]
+        return await _ready(live)
 
-    await until(f"upstream scaled to {replicas}", settled)
+    await until(f"Deployment {namespace}/{name} scaled to {replicas}", settled)
 
 
 async def _ready(pods) -> bool:
@@ -205,17 +213,19 @@ async def _with_mirror(
     [auth] = await kube.get_all(
         api, "secrets", "docker-registry-auth", namespace=upstream.namespace
     )
-    login = {
+    pull_login = {
         "username": decoded(auth.raw, "pull-username"),
         "password": decoded(auth.raw, "pull-password"),
     }
     meta = {"namespace": main.namespace}
     secret = await Secret(
-        {"metadata": {**meta, "name": "upstream-login"}, "stringData": login}, api=api
+        {"metadata": {**meta, "name": "upstream-login"}, "stringData": pull_login}, api=api
     )
     await secret.create()
-    ca = {"ca.crt": upstream.ca_file.read_text()}
-    config_map = await ConfigMap({"metadata": {**meta, "name": "upstream-ca"}, "data": ca}, api=api)
+    ca_pem = upstream.ca_file.read_text()
+    config_map = await ConfigMap(
+        {"metadata": {**meta, "name": "upstream-ca"}, "data": {"ca.crt": ca_pem}}, api=api
+    )
     await config_map.create()
 
     main.overrides["mirrors"] = mirror_setting(upstream, "168h")
@@ -239,7 +249,7 @@ async def _with_mirror(
     assert "storage used:" in shown.stdout
 
     # 2. Upstream stopped, the image gone from the node: a new pod starts from the mirror.
-    await scale(api, upstream, 0)
+    await scale(api, upstream.namespace, "docker-registry", "registry", 0)
     blobs = [sha256_digest(layer) for layer in app.layers] + [sha256_digest(app.config)]
     await asyncio.to_thread(images.remove_image, NODE.containerd_socket, image, blobs)
     hits = after["hits"].get("blob", 0)
@@ -261,8 +271,31 @@ async def _with_mirror(
         pushed.stderr
     )
 
-    # 4. ttl: what is fetched now expires after 20s, data included.
-    await scale(api, upstream, 1)
+    # 4. The mirror down: containerd falls back to the upstream, which the node reaches
+    # by name (node_hosts) and trusts with the CA node trust copied from ca_config_map.
+    await scale(api, upstream.namespace, "docker-registry", "registry", 1)
+    mirror_name = "docker-registry-mirror-upstream-test-5000"
+    await scale(api, main.namespace, mirror_name, "mirror", 0)
+    assert (NODE.registry_certs_dir / UPSTREAM_HOST / "upstream-ca.crt").read_text() == ca_pem
+    login = dockerconfigjson(UPSTREAM_HOST, pull_login["username"], pull_login["password"])
+    pull_secret = await Secret(
+        {
+            "metadata": {"namespace": main.namespace, "name": "upstream-pull"},
+            "type": "kubernetes.io/dockerconfigjson",
+            "stringData": {".dockerconfigjson": login},
+        },
+        api=api,
+    )
+    await pull_secret.create()
+    await asyncio.to_thread(images.remove_image, NODE.containerd_socket, image, blobs)
+    node_hosts.add(UPSTREAM_NAME, upstream.ip)
+    try:
+        await run_pod(api, main.namespace, image, pull_secret="upstream-pull")
+    finally:
+        node_hosts.remove(UPSTREAM_NAME)
+    await scale(api, main.namespace, mirror_name, "mirror", 1)
+
+    # 5. ttl: what is fetched now expires after 20s, data included.
     main.overrides["mirrors"] = mirror_setting(upstream, "20s")
     again = main.invoke("provision")
     assert again.returncode == 0, again.stderr
@@ -280,7 +313,7 @@ async def _with_mirror(
 
     await until(f"the mirror to expire {blob}", expired, timeout=180)
 
-    # 5. A mirror dropped from the settings: its objects and node files go, its claim
+    # 6. A mirror dropped from the settings: its objects and node files go, its claim
     # stays, the registry's own files stay; adding it again brings it back.
     mirror_dir = NODE.registry_certs_dir / UPSTREAM_HOST
     registry_files = node_files(NODE.registry_certs_dir / main.host)
@@ -299,7 +332,7 @@ async def _with_mirror(
     assert back.returncode == 0, back.stderr
     assert (mirror_dir / "hosts.toml").is_file()
 
-    # 6. Unprovision leaves no node file behind.
+    # 7. Unprovision leaves no node file behind.
     removed = main.invoke("unprovision")
     assert removed.returncode == 0, removed.stderr
     assert not list((NODE.registry_certs_dir / UPSTREAM_HOST).glob("*"))
