@@ -112,13 +112,18 @@ async def _prepare_namespace(api: kr8s.asyncio.Api, upstream: Settings) -> None:
 
 
 async def _clean(api: kr8s.asyncio.Api, registries: Registries) -> None:
-    """Purge both installs, then the namespace the bench made for the mirror."""
-    for target in (registries.mirrored, registries.upstream):
-        await lifecycle.ensure_clean(target)
+    """Purge both installs and the namespace the bench made for the mirror (a purge
+    leaves a namespace that existed before it)."""
+    mirrored = registries.mirrored
+    if await lifecycle.leftovers(mirrored):
+        purge = lifecycle.invoke_command(mirrored, "unprovision", "--purge")
+        await lifecycle.child(purge, "unprovision --purge")
     namespace = await Namespace({"metadata": {"name": NAMESPACE}}, api=api)
     if await namespace.exists():
         await namespace.delete()
         await asyncio.wait_for(kube.wait_deleted(namespace), lifecycle.GONE_TIMEOUT)
+    for target in (mirrored, registries.upstream):
+        await lifecycle.ensure_clean(target)
 
 
 async def pod_start_seconds(
