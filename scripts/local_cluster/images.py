@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -370,12 +371,30 @@ def _ctr(containerd_socket: Path, *args: str) -> str:
     return subprocess.run(command, check=True, capture_output=True, text=True).stdout
 
 
-def remove_image(containerd_socket: Path, reference: str, digests: Sequence[str]) -> None:
+def remove_image(
+    containerd_socket: Path, reference: str, digests: Sequence[str], timeout: float = 60
+) -> None:
     """Forget `reference` in the node's containerd, its content (`digests`) included, so
-    the next pod must fetch every blob again. Content still referenced elsewhere (another
-    image with the same layers) would stay: that is an error, not a silent cache hit."""
-    _ctr(containerd_socket, "images", "rm", "--sync", reference)
-    held = set(_ctr(containerd_socket, "content", "ls", "-q").split())
-    left = [digest for digest in digests if digest in held]
-    if left:
-        raise RuntimeError(f"the node's containerd still holds {left} after removing {reference}")
+    the next pod must fetch every blob again.
+
+    The CRI records an image under its tag, its digest and its id: every record with
+    the same target goes. Content still held once the kubelet removed the last container
+    is an error, not a silent cache hit.
+    """
+    records = [line.split() for line in _ctr(containerd_socket, "images", "ls").splitlines()[1:]]
+    targets = {fields[2] for fields in records if fields and fields[0] == reference}
+    names = [fields[0] for fields in records if fields and fields[2] in targets]
+    if names:
+        _ctr(containerd_socket, "images", "rm", "--sync", *names)
+    deadline = time.monotonic() + timeout
+    while True:
+        held = set(_ctr(containerd_socket, "content", "ls", "-q").split())
+        left = [digest for digest in digests if digest in held]
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"the node's containerd still holds {left} {timeout:g}s after removing "
+                f"{', '.join(names) or reference}"
+            )
+        time.sleep(1)
