@@ -28,7 +28,6 @@ from registry_provisioner.config import Settings, load_settings
 from registry_provisioner.credentials import existing_credentials, tls_secret_value
 from registry_provisioner.images import Image, push_image
 from registry_provisioner.oci_client import RegistryClient
-from registry_provisioner.references import sha256_digest
 from scripts.local_cluster import images, node_config
 from scripts.local_cluster.addresses import AddressPool
 from scripts.local_cluster.paths import LOCAL_OVERLAY, STATE_DIR
@@ -155,8 +154,7 @@ async def pod_start_seconds(
 
 
 async def _forget(reference: str, image: Image) -> None:
-    digests = [sha256_digest(layer) for layer in image.layers] + [sha256_digest(image.config)]
-    await asyncio.to_thread(images.remove_image, NODE.containerd_socket, reference, digests)
+    await asyncio.to_thread(images.remove_image, NODE.containerd_socket, reference, image)
 
 
 async def measure(

@@ -250,8 +250,7 @@ async def _with_mirror(
 
     # 2. Upstream stopped, the image gone from the node: a new pod starts from the mirror.
     await scale(api, upstream.namespace, "docker-registry", "registry", 0)
-    blobs = [sha256_digest(layer) for layer in app.layers] + [sha256_digest(app.config)]
-    await asyncio.to_thread(images.remove_image, NODE.containerd_socket, image, blobs)
+    await asyncio.to_thread(images.remove_image, NODE.containerd_socket, image, app)
     hits = after["hits"].get("blob", 0)
     await run_pod(api, main.namespace, image)
     served = await counts(api, main)
@@ -287,7 +286,7 @@ async def _with_mirror(
         api=api,
     )
     await pull_secret.create()
-    await asyncio.to_thread(images.remove_image, NODE.containerd_socket, image, blobs)
+    await asyncio.to_thread(images.remove_image, NODE.containerd_socket, image, app)
     node_hosts.add(UPSTREAM_NAME, upstream.ip)
     try:
         await run_pod(api, main.namespace, image, pull_secret="upstream-pull")
