@@ -28,7 +28,7 @@ from registry_provisioner.oci_client import RegistryClient
 from registry_provisioner.references import sha256_digest
 from scripts.benchmarks.cluster_pull import pause_binary, runnable_image
 from scripts.local_cluster import images, node_config, node_hosts
-from scripts.local_cluster.paths import STATE_DIR
+from scripts.local_cluster.paths import LOG_DIR, STATE_DIR
 from scripts.local_cluster.pods import restricted
 from tests.cluster.helpers import decoded
 from tests.support.registries import Registry, RegistryFactory
@@ -78,10 +78,26 @@ async def pod_state(api: kr8s.asyncio.Api, namespace: str, name: str) -> str:
     return raw.get("phase", "")
 
 
+def containerd_lines(about: str, count: int = 8) -> str:
+    """The node's containerd log lines that mention `about` (which hosts it tried)."""
+    log = LOG_DIR / "containerd.log"
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    return "\n".join([line for line in lines if about in line][-count:])
+
+
 async def run_pod(
-    api: kr8s.asyncio.Api, namespace: str, image: str, pull_secret: str | None = None
+    api: kr8s.asyncio.Api,
+    namespace: str,
+    image: str,
+    pull_secret: str | None = None,
+    *,
+    retried: bool = False,
 ) -> None:
-    """A pod naming `image` and nothing else (no pull Secret unless given) runs."""
+    """A pod naming `image` and nothing else (no pull Secret unless given) runs.
+
+    A failed pull fails at once, unless `retried`: kubelet may pull once before it has
+    synced the pod's pull Secret, and then again, with it, after its back-off.
+    """
     name = f"app-{uuid.uuid4().hex[:6]}"
     spec = restricted(
         {
@@ -97,11 +113,14 @@ async def run_pod(
 
     async def running() -> bool:
         state = await pod_state(api, namespace, name)
-        assert "ErrImagePull" not in state and "BackOff" not in state, state
+        failed = "ErrImagePull" in state or "BackOff" in state
+        assert retried or not failed, f"{state}\ncontainerd:\n{containerd_lines(UPSTREAM_NAME)}"
         return state == "Running"
 
     try:
         await until(f"pod {namespace}/{name} running {image}", running)
+    except AssertionError as error:
+        raise AssertionError(f"{error}\ncontainerd:\n{containerd_lines(UPSTREAM_NAME)}") from None
     finally:
         await pod.delete(grace_period=0)
 
@@ -292,7 +311,7 @@ async def _with_mirror(
     await asyncio.to_thread(images.remove_image, NODE.containerd_socket, image, app)
     node_hosts.add(UPSTREAM_NAME, upstream.ip)
     try:
-        await run_pod(api, main.namespace, image, pull_secret="upstream-pull")
+        await run_pod(api, main.namespace, image, pull_secret="upstream-pull", retried=True)
     finally:
         node_hosts.remove(UPSTREAM_NAME)
     await scale(api, main.namespace, mirror_name, "mirror", 1)
