@@ -323,7 +323,7 @@ def _mirror_readiness(api: kr8s.asyncio.Api, settings: Settings) -> list[_Readin
     mirrors: list[_Readiness] = []
     for mirror in settings.mirrors:
         name = settings.mirror_name(mirror)
-        selector = ",".join(f"{k}={v}" for k, v in render.mirror_selector(settings, mirror).items())
+        selector = render.mirror_pod_selector(settings, mirror)
         mirrors += [
             _Readiness(
                 f"Deployment {name} (the mirror of {mirror.upstream}) to roll out",

@@ -273,6 +273,11 @@ def mirror_selector(settings: Settings, mirror: MirrorSettings) -> dict[str, str
     return {**selector_labels(settings, "mirror"), MIRROR_LABEL: mirror.slug}
 
 
+def mirror_pod_selector(settings: Settings, mirror: MirrorSettings) -> str:
+    """``mirror_selector`` as a ``key=value,...`` selector, to list one mirror's pods."""
+    return ",".join(f"{k}={v}" for k, v in mirror_selector(settings, mirror).items())
+
+
 def _mirror_values(
     settings: Settings, mirror: MirrorSettings, serve_script: str, cert_pem: str
 ) -> dict[str, Any]:

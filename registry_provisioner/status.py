@@ -68,7 +68,7 @@ def _counts_line(counts: dict[str, dict[str, int]]) -> str:
 
 
 async def _mirror_pod(api: kr8s.asyncio.Api, settings: Settings, mirror: MirrorSettings):
-    selector = ",".join(f"{k}={v}" for k, v in render.mirror_selector(settings, mirror).items())
+    selector = render.mirror_pod_selector(settings, mirror)
     pods = await kube.get_all(
         api,
         "pods",
