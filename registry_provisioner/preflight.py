@@ -77,6 +77,17 @@ def service_ips(service: dict) -> set[str]:
     return ips - {None, ""}
 
 
+def _our_mirror(service: dict, settings: Settings) -> bool:
+    """A mirror's Service that this install made, whether or not the settings list it."""
+    meta = service["metadata"]
+    component = (meta.get("labels") or {}).get("app.kubernetes.io/component")
+    return (
+        meta["namespace"] == settings.namespace
+        and component == "mirror"
+        and ownership.owner_of(service) == ownership.install_id(settings)
+    )
+
+
 async def _ip_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
     services = await kube.read(api, "services")
     # The registry's Service, and its mirrors' that share the IP on purpose.
@@ -85,6 +96,8 @@ async def _ip_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
     }
     for service in (services or {}).get("items", []):
         meta = service["metadata"]
+        if _our_mirror(service, settings):
+            continue  # a mirror dropped from the settings: this provision deletes it
         if (meta["namespace"], meta["name"]) not in ours and settings.service.ip in service_ips(
             service
         ):
