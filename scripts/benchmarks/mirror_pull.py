@@ -13,6 +13,7 @@ containerd before each pod:
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import tempfile
 import time
@@ -34,7 +35,7 @@ from scripts.local_cluster.paths import LOCAL_OVERLAY, STATE_DIR
 
 from . import cluster_pull, lifecycle
 from .children import BenchError
-from .report import MIB, Results, markdown, write
+from .report import MIB, MIRROR, SPECS, Figure, Results, markdown, write
 
 UPSTREAM_NAMESPACE = "bench-mirror-upstream"
 NAMESPACE = "bench-mirror"
@@ -184,7 +185,11 @@ async def mirror_bench_command(
         raise BenchError("--repeat and --size-mib must be at least 1")
     api = await kube.connect(kubeconfig=kubeconfig)
     await kube.check_reachable(api)
-    results = Results(parameters={"repeat": repeat, "size_mib": size_mib, "layers": LAYERS})
+    results = Results(
+        parameters={"repeat": repeat, "size_mib": size_mib, "layers": LAYERS},
+        environment={"started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")},
+        figures={spec.key: Figure(spec) for spec in SPECS if spec.section == MIRROR},
+    )
     pause = await asyncio.to_thread(cluster_pull.pause_binary)
     layer_bytes = size_mib * MIB // (LAYERS - 1)
     image = await asyncio.to_thread(cluster_pull.runnable_image, pause, LAYERS, layer_bytes)
