@@ -36,3 +36,21 @@ def test_gc_says_why_mirrors_need_none() -> None:
     note = mirrors_note(mirrored)
     assert note is not None
     assert "docker.io 168h" in note and "ttl" in note
+
+
+def test_preflight_lets_a_dropped_mirror_of_this_install_keep_the_ip() -> None:
+    from registry_provisioner.ownership import OWNER_ANNOTATION, install_id
+    from registry_provisioner.preflight import _our_mirror
+
+    settings = load_settings(None, {})
+
+    def service(namespace: str, component: str, owner: str) -> dict:
+        labels = {"app.kubernetes.io/component": component}
+        meta = {"name": "m", "namespace": namespace, "labels": labels}
+        return {"metadata": {**meta, "annotations": {OWNER_ANNOTATION: owner}}}
+
+    ours = install_id(settings)
+    assert _our_mirror(service(settings.namespace, "mirror", ours), settings)
+    assert not _our_mirror(service(settings.namespace, "mirror", "other/install"), settings)
+    assert not _our_mirror(service("elsewhere", "mirror", ours), settings)
+    assert not _our_mirror(service(settings.namespace, "registry", ours), settings)
