@@ -297,6 +297,30 @@ def cluster_build(c):
 
 
 @task(
+    name="bench-mirror",
+    help={
+        "repeat": "runs behind each figure, which is their median (default 3)",
+        "size_mib": "size of the image in MiB (default 256)",
+    },
+)
+def bench_mirror(c, repeat=3, size_mib=256):
+    """Pod start pulling from an upstream directly vs through its warm mirror; bench/mirror-*."""
+    from scripts.benchmarks import mirror_pull
+    from scripts.local_cluster import cluster as local_cluster
+
+    if not local_cluster.is_running():
+        raise Exit("the local cluster is not running: start it with `invoke cluster.up`", code=1)
+    _run(
+        mirror_pull.mirror_bench_command(
+            str(local_cluster.KUBECONFIG),
+            repeat=int(repeat),
+            size_mib=int(size_mib),
+            out_dir=Path(__file__).parent / "bench",
+        )
+    )
+
+
+@task(
     help={
         "repeat": "runs behind each figure, which is their median (default 3)",
         "size_mib": "size of the throughput image in MiB (default 512)",
@@ -356,6 +380,7 @@ ns = Collection(
     demo,
     test,
     bench,
+    bench_mirror,
     reliability_report,
     cluster,
 )

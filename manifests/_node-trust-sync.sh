@@ -1,9 +1,11 @@
-# Node trust for one registry: $HOST_DIR is the node's <certs_dir>/<ip:port>, the only
-# host path this pod sees. `sync` keeps containerd's hosts.toml and the registry's CA
-# there; `remove` (only unprovision switches to it) empties it. containerd rereads both
-# files on every pull, so nothing restarts; they carry no k3s header, so k3s leaves them.
+# Node trust for one registry and its mirrors. $HOST_DIR is the node's
+# <certs_dir>/<ip:port>; each mirror's <certs_dir>/<upstream host> is mounted at
+# /host/mirror-<i> for each i in $MIRRORS. These are the only host paths this pod sees.
+# `sync` keeps containerd's hosts.toml and the registry's CA there; `remove` (only
+# unprovision switches to it) empties them. containerd rereads both files on every
+# pull, so nothing restarts; they carry no k3s header, so k3s leaves them.
 set -eu
-dir="$HOST_DIR"
+MARK="# Managed by registry-provisioner"
 
 # Stopping leaves the files: a rollout, an eviction or a node shutdown must not take
 # trust away, least of all while the next pod's image is being pulled.
@@ -17,11 +19,12 @@ idle() {
   done
 }
 
-# put NAME COMMAND...: the command's output becomes $dir/NAME unless it holds exactly
-# that already; write-then-rename, so containerd never reads half a file.
+# put DIR NAME COMMAND...: the command's output becomes DIR/NAME unless it holds
+# exactly that already; write-then-rename, so containerd never reads half a file.
 put() {
-  name="$1"
-  shift
+  dir="$1"
+  name="$2"
+  shift 2
   if ! "$@" | cmp -s - "$dir/$name"; then
     "$@" >"$dir/.$name.tmp"
     mv -f "$dir/.$name.tmp" "$dir/$name"
@@ -29,20 +32,44 @@ put() {
   fi
 }
 
-sync_files() {
+# sync_dir DIR HOSTS_TOML HOSTS_TOML_SYSTEM_TRUST
+sync_dir() {
   # Older k3s releases delete certs.d at start: a deleted mount source has no links
   # left, and only a new container (containerd makes the path again) sees the new one.
-  if [ "$(stat -c %h "$dir")" -eq 0 ]; then
-    echo "$dir was deleted on the node; restarting to mount it again" >&2
+  if [ "$(stat -c %h "$1")" -eq 0 ]; then
+    echo "$1 was deleted on the node; restarting to mount it again" >&2
     exit 1
   fi
   if [ -s /registry-tls/ca.crt ]; then
-    put ca.crt cat /registry-tls/ca.crt
-    put hosts.toml printf '%s' "$HOSTS_TOML"
+    put "$1" ca.crt cat /registry-tls/ca.crt
+    put "$1" hosts.toml printf '%s' "$2"
   else
     # No ca.crt in the TLS Secret (e.g. a public CA): rely on the system roots.
-    put hosts.toml printf '%s' "$HOSTS_TOML_SYSTEM_TRUST"
+    put "$1" hosts.toml printf '%s' "$3"
   fi
+}
+
+sync_files() {
+  sync_dir "$HOST_DIR" "$HOSTS_TOML" "$HOSTS_TOML_SYSTEM_TRUST"
+  for i in ${MIRRORS:-}; do
+    dir="/host/mirror-$i"
+    eval "node_dir=\$NODE_DIR_$i replace=\$REPLACE_$i toml=\$HOSTS_TOML_$i"
+    eval "toml_system=\$HOSTS_TOML_SYSTEM_TRUST_$i"
+    # Someone else's hosts.toml (k3s's, from registries.yaml, or one made by hand)
+    # stays unless the settings say to replace it; this pod then stays unready, and
+    # provision names the node and the file.
+    if [ -s "$dir/hosts.toml" ] && ! head -n 1 "$dir/hosts.toml" | grep -qF "$MARK" \
+      && [ "$replace" != true ]; then
+      echo "left $node_dir/hosts.toml as it is: this tool did not write it (is the upstream in" \
+        "k3s's registries.yaml?); remove it there, or set mirrors[$i].replace_node_config: true" >&2
+      continue
+    fi
+    sync_dir "$dir" "$toml" "$toml_system"
+    # The upstream's own CA (ca_config_map), which hosts.toml names for the fallback.
+    if [ -s "/registry-tls/upstream-$i.crt" ]; then
+      put "$dir" upstream-ca.crt cat "/registry-tls/upstream-$i.crt"
+    fi
+  done
 }
 
 case "$1" in
@@ -51,8 +78,12 @@ case "$1" in
     idle sync_files
     ;;
   remove)
-    find "$dir" -mindepth 1 -maxdepth 1 -exec rm -rf {} +
-    echo "removed this registry's files from $dir"
+    # KEEP_REGISTRY: only mirrors the settings dropped are emptied.
+    for dir in $(test "${KEEP_REGISTRY:-}" = true || echo "$HOST_DIR") /host/mirror-*; do
+      [ -d "$dir" ] || continue
+      find "$dir" -mindepth 1 -maxdepth 1 -exec rm -rf {} +
+      echo "removed this registry's files from $dir"
+    done
     idle true
     ;;
   *)

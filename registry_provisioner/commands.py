@@ -102,6 +102,9 @@ async def gc_command(
     api = await _reachable_api(context, kubeconfig)
     report = await gc.garbage_collect(api, settings, dry_run=dry_run)
     print(gc.format_report(settings, report))
+    note = gc.mirrors_note(settings)
+    if note:
+        print(note)
 
 
 async def status_command(settings: Settings, context: str | None, kubeconfig: str | None) -> None:

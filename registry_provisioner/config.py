@@ -14,6 +14,7 @@ import difflib
 import functools
 import ipaddress
 import re
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -353,6 +354,73 @@ def _affinity_problems(affinity: dict[str, Any]) -> Iterator[Found]:
             yield f".{key}", value, "a mapping, as in a Pod's spec.affinity"
 
 
+_GO_DURATION = re.compile(r"0|(?:\d+(?:\.\d+)?(?:h|m|s|ms|us|ns))+")
+_MIRROR_HOST = re.compile(
+    r"(?P<host>[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)(:(?P<port>\d{1,5}))?"
+)
+_UPSTREAM_HELP = (
+    "the upstream registry's base URL: https://host[:port] without a path, "
+    "e.g. https://registry-1.docker.io"
+)
+_MIRROR_NAME_HELP = (
+    "the registry host as image names spell it, e.g. docker.io or ghcr.io or upstream.lan:5000 "
+    '(lowercase, an optional :port), or "" for the upstream URL\'s host[:port]'
+)
+_TTL_HELP = (
+    "a Go duration such as 168h, 30m or 90s: how long a pulled blob or manifest stays "
+    "cached; 0 keeps it for ever"
+)
+_MIRROR_PORT_HELP = (
+    "the mirror's port on the registry's IP, from 1024 to 65535 and other than service.port, "
+    "e.g. 5001 (it runs as non-root without capabilities)"
+)
+
+
+def upstream_problem(url: str) -> str | None:
+    """Why a mirror's upstream URL is unusable (distribution's proxy.remoteurl), or None."""
+    parsed = urllib.parse.urlsplit(url)
+    try:
+        port = parsed.port
+    except ValueError:
+        return _UPSTREAM_HELP
+    ok = (
+        parsed.scheme in ("https", "http")
+        and parsed.hostname
+        and parsed.path in ("", "/")
+        and not (parsed.query or parsed.fragment or parsed.username or parsed.password)
+        and (port is None or 0 < port < 65536)
+    )
+    return None if ok else _UPSTREAM_HELP
+
+
+def upstream_host(url: str) -> str:
+    """``host[:port]`` of an upstream URL, as an image name would spell that registry."""
+    return urllib.parse.urlsplit(url).netloc.lower()
+
+
+def _mirror_name_ok(text: str) -> bool:
+    m = _MIRROR_HOST.fullmatch(text)
+    return bool(m) and len(m["host"]) <= 253 and (not m["port"] or 0 < int(m["port"]) < 65536)
+
+
+def _cidr_problem(text: str) -> str | None:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return "a CIDR such as 192.168.1.0/24 (the LAN) or 10.42.0.0/16"
+    return None
+
+
+def _ip_or_empty_problem(text: str) -> str | None:
+    if not text:
+        return None
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return 'an IP address for the upstream\'s host name, or "" to resolve it through DNS'
+    return None
+
+
 # --------------------------------------------------------------------------- setting types
 
 _POD_PORT = (
@@ -409,6 +477,15 @@ Memory = Annotated[str, must(_or_empty(_at_least(_MEBI)), _MEMORY)]
 NodeSelector = Annotated[dict[str, str], Rule(_node_selector_problems)]
 Tolerations = Annotated[tuple[dict[str, Any], ...], Rule(_tolerations_problems)]
 Affinity = Annotated[dict[str, Any], Rule(_affinity_problems)]
+UpstreamURL = Annotated[str, explain(upstream_problem)]
+MirrorName = Annotated[str, must(_or_empty(_mirror_name_ok), _MIRROR_NAME_HELP)]
+Duration = Annotated[str, must(_GO_DURATION.fullmatch, _TTL_HELP)]
+MirrorPort = Annotated[int, STRICT, must(lambda p: 1024 <= p <= 65535, _MIRROR_PORT_HELP)]
+OptionalObjectName = Annotated[
+    str, must(_or_empty(is_dns_subdomain), f'{DNS_SUBDOMAIN_HELP}, or "" for none')
+]
+SourceRanges = Annotated[tuple[str, ...], each(_cidr_problem)]
+UpstreamIP = Annotated[str, explain(_ip_or_empty_problem)]
 
 
 # --------------------------------------------------------------------------- settings
@@ -543,6 +620,38 @@ class SchedulingSettings(_Section):
 
 
 @dataclass(frozen=True)
+class MirrorSettings(_Section):
+    """One pull-through mirror: a distribution instance in proxy mode for one upstream."""
+
+    upstream: UpstreamURL = ""  # required; "" is refused with the help text
+    port: MirrorPort = 0  # required; 0 is refused with the help text
+    name: MirrorName = ""  # "": the upstream's host[:port]
+    ttl: Duration = "168h"
+    size: StorageSize = "10Gi"
+    # A Secret in the registry's namespace with keys `username` and `password`.
+    login_secret: OptionalObjectName = ""
+    # A ConfigMap in the registry's namespace whose `ca.crt` the mirror trusts for the
+    # upstream, instead of the public roots.
+    ca_config_map: OptionalObjectName = ""
+    # Where the upstream's name points, for the mirror pod (hostAliases) when DNS lacks it.
+    upstream_ip: UpstreamIP = ""
+    # loadBalancerSourceRanges: who may pull from the mirror (anonymous pulls).
+    source_ranges: SourceRanges = ()
+    # Overwrite a hosts.toml on the nodes that this tool did not write (k3s's, say).
+    replace_node_config: Flag = False
+
+    @property
+    def host(self) -> str:
+        """The registry host images name (the nodes' hosts directory): name, or the URL's."""
+        return self.name or upstream_host(self.upstream)
+
+    @property
+    def slug(self) -> str:
+        """``host`` as a DNS label part: docker.io -> docker-io, a.lan:5000 -> a-lan-5000."""
+        return re.sub(r"[^a-z0-9]+", "-", self.host.lower()).strip("-")
+
+
+@dataclass(frozen=True)
 class Settings(_Section):
     """Everything the provisioner needs; the defaults are the seed notebook's values."""
 
@@ -563,6 +672,7 @@ class Settings(_Section):
     discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
     resources: ResourceSettings = field(default_factory=ResourceSettings)
     scheduling: SchedulingSettings = field(default_factory=SchedulingSettings)
+    mirrors: tuple[MirrorSettings, ...] = ()
 
     @property
     def ip_family(self) -> str:
@@ -636,6 +746,24 @@ class Settings(_Section):
         """The per-registry directory containerd reads on every node (``host:port`` form)."""
         return str(PurePosixPath(self.node_trust.certs_dir) / self.registry_host)
 
+    def mirror_name(self, mirror: MirrorSettings) -> str:
+        """The name of each object of one mirror (ConfigMap, claim, Deployment, Service...)."""
+        return f"{self.name}-mirror-{mirror.slug}"
+
+    def mirror_url(self, mirror: MirrorSettings) -> str:
+        """Where nodes reach the mirror: the registry's IP, at the mirror's own port."""
+        ip = f"[{self.service.ip}]" if self.ip_family == "IPv6" else self.service.ip
+        return f"https://{ip}:{mirror.port}"
+
+    def node_mirror_dir(self, mirror: MirrorSettings) -> str:
+        """The hosts directory containerd reads for images named ``<mirror.host>/...``."""
+        return str(PurePosixPath(self.node_trust.certs_dir) / mirror.host)
+
+    @property
+    def ip_sharing_key(self) -> str:
+        """MetalLB's allow-shared-ip key: the registry and its mirrors share one IP."""
+        return f"{self.namespace}/{self.name}"
+
 
 def _cross_field_problems(s: Settings) -> Iterator[ConfigProblem]:
     """Rules that read two settings; values that broke their own rules are still seen."""
@@ -706,12 +834,53 @@ def _cross_field_problems(s: Settings) -> Iterator[ConfigProblem]:
             f"set one, {DNS_LABEL_HELP}",
         )
 
+    yield from _mirror_problems(s)
+
     for kind, minimum in (("cpu", _MILLI), ("memory", _MEBI)):
         request, limit = getattr(s.resources.requests, kind), getattr(s.resources.limits, kind)
         low, high = _amount(request, minimum), _amount(limit, minimum)
         if low is not None and high is not None and low > high:
             yield ConfigProblem(
                 f"resources.requests.{kind}", request, f"at most the limit ({limit})"
+            )
+
+
+def _mirror_problems(s: Settings) -> Iterator[ConfigProblem]:
+    """Mirrors share the registry's IP and the nodes' hosts directories: no two may clash."""
+    hosts: dict[str, str] = {s.registry_host: "the registry itself (service.ip:service.port)"}
+    ports: dict[int, str] = {s.service.port: "service.port"}
+    for i, mirror in enumerate(s.mirrors):
+        at = f"mirrors[{i}]"
+        # Defaults are not checked by the fields' rules: these two have none that works.
+        if not mirror.port:
+            yield ConfigProblem(f"{at}.port", mirror.port, f"required: {_MIRROR_PORT_HELP}")
+        if not mirror.upstream:
+            yield ConfigProblem(f"{at}.upstream", mirror.upstream, f"required: {_UPSTREAM_HELP}")
+        if not mirror.upstream or not mirror.port:
+            continue
+        if upstream_problem(mirror.upstream) or not _mirror_name_ok(mirror.host):
+            continue  # reported by the field's own rule
+        if mirror.host in hosts:
+            yield ConfigProblem(
+                f"{at}.name", mirror.host, f"a registry host other than {hosts[mirror.host]}'s"
+            )
+        hosts.setdefault(mirror.host, at)
+        if mirror.port in ports:
+            yield ConfigProblem(
+                f"{at}.port", mirror.port, f"a port that {ports[mirror.port]} does not use"
+            )
+        elif mirror.port == s.metrics_port:
+            yield ConfigProblem(
+                f"{at}.port", mirror.port, f"a port other than metrics_port ({s.metrics_port})"
+            )
+        ports.setdefault(mirror.port, at)
+        name = s.mirror_name(mirror)
+        if len(name) > 63 or not _DNS_1035.fullmatch(name):
+            yield ConfigProblem(
+                f"{at}.name",
+                mirror.host,
+                f"a shorter registry host: the mirror's objects are named {name!r}, over 63 "
+                "characters or not a DNS-1035 label; shorten `name` (or the registry's)",
             )
 
 
@@ -855,6 +1024,7 @@ _TYPE_HELP: dict[Any, str] = {
     tuple[dict[str, Any], ...]: "a list of mappings",
     dict[str, str]: "a mapping of strings to strings (quote values like true or 1)",
     dict[str, Any]: "a mapping",
+    tuple[MirrorSettings, ...]: "a list of mirrors, each a mapping with at least upstream and port",
 }
 
 
@@ -885,7 +1055,7 @@ def _validate(data: Mapping[str, Any], problems: list[ConfigProblem]) -> Setting
         settings = _adapter().validate_python(
             _without(data, mistyped), context={"types_only": True}
         )
-        skip = {".".join(map(str, keys)) for keys in mistyped}
+        skip = {_path(keys) for keys in mistyped}
     else:
         skip = set()
     problems.extend(p for p in _cross_field_problems(settings) if p.field not in skip)
@@ -900,33 +1070,69 @@ def _problems(
     keys: tuple[Any, ...] = ()
     value: Any = data
     path = ""
-    for key in detail["loc"]:  # down to the setting; any further keys are inside it
+    loc = list(detail["loc"])
+    while loc:  # down to the setting; any further keys are inside it
+        key = loc.pop(0)
         types = _field_types(cls)
         keys += (key,)
         value = value.get(key) if isinstance(value, Mapping) else None
-        path = ".".join(map(str, keys))
+        path = _path(keys)
         if key not in types:
             where = f"'{path.rpartition('.')[0]}'" if len(keys) > 1 else "the top level"
             return keys, [_unknown(path, value, list(types), where)]
         cls = types[key]
+        item = _item_type(cls)
+        if item is not None and loc and isinstance(loc[0], int):
+            # A list of sections (mirrors): go on into the entry at fault.
+            index = loc.pop(0)
+            keys += (index,)
+            value = value[index] if isinstance(value, list) and index < len(value) else None
+            path, cls = _path(keys), item
         if not dataclasses.is_dataclass(cls):
             break
     if detail["type"] == "rule":
         found: list[Found] = detail["ctx"]["found"]
         return keys, [ConfigProblem(path + below, bad, accepted) for below, bad, accepted in found]
     if dataclasses.is_dataclass(cls):
+        if isinstance(keys[-1], int):  # an entry of a list of sections
+            known = ", ".join(_field_types(cls))
+            return keys, [ConfigProblem(path, value, f"a mapping of settings: {known}")]
         return keys, [ConfigProblem(path, value, f"a mapping of {keys[-1]} settings")]
     return keys, [ConfigProblem(path, value, _TYPE_HELP[cls])]
 
 
-def _without(data: Mapping[str, Any], paths: Iterable[tuple[Any, ...]]) -> dict[str, Any]:
-    out = dict(data)
+def _path(keys: tuple[Any, ...]) -> str:
+    """``mirrors[0].ttl`` from ``("mirrors", 0, "ttl")``."""
+    return "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in keys).lstrip(".")
+
+
+@functools.cache
+def _item_type(tp: Any) -> type | None:
+    """The section type of a ``tuple[Section, ...]`` setting, else None."""
+    args = getattr(tp, "__args__", ())
+    if getattr(tp, "__origin__", None) is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return args[0] if dataclasses.is_dataclass(args[0]) else None
+    return None
+
+
+def _without(data: Any, paths: Iterable[tuple[Any, ...]]) -> Any:
+    """``data`` without the values at ``paths`` (keys into mappings, indexes into lists)."""
+    out: Any = list(data) if isinstance(data, list) else dict(data)
+    dropped: set[int] = set()
     for first, *rest in paths:
+        if isinstance(out, list):
+            if not isinstance(first, int) or first >= len(out):
+                continue
+            if not rest or not isinstance(out[first], Mapping):
+                dropped.add(first)
+            else:
+                out[first] = _without(out[first], [tuple(rest)])
+            continue
         if not rest:
             out.pop(first, None)
-        elif isinstance(out.get(first), Mapping):
+        elif isinstance(out.get(first), Mapping | list):
             out[first] = _without(out[first], [tuple(rest)])
-    return out
+    return [x for i, x in enumerate(out) if i not in dropped] if dropped else out
 
 
 def _unknown(path: str, value: object, known: list[str], where: str) -> ConfigProblem:

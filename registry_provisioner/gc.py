@@ -475,3 +475,15 @@ def format_report(settings: Settings, report: GcReport) -> str:
             f"  read-only for {report.read_only_seconds:.1f}s; the registry accepts pushes again",
         ]
     )
+
+
+def mirrors_note(settings: Settings) -> str | None:
+    """Why gc leaves the mirrors alone: their proxy expires what it cached by itself."""
+    if not settings.mirrors:
+        return None
+    ttls = ", ".join(f"{m.host} {m.ttl}" for m in settings.mirrors)
+    return (
+        "mirrors: not collected, none needed: each mirror deletes a cached blob, data "
+        f"included, once its ttl has passed since it was fetched ({ttls}), and nothing is "
+        "ever pushed to a mirror"
+    )

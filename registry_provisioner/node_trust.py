@@ -16,6 +16,7 @@ provision retires that one once the new one holds the files on every node.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import kr8s
 import kr8s.asyncio
@@ -196,8 +197,9 @@ def _pod_reason(raw: dict, settings: Settings, *, removing: bool) -> str:
         if "running" in state and not container.get("ready"):
             if removing:
                 return "files not removed yet"
+            dirs = [settings.node_registry_dir, *map(settings.node_mirror_dir, settings.mirrors)]
             return (
-                f"files not written: {settings.node_registry_dir} does not hold hosts.toml "
+                f"files not written: {' or '.join(dirs)} does not hold our hosts.toml "
                 "and the current CA yet"
             )
     for condition in status.get("conditions") or []:
@@ -215,21 +217,44 @@ async def _log_tail(pod) -> list[str]:
         return []
 
 
-def _host_dir_and_image(raw: dict) -> tuple[str, str] | None:
-    """Where the live DaemonSet writes and with what image; None for a release before
-    issue 11, whose pods still delete the files themselves as they stop."""
+@dataclass(frozen=True)
+class LiveDirs:
+    """Where the live DaemonSet writes on each node, and with what image."""
+
+    registry: str
+    mirrors: tuple[str, ...]
+    image: str
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        return (self.registry, *self.mirrors)
+
+
+def _live_dirs(raw: dict) -> LiveDirs | None:
+    """The live DaemonSet's host directories (the registry's, then the mirrors' in
+    order) and image; None for a release before issue 11, whose pods still delete the
+    files themselves as they stop."""
     spec = raw["spec"]["template"]["spec"]
     container = spec["containers"][0]
     if not any(e.get("name") == "HOST_DIR" for e in container.get("env") or []):
         return None
-    paths = [v["hostPath"]["path"] for v in spec.get("volumes") or [] if "hostPath" in v]
-    return (paths[0], container["image"]) if len(paths) == 1 else None
+    paths = {v["name"]: v["hostPath"]["path"] for v in spec.get("volumes") or [] if "hostPath" in v}
+    if "registry-dir" not in paths:
+        return None
+    mirrors = tuple(
+        paths[f"mirror-dir-{i}"] for i in range(len(paths)) if f"mirror-dir-{i}" in paths
+    )
+    return LiveDirs(paths["registry-dir"], mirrors, container["image"])
 
 
 def keeps_files(raw: dict) -> bool:
     """Whether the live DaemonSet's pods leave the files as they stop (issue 11 on);
     before that, each pod deleted them."""
-    return _host_dir_and_image(raw) is not None
+    return _live_dirs(raw) is not None
+
+
+def _mirror_dirs(settings: Settings) -> tuple[str, ...]:
+    return tuple(settings.node_mirror_dir(m) for m in settings.mirrors)
 
 
 async def remove_files(
@@ -242,18 +267,59 @@ async def remove_files(
     """Roll our DaemonSet (in `namespace`, node trust's own by default) to `remove` mode
     and wait until every node is clean.
 
-    Returns report lines: nothing when every node dropped the files (or there is no
-    DaemonSet of ours), else one naming the nodes that may still hold them, so the
-    unprovision goes on rather than hang on a node that is gone for good.
+    The directories are the live DaemonSet's and, should a run have stopped half-way
+    through dropping a mirror, the settings' mirrors' too. Returns report lines:
+    nothing when every node dropped the files (or there is no DaemonSet of ours), else
+    one naming the nodes that may still hold them, so the unprovision goes on rather
+    than hang on a node that is gone for good.
     """
     namespace = namespace or settings.node_trust_namespace
     raw = await ownership.live(api, daemonset_ref(settings, namespace))
     if raw is None or ownership.foreign(raw, settings) is not None:
         return []
-    found = _host_dir_and_image(raw)
+    found = _live_dirs(raw)
     if found is None:
         return []
-    host_dir, image = found
+    mirrors = tuple(dict.fromkeys((*found.mirrors, *_mirror_dirs(settings))))
+    dirs = LiveDirs(found.registry, mirrors, found.image)
+    return await _roll_removal(api, settings, raw, dirs, timeout, keep_registry=False)
+
+
+async def remove_dropped_mirror_files(
+    api: kr8s.asyncio.Api, settings: Settings, timeout: float = REMOVE_TIMEOUT
+) -> list[kube.Change]:
+    """Empty the node directories of mirrors the settings no longer list, before the
+    new DaemonSet (which no longer mounts them) replaces the live one; the registry's
+    own files, and the remaining mirrors', stay throughout."""
+    raw = await ownership.live(api, daemonset_ref(settings))
+    if raw is None or ownership.foreign(raw, settings) is not None:
+        return []
+    found = _live_dirs(raw)
+    if found is None:
+        return []
+    dropped = tuple(d for d in found.mirrors if d not in _mirror_dirs(settings))
+    if not dropped:
+        return []
+    dirs = LiveDirs(found.registry, dropped, found.image)
+    report = await _roll_removal(api, settings, raw, dirs, timeout, keep_registry=True)
+    action = f"emptied {', '.join(dropped)} on every node: no mirror is configured for them now"
+    return report or [
+        kube.Change("DaemonSet", settings.node_trust_name, settings.node_trust_namespace, action)
+    ]
+
+
+async def _roll_removal(
+    api: kr8s.asyncio.Api,
+    settings: Settings,
+    raw: dict,
+    dirs: LiveDirs,
+    timeout: float,
+    *,
+    keep_registry: bool,
+) -> list[kube.Change]:
+    namespace = raw["metadata"]["namespace"]
+    emptied = dirs.mirrors if keep_registry else dirs.all
+    host_dir = ", ".join(emptied)
     if not (raw.get("status") or {}).get("currentNumberScheduled"):
         # No pod could be made (e.g. Pod Security Admission refuses them): none can
         # remove anything either, and none wrote anything while that lasted.
@@ -262,7 +328,13 @@ async def remove_files(
             f"remove {host_dir} on the nodes by hand"
         )
         return [kube.Change("DaemonSet", settings.node_trust_name, namespace, action)]
-    removal = render.node_trust_removal(settings, host_dir=host_dir, image=image)
+    removal = render.node_trust_removal(
+        settings,
+        host_dir=dirs.registry,
+        image=dirs.image,
+        mirror_dirs=dirs.mirrors,
+        keep_registry=keep_registry,
+    )
     removal["metadata"]["namespace"] = namespace
     await kube.apply_object(api, removal)
     try:

@@ -78,12 +78,28 @@ def service_ips(service: dict) -> set[str]:
     return ips - {None, ""}
 
 
+def _our_mirror(service: dict, settings: Settings) -> bool:
+    """A mirror's Service that this install made, whether or not the settings list it."""
+    meta = service["metadata"]
+    component = (meta.get("labels") or {}).get("app.kubernetes.io/component")
+    return (
+        meta["namespace"] == settings.namespace
+        and component == "mirror"
+        and ownership.owner_of(service) == ownership.install_id(settings)
+    )
+
+
 async def _ip_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
     services = await kube.read(api, "services")
-    ours = (settings.namespace, settings.service.name)
+    # The registry's Service, and its mirrors' that share the IP on purpose.
+    ours = {(settings.namespace, settings.service.name)} | {
+        (settings.namespace, settings.mirror_name(m)) for m in settings.mirrors
+    }
     for service in (services or {}).get("items", []):
         meta = service["metadata"]
-        if (meta["namespace"], meta["name"]) != ours and settings.service.ip in service_ips(
+        if _our_mirror(service, settings):
+            continue  # a mirror dropped from the settings: this provision deletes it
+        if (meta["namespace"], meta["name"]) not in ours and settings.service.ip in service_ips(
             service
         ):
             return [
@@ -162,6 +178,31 @@ async def _namespace_problems(api: kr8s.asyncio.Api, settings: Settings) -> list
             "or remove them from the list"
         ]
     return []
+
+
+async def _mirror_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
+    """A mirror's upstream login or CA that is missing would leave its pod unable to
+    start (CreateContainerConfigError) or to reach the upstream: say so up front."""
+    problems = []
+    ns = settings.namespace
+    for i, mirror in enumerate(settings.mirrors):
+        wanted = (
+            ("login_secret", "secrets", mirror.login_secret, ("username", "password")),
+            ("ca_config_map", "configmaps", mirror.ca_config_map, ("ca.crt",)),
+        )
+        for field, plural, name, keys in wanted:
+            if not name:
+                continue
+            found = await kube.read(api, f"{plural}/{name}", namespace=ns)
+            missing = [k for k in keys if k not in (found or {}).get("data", {})]
+            if found is None or missing:
+                kind = "Secret" if plural == "secrets" else "ConfigMap"
+                yet = "does not exist" if found is None else f"has no {', '.join(missing)}"
+                problems.append(
+                    f"mirrors[{i}].{field}: {kind} {name!r} in namespace {ns} {yet}: create it "
+                    f'with the keys {", ".join(keys)}, or set {field} to ""'
+                )
+    return problems
 
 
 _PSA_REJECTION = re.compile(r'violates PodSecurity "([^"]+)": (.*)', re.DOTALL)
@@ -275,6 +316,7 @@ async def run_preflight(
         _pool_problems,
         _secret_problems,
         _namespace_problems,
+        _mirror_problems,
     )
     # The Pod Security and ownership reads are independent of the other checks: they overlap.
     found = await asyncio.gather(

@@ -100,10 +100,12 @@ async def provision(
     if not settings.node_trust.enabled:
         # Turned off since the last run: the nodes' files and node trust's objects go.
         changes += await unprovision.switch_off_node_trust(api, settings, dry_run=dry_run)
+    # Mirrors dropped from the settings since the last run go too.
+    changes += await unprovision.drop_stray_mirrors(api, settings, dry_run=dry_run)
     if dry_run:
         if later:
             ca = credentials.ca_pem or await tls_secret_value(api, settings, "ca.crt")
-            changes += await apply(_with_ca(settings, credentials, later, ca))
+            changes += await apply(await _with_ca(api, settings, credentials, later, ca))
         return ProvisionResult(changes, None, 0.0)
     started = time.monotonic()
     certificate, rest = _split_certificate(_readiness(api, settings))
@@ -130,7 +132,9 @@ async def provision(
         # Else "ready" would be followed by x509 errors on the first in-cluster pull.
         ca = await tls_secret_value(api, settings, "ca.crt")
         applied = await _retire_previous_node_trust(api, settings, deleting_files=True)
-        applied += await apply(_with_ca(settings, credentials, later, ca))
+        # The new DaemonSet no longer mounts a dropped mirror's directory: empty it first.
+        applied += await node_trust.remove_dropped_mirror_files(api, settings, timeout)
+        applied += await apply(await _with_ca(api, settings, credentials, later, ca))
         await node_trust.wait_on_every_node(api, settings, timeout)
         return applied
 
@@ -229,12 +233,30 @@ def _node_trust_workload(settings: Settings, manifests: list[dict]) -> list[dict
     ]
 
 
-def _with_ca(
-    settings: Settings, credentials: Credentials, workload: list[dict], ca: str
+async def _upstream_cas(api: kr8s.asyncio.Api, settings: Settings) -> dict[int, str]:
+    """Each mirror's upstream CA (its ca_config_map's ca.crt), by mirror index."""
+    cas = {}
+    for i, mirror in enumerate(settings.mirrors):
+        if mirror.ca_config_map:
+            found = await kube.read(
+                api, f"configmaps/{mirror.ca_config_map}", namespace=settings.namespace
+            )
+            cas[i] = ((found or {}).get("data") or {}).get("ca.crt", "")
+    return cas
+
+
+async def _with_ca(
+    api: kr8s.asyncio.Api,
+    settings: Settings,
+    credentials: Credentials,
+    workload: list[dict],
+    ca: str,
 ) -> list[dict]:
-    """The node-trust objects rendered again with the CA copied from the TLS Secret."""
+    """The node-trust objects rendered again with the CA copied from the TLS Secret, and
+    the mirrors' upstream CAs."""
     keys = {(m["kind"], m["metadata"]["name"]) for m in workload}
-    rendered = render.render_manifests(settings, credentials, ca)
+    upstream_cas = await _upstream_cas(api, settings)
+    rendered = render.render_manifests(settings, credentials, ca, upstream_cas)
     return [m for m in rendered if (m["kind"], m["metadata"]["name"]) in keys]
 
 
@@ -372,6 +394,7 @@ def _readiness(api: kr8s.asyncio.Api, settings: Settings) -> list[_Readiness]:
             kube.field_is("status.loadBalancer.ingress.0.ip", settings.service.ip),
             lambda: _service_diagnosis(api, settings),
         ),
+        *_mirror_readiness(api, settings),
     ]
 
 
@@ -379,6 +402,32 @@ def _split_certificate(steps: list[_Readiness]) -> tuple[list[_Readiness], list[
     """The Certificate's wait (what node trust needs) apart from the registry's own."""
     certificate = [step for step in steps if step.kind == CERTIFICATES]
     return certificate, [step for step in steps if step.kind != CERTIFICATES]
+
+
+def _mirror_readiness(api: kr8s.asyncio.Api, settings: Settings) -> list[_Readiness]:
+    """Each mirror's rollout and its share of the registry's LoadBalancer IP."""
+    ns = settings.namespace
+    mirrors: list[_Readiness] = []
+    for mirror in settings.mirrors:
+        name = settings.mirror_name(mirror)
+        selector = render.mirror_pod_selector(settings, mirror)
+        mirrors += [
+            _Readiness(
+                f"Deployment {name} (the mirror of {mirror.upstream}) to roll out",
+                "deployments",
+                name,
+                kube.rolled_out,
+                lambda selector=selector: diagnose_pods(api, ns, selector),
+            ),
+            _Readiness(
+                f"Service {name} to share LoadBalancer IP {settings.service.ip}",
+                "services",
+                name,
+                kube.field_is("status.loadBalancer.ingress.0.ip", settings.service.ip),
+                lambda name=name: _service_diagnosis(api, settings, name),
+            ),
+        ]
+    return mirrors
 
 
 async def wait_ready(
@@ -419,8 +468,10 @@ async def _one(api: kr8s.asyncio.Api, kind: str, name: str, namespace: str):
     return found[0] if isinstance(found, list) else found
 
 
-async def _service_diagnosis(api: kr8s.asyncio.Api, settings: Settings) -> str:
-    events = await kube.events_about(api, settings.namespace, settings.service.name)
+async def _service_diagnosis(
+    api: kr8s.asyncio.Api, settings: Settings, name: str | None = None
+) -> str:
+    events = await kube.events_about(api, settings.namespace, name or settings.service.name)
     messages = [f"    {e.get('reason')}: {e.get('message')}" for e in events]
     hint = "  is the IP inside one of MetalLB's IPAddressPools, and is service.address_pool right?"
     return "\n".join([hint, *messages])
@@ -445,6 +496,11 @@ def summary(settings: Settings, result: ProvisionResult) -> str:
         f"  in-cluster pulls: imagePullSecrets: [{{name: {settings.pull_secret.name}}}] "
         f"(in {', '.join(settings.pull_secret.namespaces) or 'no namespace yet'}), "
         f"with the pull-only login {settings.auth.pull_username}",
+    ]
+    lines += [
+        f"  mirror:    {settings.mirror_url(m)} caches {m.upstream}: every node pulls "
+        f"{m.host}/... through it (anonymously), the upstream as fallback"
+        for m in settings.mirrors
     ]
     if settings.pull_secret.namespaces:
         source, name = settings.pull_secret.namespaces[0], settings.pull_secret.name

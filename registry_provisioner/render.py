@@ -8,9 +8,11 @@ placeholder, which is what ``invoke render`` prints.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 import hashlib
 import json
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,7 @@ import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from . import ownership, proxy
-from .config import UPSTREAM_PORT, Settings
+from .config import UPSTREAM_PORT, MirrorSettings, Settings
 from .credentials import ADMIN_HASH_KEY, PULL_HASH_KEY, Credentials
 from .errors import ProvisionError
 from .logins import dockerconfigjson
@@ -33,6 +35,8 @@ MANIFESTS_DIR = (
 PLACEHOLDER = "<generated at provision>"
 CHECKSUM_ANNOTATION = "registry-provisioner/config-checksum"
 PSA_LABEL_PREFIX = "pod-security.kubernetes.io/"
+# Which upstream a mirror's objects serve (its slug, e.g. docker-io).
+MIRROR_LABEL = "registry-provisioner/mirror"
 # libyaml's loader when present: same safe semantics, many times faster.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -55,6 +59,7 @@ APPLY_ORDER: tuple[tuple[str, Callable[[Settings], bool]], ...] = (
     ("network-policy.yaml.j2", _always),
     ("deployment.yaml.j2", _always),
     ("service.yaml.j2", _always),
+    ("mirrors.yaml.j2", lambda s: bool(s.mirrors)),
     ("pull-secrets.yaml.j2", _always),
     ("node-trust-ca.yaml.j2", lambda s: s.node_trust.enabled),
     ("node-trust.yaml.j2", lambda s: s.node_trust.enabled),
@@ -184,7 +189,10 @@ def _checksum(*parts: str) -> str:
 
 
 def _context(
-    settings: Settings, credentials: Credentials | None, node_trust_ca: str | None = None
+    settings: Settings,
+    credentials: Credentials | None,
+    node_trust_ca: str | None = None,
+    upstream_cas: Mapping[int, str] | None = None,
 ) -> dict[str, Any]:
     env = _environment()
     values = _secret_values(settings, credentials)
@@ -216,6 +224,7 @@ def _context(
     hosts_system = hosts.render(base, with_ca=False)
     sync_script = (MANIFESTS_DIR / "_node-trust-sync.sh").read_text(encoding="utf-8")
     serve_script = (MANIFESTS_DIR / "_proxy-serve.sh").read_text(encoding="utf-8")
+    mirrors = [_mirror_values(settings, m, serve_script, values.cert_pem) for m in settings.mirrors]
     proxy_config = json.dumps(_proxy_config(settings), indent=2, sort_keys=True) + "\n"
     return {
         **base,
@@ -238,11 +247,62 @@ def _context(
         "hosts_toml": hosts_toml,
         "hosts_toml_system_trust": hosts_system,
         "sync_script": sync_script,
+        "mirrors": mirrors,
+        "node_trust_mirrors": [
+            {
+                "index": i,
+                "node_dir": m["node_dir"],
+                "replace": m["replace_node_config"],
+                "hosts_toml": m["hosts_toml"],
+                "hosts_toml_system": m["hosts_toml_system"],
+                "upstream_ca": upstream_ca_key(i) if m["ca_config_map"] else "",
+            }
+            for i, m in enumerate(mirrors)
+        ],
         # Everything node trust runs is in its pod spec, so any change rolls it out.
         "node_trust_mode": "sync",
+        "node_trust_keep_registry": False,
         "node_trust_image": settings.node_trust_image,
         "node_trust_dir": settings.node_registry_dir,
-        **node_trust_ca_values(node_trust_ca),
+        **node_trust_ca_values(node_trust_ca, upstream_cas),
+    }
+
+
+def mirror_selector(settings: Settings, mirror: MirrorSettings) -> dict[str, str]:
+    """One mirror's pods: the mirror component, and which upstream."""
+    return {**selector_labels(settings, "mirror"), MIRROR_LABEL: mirror.slug}
+
+
+def mirror_pod_selector(settings: Settings, mirror: MirrorSettings) -> str:
+    """``mirror_selector`` as a ``key=value,...`` selector, to list one mirror's pods."""
+    return ",".join(f"{k}={v}" for k, v in mirror_selector(settings, mirror).items())
+
+
+def _mirror_values(
+    settings: Settings, mirror: MirrorSettings, serve_script: str, cert_pem: str
+) -> dict[str, Any]:
+    """What mirrors.yaml.j2 and node trust need to know about one mirror."""
+    env = _environment()
+    url = settings.mirror_url(mirror)
+    values = {
+        **dataclasses.asdict(mirror),
+        "host": mirror.host,
+        "url": url,
+        "object_name": settings.mirror_name(mirror),
+        "node_dir": settings.node_mirror_dir(mirror),
+        "upstream_hostname": urllib.parse.urlsplit(mirror.upstream).hostname,
+    }
+    values["upstream_ca_file"] = f"{values['node_dir']}/upstream-ca.crt"
+    config = env.get_template("_mirror-config.yml.j2").render(s=settings, m=values)
+    hosts = env.get_template("_mirror-hosts.toml.j2")
+    return {
+        **values,
+        "labels": {**common_labels(settings), **mirror_selector(settings, mirror)},
+        "selector": mirror_selector(settings, mirror),
+        "config": config,
+        "checksum": _checksum(config, serve_script, cert_pem),
+        "hosts_toml": hosts.render(s=settings, m=values, with_ca=True),
+        "hosts_toml_system": hosts.render(s=settings, m=values, with_ca=False),
     }
 
 
@@ -269,9 +329,21 @@ def _proxy_config(settings: Settings) -> dict[str, Any]:
     )
 
 
-def node_trust_ca_values(ca_pem: str | None) -> dict[str, Any]:
-    """The CA copy's data and its checksum; None (not known yet) renders a placeholder."""
+def upstream_ca_key(index: int) -> str:
+    """Where node trust's CA copy keeps mirror `index`'s upstream CA (ca_config_map)."""
+    return f"upstream-{index}.crt"
+
+
+def node_trust_ca_values(
+    ca_pem: str | None, upstream_cas: Mapping[int, str] | None = None
+) -> dict[str, Any]:
+    """The CA copy's data and its checksum; None (not known yet) renders a placeholder.
+
+    `upstream_cas` are mirrors' upstream CAs by mirror index: the nodes trust them for
+    the fallback to the upstream when the mirror does not answer.
+    """
     data = {"ca.crt": PLACEHOLDER if ca_pem is None else ca_pem} if ca_pem != "" else {}
+    data |= {upstream_ca_key(i): pem for i, pem in sorted((upstream_cas or {}).items()) if pem}
     return {"node_trust_ca_data": data, "node_trust_ca_checksum": _checksum(json.dumps(data))}
 
 
@@ -281,15 +353,19 @@ def templates_for(settings: Settings) -> list[str]:
 
 
 def render_manifests(
-    settings: Settings, credentials: Credentials | None, node_trust_ca: str | None = None
+    settings: Settings,
+    credentials: Credentials | None,
+    node_trust_ca: str | None = None,
+    upstream_cas: Mapping[int, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Every object to apply, in apply order. ``credentials=None`` renders a preview.
 
     ``node_trust_ca`` is the TLS Secret's ca.crt ("" when it has none), which only
     exists once the certificate is issued; None renders a placeholder in its place.
+    ``upstream_cas`` are the mirrors' upstream CAs (their ca_config_map's ca.crt) by index.
     """
     env = _environment()
-    context = _context(settings, credentials, node_trust_ca)
+    context = _context(settings, credentials, node_trust_ca, upstream_cas)
     objects: list[dict[str, Any]] = []
     for name in templates_for(settings):
         text = env.get_template(name).render(context)
@@ -301,18 +377,31 @@ def render_manifests(
     return objects
 
 
-def node_trust_removal(settings: Settings, *, host_dir: str, image: str) -> dict[str, Any]:
-    """The node-trust DaemonSet in `remove` mode: each pod empties `host_dir` and idles.
+def node_trust_removal(
+    settings: Settings,
+    *,
+    host_dir: str,
+    image: str,
+    mirror_dirs: tuple[str, ...] = (),
+    keep_registry: bool = False,
+) -> dict[str, Any]:
+    """The node-trust DaemonSet in `remove` mode: each pod empties `host_dir` and the
+    mirrors' `mirror_dirs`, and idles.
 
-    Unprovision rolls this out before deleting the DaemonSet; `host_dir` and `image`
-    are the live DaemonSet's, so the directory the files went to is the one emptied,
-    and by an image the nodes already hold, whatever the settings say now.
+    Unprovision rolls this out before deleting the DaemonSet; the directories and
+    `image` are the live DaemonSet's, so the directories the files went to are the ones
+    emptied, and by an image the nodes already hold, whatever the settings say now.
+    `keep_registry` empties the mirrors' directories only (a mirror was dropped).
     """
     context = {
         **_context(settings, None),
         "node_trust_mode": "remove",
+        "node_trust_keep_registry": keep_registry,
         "node_trust_image": image,
         "node_trust_dir": host_dir,
+        "node_trust_mirrors": [
+            {"index": i, "node_dir": path} for i, path in enumerate(mirror_dirs)
+        ],
     }
     text = _environment().get_template("node-trust.yaml.j2").render(context)
     [daemonset] = [doc for doc in yaml.load_all(text, Loader=_LOADER) if doc]

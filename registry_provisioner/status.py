@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import kr8s.asyncio
 
 from . import kube, lease, maintenance, notebook, ownership, render
 from .certificates import certificate_expiry
-from .config import Settings
+from .config import MirrorSettings, Settings
 from .credentials import tls_secret_value
 
 
@@ -47,7 +49,75 @@ async def status_lines(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
     holder = await lease.live_holder(api, settings)
     if holder is not None:
         lines.append(f"  maintenance: {holder}")
+    for mirror in settings.mirrors:
+        lines += await _mirror_lines(api, settings, mirror)
     return lines
+
+
+# distribution's proxy counters, e.g. registry_proxy_hits_total{type="blob"} 3
+_PROXY_COUNTER = re.compile(
+    r'^registry_proxy_(hits|misses)_total\{type="(blob|manifest)"\} (\S+)$', re.MULTILINE
+)
+
+
+def proxy_counts(metrics: str) -> dict[str, dict[str, int]]:
+    """Hits and misses per type (blob, manifest) from the mirror's Prometheus text."""
+    counts: dict[str, dict[str, int]] = {"hits": {}, "misses": {}}
+    for what, kind, value in _PROXY_COUNTER.findall(metrics):
+        counts[what][kind] = int(float(value))
+    return counts
+
+
+def _counts_line(counts: dict[str, dict[str, int]]) -> str:
+    def one(what: str) -> str:
+        found = counts[what]
+        return f"{what} {found.get('blob', 0)} blobs, {found.get('manifest', 0)} manifests"
+
+    return f"{one('hits')}; {one('misses')} (fetched from the upstream)"
+
+
+async def _mirror_pod(api: kr8s.asyncio.Api, settings: Settings, mirror: MirrorSettings):
+    selector = render.mirror_pod_selector(settings, mirror)
+    pods = await kube.get_all(
+        api,
+        "pods",
+        namespace=settings.namespace,
+        label_selector=selector,
+        field_selector="status.phase=Running",
+    )
+    return pods[0] if pods else None
+
+
+async def mirror_metrics(api: kr8s.asyncio.Api, settings: Settings, mirror: MirrorSettings) -> str:
+    """The mirror's Prometheus text, read inside its pod (the metrics port is not exposed)."""
+    pod = await _mirror_pod(api, settings, mirror)
+    if pod is None:
+        return ""
+    get = "printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n'"
+    request = f"{get} | nc -w 3 127.0.0.1 {settings.metrics_port}"
+    result = await pod.exec(["sh", "-c", request], container=maintenance.CONTAINER, check=False)
+    return result.stdout.decode(errors="replace")
+
+
+async def _mirror_lines(
+    api: kr8s.asyncio.Api, settings: Settings, mirror: MirrorSettings
+) -> list[str]:
+    """Which upstream, where nodes reach it, its hit counts and the space it uses."""
+    head = f"  mirror of {mirror.upstream} for {mirror.host}/... at {settings.mirror_url(mirror)}:"
+    pod = await _mirror_pod(api, settings, mirror)
+    if pod is None:
+        return [head, "    no running pod"]
+    metrics = await mirror_metrics(api, settings, mirror)
+    used = await pod.exec(
+        ["du", "-sh", "/var/lib/registry"], container=maintenance.CONTAINER, check=False
+    )
+    size = used.stdout.decode().split()
+    return [
+        head,
+        f"    {_counts_line(proxy_counts(metrics))}",
+        f"    storage used: {size[0] if size else 'unknown'} of {mirror.size}, "
+        f"cached for {mirror.ttl}",
+    ]
 
 
 async def _ca_copy_state(api: kr8s.asyncio.Api, settings: Settings) -> str:

@@ -48,6 +48,7 @@ async def _candidates(api: kr8s.asyncio.Api, settings: Settings) -> list[dict]:
         manifests += node_trust.owned_refs(settings)
     manifests.append(node_trust.previous_daemonset(settings))
     manifests.append(node_trust.legacy_config_map(settings))
+    manifests += await stray_mirrors(api, settings)
     return manifests + await _strays(api, settings, manifests)
 
 
@@ -92,6 +93,48 @@ async def unprovision(
         # The pods keep the node files when they stop; they empty them before they go.
         report += await node_trust.remove_files(api, settings, namespace=namespace)
     return deleted + await kube.delete_manifests(api, ours) + report
+
+
+# A mirror's objects, in apply order (deletion walks them backwards).
+MIRROR_KINDS = (
+    ("v1", "ConfigMap", "configmaps"),
+    ("v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
+    ("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
+    ("apps/v1", "Deployment", "deployments"),
+    ("v1", "Service", "services"),
+)
+
+
+async def stray_mirrors(api: kr8s.asyncio.Api, settings: Settings) -> list[dict]:
+    """The objects of mirrors that the settings no longer list (found by their labels)."""
+    listed = {m.slug for m in settings.mirrors}
+    selector = render.component_selector(settings, "mirror")
+    found = []
+    for version, kind, plural in MIRROR_KINDS:
+        for obj in await kube.get_all(
+            api, plural, namespace=settings.namespace, label_selector=selector
+        ):
+            if obj.labels.get(render.MIRROR_LABEL) not in listed:
+                meta = {"name": obj.name, "namespace": obj.namespace}
+                found.append({"apiVersion": version, "kind": kind, "metadata": meta})
+    return found
+
+
+async def drop_stray_mirrors(
+    api: kr8s.asyncio.Api, settings: Settings, *, dry_run: bool = False
+) -> list[kube.Change]:
+    """A provision after a mirror left the settings deletes what this install made for
+    it (never another's), except its claim, which unprovision --purge deletes."""
+    strays = [m for m in await stray_mirrors(api, settings) if m["kind"] != "PersistentVolumeClaim"]
+    ours, _ = await _sorted(api, settings, strays)
+    if dry_run:
+        return [
+            kube.Change(
+                m["kind"], m["metadata"]["name"], m["metadata"]["namespace"], "would be deleted"
+            )
+            for m in ours
+        ]
+    return await kube.delete_manifests(api, ours)
 
 
 async def _strays(api: kr8s.asyncio.Api, settings: Settings, rendered: list[dict]) -> list[dict]:

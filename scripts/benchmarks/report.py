@@ -45,6 +45,7 @@ TIME, REMOVE, THROUGHPUT, AUTH, CONCURRENCY, PULL, COST = (
     "Cluster pull",
     "Cost",
 )
+MIRROR = "Pull-through mirror"
 
 SPECS: tuple[Spec, ...] = (
     Spec("provision_ready", TIME, "`invoke provision` from nothing until a push succeeds", "s"),
@@ -193,6 +194,19 @@ SPECS: tuple[Spec, ...] = (
         "containerd: until all Running",
         "s",
     ),
+    Spec(
+        "mirror_pull_direct",
+        MIRROR,
+        "a pod pulling a {size} MiB image from the upstream directly: until Running",
+        "s",
+    ),
+    Spec(
+        "mirror_pull_warm",
+        MIRROR,
+        "the same image through the warm mirror (`upstream.test:5000/...`): until Running",
+        "s",
+    ),
+    Spec("mirror_vs_direct", MIRROR, "warm mirror / direct", "x"),
     Spec("pod_idle_cpu", COST, "registry pod CPU, idle", "mCPU"),
     Spec("pod_idle_memory", COST, "registry pod memory (working set), idle", "MiB"),
     Spec("pod_load_cpu", COST, "registry pod CPU under load (push, pull, concurrent)", "mCPU"),
@@ -381,10 +395,10 @@ def _phase_table(results: Results) -> list[str]:
     return lines
 
 
-def write(results: Results, out_dir: Path) -> tuple[Path, Path]:
-    """bench/results.json and bench/results.md; returns their paths."""
+def write(results: Results, out_dir: Path, stem: str = "results") -> tuple[Path, Path]:
+    """bench/<stem>.json and bench/<stem>.md; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out_dir / "results.json", out_dir / "results.md"
+    json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
     json_path.write_text(json.dumps(results.to_json(), indent=2) + "\n")
     md_path.write_text(markdown(results))
     return json_path, md_path

@@ -134,7 +134,7 @@ def up() -> Path:
     pki = ensure_pki(STATE_DIR / "pki")
     write_node_config(node, pki)
     network.create_namespace()
-    processes.start_holder()
+    processes.start_holder(node.hosts_file)
     processes.start(control_plane.etcd(kube, STATE_DIR / "etcd"))
     _start_apiserver(processes, kube, pki)
     with _api_client(pki) as api:

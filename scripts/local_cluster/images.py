@@ -16,11 +16,14 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from registry_provisioner.images import Image
 from registry_provisioner.progress import step
+from registry_provisioner.references import sha256_digest
 
 from . import build, components, versions
 from .paths import CACHE_DIR
@@ -415,3 +418,72 @@ def import_images(containerd_socket: Path, archives: Sequence[Path]) -> None:
             ],
             check=True,
         )
+
+
+def _ctr(containerd_socket: Path, *args: str) -> str:
+    command = ["ctr", "--address", str(containerd_socket), "-n", "k8s.io", *args]
+    return subprocess.run(command, check=True, capture_output=True, text=True).stdout
+
+
+def chain_ids(diff_ids: Sequence[str]) -> list[str]:
+    """The OCI chain IDs of an image's layers: the names of their committed snapshots."""
+    chain: list[str] = []
+    for diff_id in diff_ids:
+        text = f"{chain[-1]} {diff_id}" if chain else diff_id
+        chain.append(
+            diff_id if not chain else "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+        )
+    return chain
+
+
+def _snapshots(containerd_socket: Path) -> dict[str, str]:
+    """Every snapshot of the default snapshotter: key -> parent."""
+    lines = _ctr(containerd_socket, "snapshots", "ls").splitlines()[1:]
+    return {fields[0]: (fields[1] if len(fields) > 2 else "") for fields in map(str.split, lines)}
+
+
+def _try(containerd_socket: Path, *args: str) -> None:
+    command = ["ctr", "--address", str(containerd_socket), "-n", "k8s.io", *args]
+    subprocess.run(command, check=False, capture_output=True)
+
+
+def remove_image(
+    containerd_socket: Path, reference: str, image: Image, timeout: float = 90
+) -> None:
+    """Forget `reference` in the node's containerd, so the next pod must fetch every blob
+    of `image` again: its records, its content and its unpacked layers.
+
+    The CRI records an image under its tag, its digest and its id: every record with
+    the same target goes. containerd skips fetching a layer whose snapshot exists, so
+    the snapshots go too, with the stopped containers of deleted pods still on them.
+    """
+    records = [line.split() for line in _ctr(containerd_socket, "images", "ls").splitlines()[1:]]
+    targets = {fields[2] for fields in records if fields and fields[0] == reference}
+    names = [fields[0] for fields in records if fields and fields[2] in targets]
+    if names:
+        _ctr(containerd_socket, "images", "rm", "--sync", *names)
+    diff_ids = json.loads(image.config)["rootfs"]["diff_ids"]
+    layers = chain_ids(diff_ids)
+    digests = [sha256_digest(blob) for blob in (*image.layers, image.config)]
+    deadline = time.monotonic() + timeout
+    while True:
+        snapshots = _snapshots(containerd_socket)
+        for key, parent in snapshots.items():
+            if parent == layers[-1]:  # a container's root filesystem on the image
+                _try(containerd_socket, "containers", "rm", key)
+                _try(containerd_socket, "snapshots", "rm", key)
+        for key in reversed(layers):
+            if key in snapshots:
+                _try(containerd_socket, "snapshots", "rm", key)
+        held = set(_ctr(containerd_socket, "content", "ls", "-q").split())
+        left = [d for d in digests if d in held] + [
+            k for k in layers if k in _snapshots(containerd_socket)
+        ]
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"the node's containerd still holds {left} {timeout:g}s after removing "
+                f"{', '.join(names) or reference}"
+            )
+        time.sleep(1)

@@ -47,6 +47,11 @@ class NodeLayout:
         return self.root / "containerd" / "certs.d"
 
     @property
+    def hosts_file(self) -> Path:
+        """The node's /etc/hosts (bind-mounted there in the cluster's mount namespace)."""
+        return self.root / "hosts"
+
+    @property
     def cni_conf_dir(self) -> Path:
         return self.root / "cni" / "net.d"
 
@@ -188,6 +193,9 @@ def write_node_config(node: NodeLayout, pki: Pki) -> None:
     node.registry_certs_dir.mkdir(parents=True, exist_ok=True)
     node.containerd_config.parent.mkdir(parents=True, exist_ok=True)
     node.containerd_config.write_text(containerd_toml(node))
+    # The host's names, to which tests add their own (node_hosts.py): the host's
+    # /etc/hosts itself is never changed.
+    node.hosts_file.write_text(Path("/etc/hosts").read_text())
     (node.cni_conf_dir / "10-local-pods.conflist").write_text(cni_conflist(node))
     node.kubelet_config.write_text(kubelet_config(node, pki))
     node.kube_proxy_config.write_text(kube_proxy_config(pki))

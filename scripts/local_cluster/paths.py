@@ -14,3 +14,5 @@ CACHE_DIR = Path(
 STATE_DIR = Path(os.environ.get("LOCAL_CLUSTER_STATE", "/var/lib/registry-local-cluster"))
 LOG_DIR = STATE_DIR / "logs"
 KUBECONFIG = STATE_DIR / "kubeconfig"
+# The registry's settings for the local cluster (what `--local` lays over config.yaml).
+LOCAL_OVERLAY = Path(__file__).resolve().parent / "registry-config.yaml"

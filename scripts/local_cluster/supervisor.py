@@ -51,8 +51,12 @@ class Supervisor:
     def running(self, name: str) -> bool:
         return self.pid(name) is not None
 
-    def start_holder(self) -> None:
-        """The idle process whose mount namespace every other process joins."""
+    def start_holder(self, hosts_file: Path | None = None) -> None:
+        """The idle process whose mount namespace every other process joins.
+
+        `hosts_file` is bind-mounted over /etc/hosts there: names the node resolves
+        (an upstream registry's, say) without touching the host's own file.
+        """
         # Not `ip netns exec`: it remounts /sys, which hides the cgroup mounts the
         # kubelet needs. The host's /sys is kept; only the network is the namespace's.
         self._spawn(
@@ -87,6 +91,9 @@ class Supervisor:
             ],
             check=True,
         )
+        if hosts_file is not None:
+            bind = ["mount", "--bind", str(hosts_file), "/etc/hosts"]
+            subprocess.run(["nsenter", f"--target={holder}", "--mount", "--", *bind], check=True)
 
     def start(self, spec: ProcessSpec) -> int:
         argv = list(spec.argv)

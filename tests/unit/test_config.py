@@ -278,7 +278,88 @@ BAD_CONFIGS: list[tuple[dict[str, Any], str, list[str]]] = [
     ({"replica": 2}, "replica", ["did you mean 'replicas'?"]),
     ({"servce": {"ip": "10.0.0.1"}}, "servce", ["did you mean 'service'?"]),
     ({"storage": "10Gi"}, "storage", ["mapping of storage settings"]),
+    ({"mirrors": "docker.io"}, "mirrors", ["list of mirrors"]),
+    ({"mirrors": [5]}, "mirrors[0]", ["mapping of settings", "upstream, port"]),
+    ({"mirrors": [{"port": 5002}]}, "mirrors[0].upstream", ["required", "https://"]),
+    ({"mirrors": [{"upstream": "https://h.io"}]}, "mirrors[0].port", ["1024 to 65535"]),
+    (
+        {"mirrors": [{"upstream": "https://h.io/v2/x", "port": 5002}]},
+        "mirrors[0].upstream",
+        ["without a path"],
+    ),
+    (
+        {"mirrors": [{"upstream": "https://h.io", "port": 5002, "ttl": "7d"}]},
+        "mirrors[0].ttl",
+        ["Go duration", "168h"],
+    ),
+    (
+        {"mirrors": [{"upstream": "https://h.io", "port": 5002, "name": "h.io/x"}]},
+        "mirrors[0].name",
+        ["docker.io"],
+    ),
+    (
+        {"mirrors": [{"upstream": "https://h.io", "port": 5002, "sise": "1Gi"}]},
+        "mirrors[0].sise",
+        ["did you mean 'mirrors[0].size'?"],
+    ),
+    (
+        {"mirrors": [{"upstream": "https://h.io", "port": "high"}]},
+        "mirrors[0].port",
+        ["whole number"],
+    ),
+    (
+        {"mirrors": [{"upstream": "https://h.io", "port": 5002, "source_ranges": ["lan"]}]},
+        "mirrors[0].source_ranges[0]",
+        ["CIDR"],
+    ),
+    (
+        {"mirrors": [{"upstream": "https://h.io", "port": 5002, "upstream_ip": "h"}]},
+        "mirrors[0].upstream_ip",
+        ["IP address"],
+    ),
+    (
+        {"mirrors": [{"upstream": "https://h.io", "port": 5000}]},
+        "mirrors[0].port",
+        ["service.port does not use"],
+    ),
+    (
+        {"mirrors": [{"upstream": "https://h.io", "port": 5001}]},
+        "mirrors[0].port",
+        ["metrics_port"],
+    ),
+    (
+        {
+            "mirrors": [
+                {"upstream": "https://h.io", "port": 5002},
+                {"upstream": "https://x.io", "name": "h.io", "port": 5003},
+            ]
+        },
+        "mirrors[1].name",
+        ["other than mirrors[0]"],
+    ),
+    (
+        {"mirrors": [{"upstream": "https://" + "h" * 60 + ".io", "port": 5002}]},
+        "mirrors[0].name",
+        ["63 characters"],
+    ),
 ]
+
+
+def test_mirrors_load_with_their_defaults_and_derived_names() -> None:
+    settings = load_settings(
+        None,
+        {
+            "service.ip": "192.168.1.240",
+            "mirrors": "[{upstream: https://registry-1.docker.io, name: docker.io, port: 5002},"
+            " {upstream: 'https://upstream.lan:5000', port: 5003}]",
+        },
+    )
+    hub, lan = settings.mirrors
+    assert (hub.host, hub.ttl, hub.size, hub.source_ranges) == ("docker.io", "168h", "10Gi", ())
+    assert lan.host == "upstream.lan:5000"
+    assert settings.mirror_name(lan) == "docker-registry-mirror-upstream-lan-5000"
+    assert settings.mirror_url(hub) == "https://192.168.1.240:5002"
+    assert settings.node_mirror_dir(hub).endswith("/containerd/certs.d/docker.io")
 
 
 @pytest.mark.parametrize(

@@ -127,6 +127,22 @@ VARIANTS: dict[str, dict[str, Any]] = {
         },
     },
     "notebook-data": {"storage.sub_path": "registry"},
+    "mirrors": {
+        "mirrors": [
+            {"upstream": "https://registry-1.docker.io", "name": "docker.io", "port": 5002},
+            {
+                "upstream": "https://upstream.lan:5000",
+                "port": 5003,
+                "ttl": "30m",
+                "size": "2Gi",
+                "login_secret": "lan-login",
+                "ca_config_map": "lan-ca",
+                "upstream_ip": "192.168.1.20",
+                "source_ranges": ["192.168.1.0/24"],
+                "replace_node_config": True,
+            },
+        ],
+    },
     "ipv6-no-extras": {
         "service.ip": "fd00::62",
         "node_trust.enabled": False,
@@ -214,12 +230,12 @@ def test_everything_a_workload_uses_comes_before_it(variant: str) -> None:
     objs = render_manifests(settings, _creds(settings))
     position = {(o["kind"], o["metadata"]["name"]): i for i, o in enumerate(objs)}
     assert position[("Namespace", settings.namespace)] == 0
-    for kind in ("Deployment", "DaemonSet"):
-        if not any(o["kind"] == kind for o in objs):
-            continue
-        here = position[(kind, _find(objs, kind)["metadata"]["name"])]
-        for volume in _pod_spec(objs, kind)["volumes"]:
-            if "configMap" in volume:
+    # The user makes these before provision, as the upstream's CA.
+    theirs = {m.ca_config_map for m in settings.mirrors}
+    for workload in (o for o in objs if o["kind"] in ("Deployment", "DaemonSet")):
+        here = position[(workload["kind"], workload["metadata"]["name"])]
+        for volume in workload["spec"]["template"]["spec"]["volumes"]:
+            if "configMap" in volume and volume["configMap"]["name"] not in theirs:
                 assert position[("ConfigMap", volume["configMap"]["name"])] < here
             if "persistentVolumeClaim" in volume:
                 claim = volume["persistentVolumeClaim"]["claimName"]
@@ -764,3 +780,118 @@ def test_rules_grant_a_right_only_on_every_object_of_the_resource() -> None:
     assert not granted([{"verbs": ["get"], "apiGroups": ["apps"], "resources": ["secrets"]}], right)
     named = {"verbs": ["get"], "apiGroups": [""], "resources": ["secrets"], "resourceNames": ["a"]}
     assert not granted([named], right)
+
+
+MIRRORED = VARIANTS["mirrors"]
+
+
+def test_each_mirror_is_distribution_in_proxy_mode_with_the_registrys_hardening() -> None:
+    settings = _settings(**MIRRORED)
+    objs = render_manifests(settings, _creds(settings))
+    name = "docker-registry-mirror-upstream-lan-5000"
+    config = yaml.safe_load(_find(objs, "ConfigMap", name)["data"]["config.yml"])
+    assert config["proxy"] == {"remoteurl": "https://upstream.lan:5000", "ttl": "30m"}
+    assert config["http"]["addr"] == ":5003"
+    assert config["http"]["tls"] == {"certificate": "/certs/tls.crt", "key": "/certs/tls.key"}
+    assert "password" not in json.dumps(config)  # the login comes from a Secret, as env
+    claim = _find(objs, "PersistentVolumeClaim", name)
+    assert claim["spec"]["resources"]["requests"]["storage"] == "2Gi"
+    deployment = _find(objs, "Deployment", name)
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    spec = deployment["spec"]["template"]["spec"]
+    registry = _pod_spec([_find(objs, "Deployment", "docker-registry")])
+    assert spec["securityContext"] == registry["securityContext"]
+    [container] = spec["containers"]
+    assert container["securityContext"] == {
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert probe in container
+    env = {e["name"]: e for e in container["env"]}
+    assert env["REGISTRY_PROXY_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "lan-login",
+        "key": "password",
+    }
+    assert env["SSL_CERT_FILE"]["value"] == "/upstream-ca/ca.crt"
+    assert spec["hostAliases"] == [{"ip": "192.168.1.20", "hostnames": ["upstream.lan"]}]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["certs"]["secret"]["secretName"] == settings.tls.secret_name
+    assert volumes["upstream-ca"]["configMap"]["name"] == "lan-ca"
+    hub = _pod_spec([_find(objs, "Deployment", "docker-registry-mirror-docker-io")])
+    hub_env = {e["name"] for e in hub["containers"][0]["env"]}
+    assert not hub_env & {"REGISTRY_PROXY_USERNAME", "SSL_CERT_FILE"}
+    assert "hostAliases" not in hub
+
+
+def test_mirrors_share_the_registrys_ip_each_on_its_own_port() -> None:
+    objs = render_manifests(_settings(**MIRRORED), None)
+    services = [o for o in objs if o["kind"] == "Service"]
+    assert len(services) == 3
+    keys = {s["metadata"]["annotations"]["metallb.io/allow-shared-ip"] for s in services}
+    ips = {s["metadata"]["annotations"]["metallb.io/loadBalancerIPs"] for s in services}
+    assert keys == {"docker-registry/docker-registry"} and ips == {"172.17.1.62"}
+    assert sorted(s["spec"]["ports"][0]["port"] for s in services) == [5000, 5002, 5003]
+    lan = _find(objs, "Service", "docker-registry-mirror-upstream-lan-5000")
+    assert lan["spec"]["loadBalancerSourceRanges"] == ["192.168.1.0/24"]
+    # Each Service selects its own pods only.
+    selectors = [tuple(sorted(s["spec"]["selector"].items())) for s in services]
+    assert len(set(selectors)) == 3
+    # Without mirrors, the registry's Service is as before.
+    plain = _find(render_manifests(Settings(), None), "Service")
+    assert "metallb.io/allow-shared-ip" not in plain["metadata"]["annotations"]
+
+
+def test_node_trust_sends_the_upstreams_images_through_the_mirror() -> None:
+    settings = _settings(**MIRRORED)
+    spec = _pod_spec(render_manifests(settings, None), "DaemonSet")
+    [container] = spec["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    certs_dir = settings.node_trust.certs_dir
+    assert env["MIRRORS"] == "0 1"
+    hub = env["HOSTS_TOML_0"]
+    assert hub.startswith("# Managed by registry-provisioner")
+    assert 'server = "https://registry-1.docker.io"' in hub
+    assert '[host."https://172.17.1.62:5002"]' in hub
+    assert 'capabilities = ["pull", "resolve"]' in hub
+    assert f'ca = "{certs_dir}/docker.io/ca.crt"' in hub
+    assert "ca = " not in env["HOSTS_TOML_SYSTEM_TRUST_0"]
+    assert (env["REPLACE_0"], env["REPLACE_1"]) == ("false", "true")
+    assert [v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v] == [
+        f"{certs_dir}/172.17.1.62:5000",
+        f"{certs_dir}/docker.io",
+        f"{certs_dir}/upstream.lan:5000",
+    ]
+    mounts = [m["mountPath"] for m in container["volumeMounts"]]
+    assert mounts[:3] == ["/host/registry", "/host/mirror-0", "/host/mirror-1"]
+
+
+def test_node_trust_removal_empties_the_mirrors_directories_too() -> None:
+    removal = node_trust_removal(
+        Settings(),
+        host_dir="/c/certs.d/10.0.0.1:5000",
+        image="i:1",
+        mirror_dirs=("/c/certs.d/docker.io",),
+    )
+    spec = removal["spec"]["template"]["spec"]
+    assert [v["hostPath"]["path"] for v in spec["volumes"]] == [
+        "/c/certs.d/10.0.0.1:5000",
+        "/c/certs.d/docker.io",
+    ]
+    env = {e["name"]: e["value"] for e in spec["containers"][0]["env"]}
+    assert env["MIRRORS"] == "0"
+
+
+def test_nodes_trust_a_private_upstream_for_the_fallback() -> None:
+    settings = _settings(**MIRRORED)
+    objs = render_manifests(settings, None, "REGISTRY CA", {1: "UPSTREAM CA"})
+    copy = _find(objs, "ConfigMap", settings.node_trust_ca_name)
+    assert copy["data"] == {"ca.crt": "REGISTRY CA", "upstream-1.crt": "UPSTREAM CA"}
+    spec = _pod_spec(objs, "DaemonSet")
+    [items] = [v["configMap"]["items"] for v in spec["volumes"] if "configMap" in v]
+    assert {"key": "upstream-1.crt", "path": "upstream-1.crt"} in items
+    env = {e["name"]: e["value"] for e in spec["containers"][0]["env"]}
+    lan_dir = settings.node_mirror_dir(settings.mirrors[1])
+    assert f'ca = "{lan_dir}/upstream-ca.crt"' in env["HOSTS_TOML_1"].split("[host.")[0]
+    assert "upstream-ca.crt" not in env["HOSTS_TOML_0"]  # Docker Hub: the public roots
