@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 sys.modules.setdefault("trio", None)  # type: ignore[arg-type]
 
 LOCAL_CONFIG = Path(__file__).parent / "scripts" / "local_cluster" / "registry-config.yaml"
+# `--local`'s overlay while the k3s lane's cluster runs (`invoke cluster.up --k3s`).
+K3S_LOCAL_CONFIG = LOCAL_CONFIG.with_name("registry-config-k3s.yaml")
 
 COMMON_HELP = {
     "config": "settings file: config.yaml (default) or the seed's group_vars file",
@@ -33,6 +35,7 @@ COMMON_HELP = {
     "set": "override one setting, e.g. --set service.ip=10.0.0.5 (repeatable)",
     "local": "target the local cluster from `invoke cluster.up` with its config overlay",
 }
+K3S_HELP = {"k3s": "the k3s lane: k3s built from its source tree, with its embedded containerd"}
 
 
 def _settings(config: str | None, set_: list[str], local: bool) -> Settings:
@@ -43,7 +46,7 @@ def _settings(config: str | None, set_: list[str], local: bool) -> Settings:
 
     overrides: dict[str, Any] = {}
     if local:
-        overrides.update(yaml.safe_load(LOCAL_CONFIG.read_text()) or {})
+        overrides.update(yaml.safe_load(_local_overlay().read_text()) or {})
     for item in set_:
         key, sep, value = item.partition("=")
         if not sep:
@@ -56,6 +59,14 @@ def _settings(config: str | None, set_: list[str], local: bool) -> Settings:
     if local:
         _ensure_local_routes(settings)
     return settings
+
+
+def _local_overlay() -> Path:
+    """The overlay of whichever local cluster `cluster.up` started: k3s's or the home-built."""
+    from scripts.local_cluster.paths import FLAVOR_FILE
+
+    k3s = FLAVOR_FILE.exists() and FLAVOR_FILE.read_text().strip() == "k3s"
+    return K3S_LOCAL_CONFIG if k3s else LOCAL_CONFIG
 
 
 def _seconds(text: object) -> float:
@@ -242,23 +253,39 @@ def render(c, config=None, set_=None, local=False):
     _commands().render_command(_settings(config, set_ or [], local))
 
 
-@task
-def cluster_up(c):
+@task(help=K3S_HELP)
+def cluster_up(c, k3s=False):
     """Build (first time only) and start the local single-node cluster."""
     from scripts.local_cluster import cluster as local_cluster
 
     try:
-        local_cluster.up()
+        if k3s:
+            _k3s().up()
+        else:
+            local_cluster.up()
     except local_cluster.ClusterStartError as error:
         raise Exit(f"cluster.up failed: {error}", code=1) from error
 
 
-@task
-def cluster_down(c):
-    """Stop the local cluster and remove everything it made (the build cache stays)."""
+@task(help=K3S_HELP)
+def cluster_down(c, k3s=False):
+    """Stop the local cluster, either one, and remove everything it made (the build cache stays).
+
+    --k3s changes nothing: one command ends whichever cluster runs.
+    """
     from scripts.local_cluster import cluster as local_cluster
 
     local_cluster.down()
+
+
+def _k3s():
+    """The k3s lane's module, or exit saying why the lane cannot run here."""
+    from scripts.local_cluster import k3s, k3s_build
+
+    reason = k3s_build.source_missing_reason()
+    if reason:
+        raise Exit(reason, code=1)
+    return k3s
 
 
 @task
@@ -275,24 +302,41 @@ def demo(c):
 
 @task(help={"keep_cluster": "leave the local cluster running afterwards"})
 def test(c, keep_cluster=False):
-    """Lint, then every test: unit, loopback registry, and the local cluster (started here)."""
+    """Lint, then every test: unit, loopback registry, the local cluster, then the k3s lane.
+
+    The k3s lane (tests/k3s on a k3s cluster) runs when the k3s source tree is present;
+    otherwise its tests are reported as skipped, with the reason.
+    """
+    from scripts.local_cluster import k3s_build
+
     c.run("ruff check .")
     c.run("ruff format --check .")
+    lanes = {}
     try:
         cluster_up(c)
-        c.run("pytest -p no:cacheprovider -ra")
+        lanes["local cluster"] = c.run("pytest -p no:cacheprovider -ra", warn=True).ok
+        cluster_down(c)  # one cluster at a time: they share addresses and the namespace
+        if not k3s_build.source_missing_reason():
+            cluster_up(c, k3s=True)
+        lanes["k3s"] = c.run("pytest -p no:cacheprovider -ra --k3s tests/k3s", warn=True).ok
     finally:
         if not keep_cluster:
             cluster_down(c)
+    failed = [lane for lane, ok in lanes.items() if not ok]
+    if failed:
+        raise Exit(f"tests failed in the {' and the '.join(failed)} lane", code=1)
 
 
-@task
-def cluster_build(c):
+@task(help=K3S_HELP)
+def cluster_build(c, k3s=False):
     """Build every binary and image of the local cluster (cached; cluster.up does this too)."""
     from scripts.local_cluster import cluster as local_cluster
 
     started = time.monotonic()
-    local_cluster.build_all()
+    if k3s:
+        _k3s().build_all()
+    else:
+        local_cluster.build_all()
     print(f"local cluster built in {time.monotonic() - started:.0f}s")
 
 

@@ -1,7 +1,8 @@
 """The cluster the integration tests run on.
 
 By default the project's own local cluster (started if it is not running).
-`--kubeconfig PATH` uses an existing cluster instead, and `--use-kind` (or
+`--kubeconfig PATH` uses an existing cluster instead, `--k3s` the k3s lane's cluster
+(`invoke cluster.up --k3s`), and `--use-kind` (or
 REGISTRY_TEST_CLUSTER=kind) a kind cluster through pytest-kind, for machines
 with Docker, privileged containers and internet (README, "The local cluster",
 says why these machines cannot run kind).
@@ -25,6 +26,14 @@ from tests.support.registries import RegistryFactory
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--k3s",
+        action="store_true",
+        help=(
+            "the k3s lane: run on the k3s cluster of `invoke cluster.up --k3s` (started if "
+            "not running), and run the k3s tests (tests/k3s), which are skipped otherwise"
+        ),
+    )
     parser.addoption(
         "--use-kind",
         action="store_true",
@@ -59,6 +68,9 @@ def cluster(request: pytest.FixtureRequest):
     if request.config.getoption("use_kind"):
         yield request.getfixturevalue("kind_cluster")
         return
+    if request.config.getoption("k3s"):
+        yield _k3s_cluster()
+        return
     kubeconfig = request.config.getoption("kubeconfig")
     if kubeconfig:
         yield ExistingCluster(Path(kubeconfig))
@@ -68,6 +80,30 @@ def cluster(request: pytest.FixtureRequest):
     local = LocalCluster()
     local.create()  # idempotent: a running cluster is reused
     yield local
+
+
+def _k3s_cluster():
+    """The k3s lane's cluster, started if it is not running; skipped, saying why, without
+    the k3s source tree."""
+    from scripts.local_cluster import k3s_build
+    from scripts.local_cluster.k3s import K3sCluster
+
+    reason = k3s_build.source_missing_reason()
+    if reason:
+        pytest.skip(reason)
+    k3s = K3sCluster()
+    k3s.create()  # idempotent: a running k3s cluster is reused
+    return k3s
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The k3s tests restart k3s: they run only in the k3s lane."""
+    if config.getoption("k3s"):
+        return
+    skip = pytest.mark.skip(reason="k3s lane: runs with --k3s (invoke test runs it)")
+    for item in items:
+        if item.get_closest_marker("k3s"):
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

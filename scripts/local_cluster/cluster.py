@@ -92,15 +92,19 @@ def poll_while_running(
     )
 
 
-def _node_ready(api: httpx.Client) -> bool:
+def node_ready(api: httpx.Client, since: str = "") -> bool:
+    """The node reports Ready; with `since` (RFC 3339, UTC), in a heartbeat from then on."""
     node = api.get(f"/api/v1/nodes/{network.NODE_NAME}")
     if node.status_code != 200:
         return False
     conditions = node.json().get("status", {}).get("conditions", [])
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+    return any(
+        c["type"] == "Ready" and c["status"] == "True" and c.get("lastHeartbeatTime", "") >= since
+        for c in conditions
+    )
 
 
-def _netpol_chains_present() -> bool:
+def netpol_chains_present() -> bool:
     """kube-router hooks its chains into FORWARD as it starts enforcing."""
     rules = subprocess.run(
         ["ip", "netns", "exec", network.NETNS, "iptables", "-S", "FORWARD"],
@@ -148,24 +152,24 @@ def up() -> Path:
         processes.start(control_plane.kubelet(kube, node, pki))
         processes.start(control_plane.kube_proxy(kube, node))
         poll_while_running(
-            "the node to be Ready", lambda: _node_ready(api), 120, processes, "kubelet"
+            "the node to be Ready", lambda: node_ready(api), 120, processes, "kubelet"
         )
         # NetworkPolicy is enforced from here on, before any addon or test pod runs.
         processes.start(control_plane.network_policy(netpol, pki))
         poll_while_running(
             "the network policy controller's chains",
-            _netpol_chains_present,
+            netpol_chains_present,
             60,
             processes,
             "kube-router-netpol",
         )
     shutil.copy(pki.kubeconfig("admin"), KUBECONFIG)
-    asyncio.run(_start_addons(processes, KUBECONFIG, addon_specs))
+    asyncio.run(start_addons(processes, KUBECONFIG, addon_specs))
     print(f"local cluster up in {time.monotonic() - started:.0f}s; kubeconfig: {KUBECONFIG}")
     return KUBECONFIG
 
 
-async def _start_addons(processes: Supervisor, kubeconfig: Path, specs: list[ProcessSpec]) -> None:
+async def start_addons(processes: Supervisor, kubeconfig: Path, specs: list[ProcessSpec]) -> None:
     """CRDs, then the addons' objects and controllers, then proof that each works."""
     api = await kr8s.asyncio.api(kubeconfig=str(kubeconfig))
     crds = addons.crd_manifests()
@@ -194,14 +198,17 @@ async def _log_tails(processes: Supervisor, *names: str) -> str:
 
 
 def down() -> None:
-    """Stop everything and remove all state except the build cache."""
+    """Stop everything and remove all state except the build cache (either cluster's)."""
+    from . import k3s  # the k3s lane shares this state directory and namespace
+
     processes, _, _ = _layout()
     # The kubelet first, so it does not restart containers as they are ended.
-    for name in ("kubelet", "kube-proxy", "kube-router-netpol"):
+    for name in ("kubelet", "kube-proxy", "kube-router-netpol", k3s.PROCESS):
         processes.stop(name)
     supervisor.stop_all()
     network.delete_namespace()
     _unmount_under(STATE_DIR)
+    k3s.remove_created_mount_points()
     shutil.rmtree(STATE_DIR, ignore_errors=True)
     print("local cluster down; no process, namespace or state left behind")
 

@@ -16,3 +16,13 @@ LOG_DIR = STATE_DIR / "logs"
 KUBECONFIG = STATE_DIR / "kubeconfig"
 # The registry's settings for the local cluster (what `--local` lays over config.yaml).
 LOCAL_OVERLAY = Path(__file__).resolve().parent / "registry-config.yaml"
+
+# The k3s lane's only input from outside the repository: the k3s source tree. It is
+# copied into the build cache and never changed in place. Without it the lane is not run.
+K3S_SOURCE = Path(
+    os.environ.get(
+        "LOCAL_CLUSTER_K3S_SOURCE", REPO_ROOT.parent / "shared" / "k3s" / "k3s-v1.34.3-k3s1"
+    )
+)
+# Which cluster `cluster.up` last started here: "k3s" for the k3s lane, else absent.
+FLAVOR_FILE = STATE_DIR / "flavor"

@@ -45,3 +45,10 @@ CADDY_IMAGE = "docker.io/library/caddy:2.11.9"
 NOTEBOOK_REGISTRY_IMAGE = "docker.io/library/registry:2"
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 HELPER_IMAGE = "local.test/busybox:static"
+
+# The k3s lane (`invoke cluster.up --k3s`): k3s built from its source tree, which the
+# proxy does not serve (paths.K3S_SOURCE), at this release and commit. Its go.sum pins
+# the rest, the containerd fork it embeds and whose shim is built beside it included.
+K3S = "v1.34.3+k3s1"
+K3S_COMMIT = "151ca514ec7c7c7565d693f9e6b72ea53c70be55"
+K3S_CONTAINERD = "v2.1.5-k3s1"

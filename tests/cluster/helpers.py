@@ -211,3 +211,16 @@ async def until_ready(pod: Pod, seconds: float = 120) -> None:
             f"pod {pod.namespace}/{pod.name} not Ready in {seconds:.0f}s: "
             f"phase {status.get('phase')}, containers {states}, last log lines {logs!r}"
         ) from None
+
+
+def skopeo(*args: str, authfile: Path, cert_dir: Path) -> str:
+    """skopeo with TLS verification on, the CA from cert_dir and the login from authfile."""
+    tls = ["--authfile", str(authfile), "--cert-dir", str(cert_dir)]
+    command, *rest = args
+    if command == "copy":
+        tls = ["--dest-authfile", str(authfile), "--dest-cert-dir", str(cert_dir)]
+    result = subprocess.run(
+        ["skopeo", command, *tls, *rest], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout

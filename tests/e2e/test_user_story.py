@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import subprocess
 from pathlib import Path
 
 import kr8s.asyncio
@@ -17,7 +16,7 @@ from registry_provisioner.oci_client import RegistryClient
 from scripts.local_cluster import images, node_config
 from scripts.local_cluster.demo import demo_deployment
 from scripts.local_cluster.paths import STATE_DIR
-from tests.cluster.helpers import until_answers
+from tests.cluster.helpers import skopeo, until_answers
 from tests.support.registries import RegistryFactory
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1200)]
@@ -25,19 +24,6 @@ pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1200)]
 NAMESPACE = "e2e-registry"
 APPS = "e2e-apps"
 NODE_CERTS_DIR = node_config.NodeLayout(STATE_DIR / "node").registry_certs_dir
-
-
-def skopeo(*args: str, authfile: Path, cert_dir: Path) -> str:
-    """skopeo with TLS verification on, the CA from cert_dir and the login from authfile."""
-    tls = ["--authfile", str(authfile), "--cert-dir", str(cert_dir)]
-    command, *rest = args
-    if command == "copy":
-        tls = ["--dest-authfile", str(authfile), "--dest-cert-dir", str(cert_dir)]
-    result = subprocess.run(
-        ["skopeo", command, *tls, *rest], capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def app_deployment(image: str) -> dict:
