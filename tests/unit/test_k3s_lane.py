@@ -82,3 +82,30 @@ def test_node_paths_map_under_the_state_dir() -> None:
         k3s.K3S_ROOT / "root/var/lib/rancher/k3s/agent/etc/containerd/certs.d"
     )
     assert all(path.is_absolute() for path in k3s.PRIVATE_PATHS)
+
+
+@pytest.mark.parametrize(
+    ("flavor", "overlay"), [("k3s\n", "registry-config-k3s.yaml"), (None, "registry-config.yaml")]
+)
+def test_local_overlay_follows_the_running_cluster(
+    flavor: str | None, overlay: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tasks
+    from scripts.local_cluster import paths
+
+    flavor_file = tmp_path / "flavor"
+    if flavor is not None:
+        flavor_file.write_text(flavor)
+    monkeypatch.setattr(paths, "FLAVOR_FILE", flavor_file)
+    assert tasks._local_overlay().name == overlay
+
+
+def test_k3s_overlay_keeps_the_default_certs_dir() -> None:
+    import yaml
+
+    import tasks
+
+    overlay = yaml.safe_load(tasks.K3S_LOCAL_CONFIG.read_text())
+    assert "certs_dir" not in overlay.get("node_trust", {})
+    home_built = yaml.safe_load(tasks.LOCAL_CONFIG.read_text())
+    assert overlay["service"] == home_built["service"]
