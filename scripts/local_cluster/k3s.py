@@ -138,6 +138,8 @@ def _write_node_files(binaries: K3sBinaries, archives: list[Path]) -> Path:
 def _private_mounts(processes: Supervisor) -> None:
     """Give the holder's mount namespace k3s's host paths, kept under K3S_ROOT."""
     holder = processes.pid(supervisor.HOLDER)
+    if holder is None:
+        raise cluster.ClusterStartError(f"the namespace holder is not running; see {LOG_DIR}")
 
     def inside(*command: str) -> None:
         subprocess.run(["nsenter", f"--target={holder}", "--mount", "--", *command], check=True)
