@@ -308,18 +308,28 @@ def test(c, keep_cluster=False):
     otherwise its tests are reported as skipped, with the reason.
     """
     from scripts.local_cluster import k3s_build
+    from scripts.local_cluster.paths import CACHE_DIR
 
     c.run("ruff check .")
     c.run("ruff format --check .")
     lanes = {}
+    build_log = CACHE_DIR / "logs" / "k3s-build.log"  # the cluster's state and logs go at down
+    build = k3s_build.start_background_build(build_log)
     try:
         cluster_up(c)
         lanes["local cluster"] = c.run("pytest -p no:cacheprovider -ra", warn=True).ok
         cluster_down(c)  # one cluster at a time: they share addresses and the namespace
+        if build is not None:
+            k3s_build.finish_background_build(build, build_log)
+            build = None
         if not k3s_build.source_missing_reason():
             cluster_up(c, k3s=True)
         lanes["k3s"] = c.run("pytest -p no:cacheprovider -ra --k3s tests/k3s", warn=True).ok
+    except k3s_build.K3sBuildFailed as error:
+        raise Exit(str(error), code=1) from error
     finally:
+        if build is not None:  # the home-built lane was interrupted: the build goes too
+            k3s_build.stop_background_build(build)
         if not keep_cluster:
             cluster_down(c)
     failed = [lane for lane, ok in lanes.items() if not ok]

@@ -14,7 +14,9 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -45,6 +47,10 @@ RECIPE_VERSION = "1"
 
 class K3sSourceMissing(RuntimeError):
     """The k3s source tree is not on this machine: the k3s lane cannot run."""
+
+
+class K3sBuildFailed(RuntimeError):
+    """The background build of k3s that `invoke test` started did not succeed."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,56 @@ def binaries(go: str | None = None) -> K3sBinaries:
     )
 
 
+def is_built(go: str | None = None) -> bool:
+    """Whether k3s, its shim and its containerd template for this recipe are cached."""
+    go = go or go_version()
+    target = binaries(go)
+    return all(
+        path.exists() for path in (target.k3s, target.shim, containerd_template(cache_key(go)))
+    )
+
+
+def start_background_build(log: Path) -> subprocess.Popen | None:
+    """Start `invoke cluster.build --k3s` at the lowest priority, or None when nothing is to build.
+
+    `invoke test` runs it beside the home-built lane: a cold k3s build (about 18 min)
+    then takes only the CPU those tests leave idle, instead of adding its whole time.
+    """
+    if source_missing_reason() or is_built():
+        return None
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as out:
+        return subprocess.Popen(
+            ["nice", "-n", "19", sys.executable, "-m", "invoke", "cluster.build", "--k3s"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stop_background_build ends go too
+        )
+
+
+def stop_background_build(build: subprocess.Popen) -> None:
+    """End the build and the go processes it started (its process group, which is its PID)."""
+    if build.poll() is None:
+        os.killpg(build.pid, signal.SIGTERM)
+        build.wait()
+
+
+def finish_background_build(build: subprocess.Popen, log: Path, report_every: float = 60) -> None:
+    """Wait for the background build, saying how long; a failed build raises with its log's end."""
+    started = time.monotonic()
+    while True:
+        try:
+            code = build.wait(timeout=report_every)
+            break
+        except subprocess.TimeoutExpired:
+            waited = time.monotonic() - started
+            what = f"the k3s build (pid {build.pid}, log {log})"
+            print(f"    waiting for {what}: {waited:.0f}s so far", flush=True)
+    if code != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+        raise K3sBuildFailed(f"the k3s build failed (exit {code}); the end of {log}:\n{tail}")
+
+
 def containerd_template(key: str) -> Path:
     """k3s's own containerd config template, taken from the same tree (see k3s.py)."""
     return CACHE_DIR / "bin" / f"k3s-containerd-config-v3-{key}.toml.tmpl"
@@ -149,7 +205,7 @@ def build_k3s(source: Path = K3S_SOURCE) -> K3sBinaries:
     go = go_version()
     target = binaries(go)
     template = containerd_template(cache_key(go))
-    if target.k3s.exists() and target.shim.exists() and template.exists():
+    if is_built(go):
         return target
     target.k3s.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()

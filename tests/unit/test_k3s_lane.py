@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -109,3 +112,32 @@ def test_k3s_overlay_keeps_the_default_certs_dir() -> None:
     assert "certs_dir" not in overlay.get("node_trust", {})
     home_built = yaml.safe_load(tasks.LOCAL_CONFIG.read_text())
     assert overlay["service"] == home_built["service"]
+
+
+def _started(command: str, log: Path) -> subprocess.Popen:
+    with log.open("w") as out:
+        return subprocess.Popen(["sh", "-c", command], stdout=out, stderr=subprocess.STDOUT)
+
+
+def test_a_failed_background_build_raises_with_the_end_of_its_log(tmp_path: Path) -> None:
+    log = tmp_path / "build.log"
+    build = _started("echo compiling; echo 'go: cannot find module'; exit 3", log)
+    with pytest.raises(k3s_build.K3sBuildFailed, match="exit 3") as raised:
+        k3s_build.finish_background_build(build, log, report_every=0.05)
+    assert "go: cannot find module" in str(raised.value)
+
+
+def test_waiting_on_the_background_build_says_what_and_how_long(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "build.log"
+    fifo = tmp_path / "go-on"
+    os.mkfifo(fifo)
+    build = _started(f"read line < {fifo}", log)  # runs until the test lets it end
+    waiter = threading.Thread(target=k3s_build.finish_background_build, args=(build, log, 0.05))
+    waiter.start()
+    while "waiting for the k3s build" not in capsys.readouterr().out:
+        assert waiter.is_alive()
+    fifo.write_text("done\n")
+    waiter.join(10)
+    assert not waiter.is_alive() and build.returncode == 0
