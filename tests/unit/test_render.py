@@ -988,6 +988,8 @@ def test_s3_scale_out_rolls_without_unavailability_and_spreads() -> None:
     [spread] = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
     assert spread["topologyKey"] == "kubernetes.io/hostname"
     assert spread["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    for container in deployment["spec"]["template"]["spec"]["containers"]:
+        assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
     budget = _find(objs, "PodDisruptionBudget")
     assert budget["spec"]["maxUnavailable"] == 1
     assert budget["spec"]["selector"] == deployment["spec"]["selector"]
@@ -997,6 +999,7 @@ def test_one_replica_has_no_spread_and_keeps_its_claim() -> None:
     objs = render_manifests(Settings(), None)
     spec = _pod_spec(objs)
     assert "topologySpreadConstraints" not in spec
+    assert not [c for c in spec["containers"] if "lifecycle" in c]
     assert _find(objs, "PersistentVolumeClaim")
     config = _distribution_config(objs)
     assert config["storage"]["filesystem"] == {"rootdirectory": "/var/lib/registry"}
