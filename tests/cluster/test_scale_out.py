@@ -325,3 +325,20 @@ async def test_gc_with_three_replicas_runs_once_while_all_are_read_only(
 
 def _paused(run: Started) -> str:
     return run.wait_for_line(lambda line: "paused at gc-read-only" in line, LINE_TIMEOUT)
+
+
+async def test_missing_logins_are_refused_before_anything_changes(
+    module_registries: RegistryFactory, store: object_store.Store
+) -> None:
+    overrides = {**store.registry_overrides("/refused"), "node_trust.enabled": "false"}
+    overrides["storage.s3.credentials_secret"] = "no-such-login"
+    registry = await module_registries(
+        "scale-out-refused",
+        provision=False,
+        **{k.replace(".", "__"): v for k, v in overrides.items()},
+    )
+    result = registry.invoke("provision")
+    assert result.returncode != 0
+    assert "nothing was changed" in result.stderr, result.stderr
+    assert "storage.s3.credentials_secret: Secret 'no-such-login'" in result.stderr
+    assert "redis.password_secret: Secret 'redis-login'" in result.stderr
