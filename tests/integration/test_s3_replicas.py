@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import os
 import secrets
 import shutil
@@ -148,28 +149,39 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         yield Pair((urls[0], urls[1]), settings, configs[0], env)
 
 
-def test_an_upload_continues_on_the_other_replica(pair: Pair) -> None:
-    data = os.urandom(12 * 1024 * 1024 + 5)
+@pytest.mark.parametrize(
+    "chunks",
+    [(5, 5, 2), (1, 1, 1, 6)],
+    ids=["parts of S3's minimum", "parts below S3's minimum"],
+)
+def test_an_upload_continues_on_the_other_replica(pair: Pair, chunks: tuple[int, ...]) -> None:
+    """Each chunk (in MiB) goes to the other replica than the last; small parts are
+    ones the s3 driver has to merge when the next replica resumes the upload."""
+    data = os.urandom(sum(chunks) * 1024 * 1024 + 5)
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    repo = f"app/cross-{len(chunks)}"
     a, b = pair.urls
+    bounds = [0]
+    for size in chunks:
+        bounds.append(bounds[-1] + size * 1024 * 1024)
+    bounds[-1] = len(data)
     with httpx.Client(timeout=60) as http:
-        started = http.post(f"{a}/v2/app/cross/blobs/uploads/")
+        started = http.post(f"{a}/v2/{repo}/blobs/uploads/")
         assert started.status_code == 202, started.text
-        location, offset = started.headers["location"], 0
-        for turn, start in enumerate(range(0, len(data), 5 * 1024 * 1024)):
-            chunk = data[start : start + 5 * 1024 * 1024]
-            base = (a, b)[turn % 2]  # every chunk on the other replica than the last
+        location = started.headers["location"]
+        for turn, (start, end) in enumerate(itertools.pairwise(bounds)):
+            base = (b, a)[turn % 2]
             response = http.patch(
                 base + httpx.URL(location).raw_path.decode(),
-                content=chunk,
-                headers={"Content-Range": f"{offset}-{offset + len(chunk) - 1}"},
+                content=data[start:end],
+                headers={"Content-Range": f"{start}-{end - 1}"},
             )
             assert response.status_code == 202, response.text
-            location, offset = response.headers["location"], offset + len(chunk)
-        done = http.put(f"{b}{httpx.URL(location).raw_path.decode()}&digest={digest}")
+            location = response.headers["location"]
+        done = http.put(f"{a}{httpx.URL(location).raw_path.decode()}&digest={digest}")
         assert done.status_code == 201, done.text
         for base in pair.urls:
-            assert http.get(f"{base}/v2/app/cross/blobs/{digest}").content == data
+            assert http.get(f"{base}/v2/{repo}/blobs/{digest}").content == data
 
 
 async def test_gc_then_forgetting_the_cache_leaves_no_replica_a_stale_blob(pair: Pair) -> None:
