@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 import kr8s
 import kr8s.asyncio
 
-from . import access, kube, ownership, render
+from . import access, bucket, kube, ownership, render
 from .certificates import certificate_problems
 from .config import REDIS_PASSWORD_KEY, S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY, Settings
 from .errors import PreflightError
@@ -209,6 +209,29 @@ async def _user_object_problems(api: kr8s.asyncio.Api, settings: Settings) -> li
     ]
 
 
+async def _bucket_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
+    """The bucket exists and the Secret's credentials may write to it, where the
+    endpoint answers from here (a missing Secret is _user_object_problems' to report)."""
+    if settings.storage.backend != "s3":
+        return []
+    s3, ns = settings.storage.s3, settings.namespace
+    secret = await kube.read(api, f"secrets/{s3.credentials_secret}", namespace=ns)
+    data = (secret or {}).get("data") or {}
+    if not {S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY} <= set(data):
+        return []
+    login = bucket.Login(
+        base64.b64decode(data[S3_ACCESS_KEY_ID]).decode(),
+        base64.b64decode(data[S3_SECRET_ACCESS_KEY]).decode(),
+    )
+    ca_pem = ""
+    if s3.ca_configmap:
+        ca = await kube.read(api, f"configmaps/{s3.ca_configmap}", namespace=ns)
+        ca_pem = ((ca or {}).get("data") or {}).get("ca.crt", "")
+        if not ca_pem:
+            return []  # reported by _user_object_problems
+    return await bucket.bucket_problems(s3, login, ca_pem) or []
+
+
 async def _namespace_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
     missing = []
     for namespace in settings.pull_secret.namespaces:
@@ -361,6 +384,7 @@ async def run_preflight(
         _pool_problems,
         _secret_problems,
         _user_object_problems,
+        _bucket_problems,
         _namespace_problems,
         _mirror_problems,
     )

@@ -8,6 +8,7 @@ test (tests/cluster/test_scale_out.py) does the same with three pods behind a Se
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import itertools
 import os
@@ -25,7 +26,7 @@ import httpx
 import pytest
 import yaml
 
-from registry_provisioner import gc, load_settings, render
+from registry_provisioner import bucket, gc, load_settings, render
 from registry_provisioner.config import Settings
 from registry_provisioner.images import pull_image, push_image, random_image
 from registry_provisioner.oci_client import RegistryClient
@@ -217,3 +218,33 @@ async def test_gc_then_forgetting_the_cache_leaves_no_replica_a_stale_blob(pair:
 
 def _run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+async def test_preflight_finds_the_bucket_writable(pair: Pair) -> None:
+    login = bucket.Login(pair.env["AWS_ACCESS_KEY_ID"], pair.env["AWS_SECRET_ACCESS_KEY"])
+    assert await bucket.bucket_problems(pair.settings.storage.s3, login) == []
+
+
+async def test_preflight_names_a_missing_bucket_and_refused_credentials(pair: Pair) -> None:
+    s3 = pair.settings.storage.s3
+    login = bucket.Login(pair.env["AWS_ACCESS_KEY_ID"], pair.env["AWS_SECRET_ACCESS_KEY"])
+    [missing] = await bucket.bucket_problems(dataclasses.replace(s3, bucket="absent"), login)
+    assert missing.startswith("storage.s3.bucket: bucket 'absent' does not exist"), missing
+    wrong = bucket.Login(login.access_key_id, "not-the-secret")
+    [refused] = await bucket.bucket_problems(s3, wrong)
+    assert refused.startswith("storage.s3.credentials_secret:"), refused
+    assert "not-the-secret" not in refused
+
+
+async def test_preflight_skips_an_endpoint_it_cannot_reach() -> None:
+    s3 = load_settings(
+        None,
+        {
+            "storage.backend": "s3",
+            "storage.s3.endpoint": f"http://127.0.0.1:{free_port()}",
+            "storage.s3.secure": False,
+            "storage.s3.bucket": BUCKET,
+            "storage.s3.credentials_secret": "s3-login",
+        },
+    ).storage.s3
+    assert await bucket.bucket_problems(s3, bucket.Login("a", "b")) is None
