@@ -41,10 +41,22 @@ def _hmac(key: bytes, text: str) -> bytes:
     return hmac.new(key, text.encode(), hashlib.sha256).digest()
 
 
+def canonical_query(query: dict[str, str]) -> str:
+    """SigV4's query string: names and values percent-encoded, sorted by name."""
+    encoded = sorted((quote(k, safe="-_.~"), quote(v, safe="-_.~")) for k, v in query.items())
+    return "&".join(f"{k}={v}" for k, v in encoded)
+
+
 def signed_headers(
-    method: str, url: str, region: str, login: Login, body: bytes, now: dt.datetime
+    method: str,
+    url: str,
+    region: str,
+    login: Login,
+    body: bytes,
+    now: dt.datetime,
+    query: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """AWS Signature Version 4 headers for one path-style S3 request without a query."""
+    """AWS Signature Version 4 headers for one path-style S3 request."""
     parts = urlsplit(url)
     amz_date = now.strftime("%Y%m%dT%H%M%SZ")
     day = amz_date[:8]
@@ -55,7 +67,7 @@ def signed_headers(
         [
             method,
             quote(parts.path or "/", safe="/-_.~"),
-            "",
+            canonical_query(query or {}),
             *(f"{name}:{headers[name]}" for name in sorted(headers)),
             "",
             names,
@@ -130,3 +142,54 @@ async def bucket_problems(s3: S3Settings, login: Login, ca_pem: str = "") -> lis
             )
             return None
     return []
+
+
+_S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+
+
+def storage_prefix(s3: S3Settings) -> str:
+    """Where distribution writes in the bucket: the only keys an install's purge deletes."""
+    root = s3.root_directory.strip("/")
+    return f"{root}/docker/registry/v2/".lstrip("/")
+
+
+async def empty_prefix(s3: S3Settings, login: Login, ca_pem: str = "") -> int | None:
+    """Delete every object under storage_prefix (never the bucket); how many, or None
+    when the endpoint cannot be reached from here."""
+    from xml.etree import ElementTree
+
+    verify: ssl.SSLContext | bool = ssl.create_default_context(cadata=ca_pem) if ca_pem else True
+    base = f"{endpoint_url(s3).rstrip('/')}/{s3.bucket}"
+    prefix = storage_prefix(s3)
+    deleted = 0
+    async with httpx.AsyncClient(timeout=TIMEOUT * 6, verify=verify) as http:
+
+        async def send(method: str, url: str, query: dict[str, str] | None = None):
+            now = dt.datetime.now(dt.UTC)
+            headers = signed_headers(method, url, s3.region, login, b"", now, query)
+            target = f"{url}?{canonical_query(query)}" if query else url
+            return await http.request(method, target, headers=headers)
+
+        try:
+            token = ""
+            while True:
+                query = {"list-type": "2", "prefix": prefix}
+                if token:
+                    query["continuation-token"] = token
+                listing = await send("GET", base, query)
+                if listing.status_code != 200:
+                    raise OSError(_why(listing.status_code, "list the bucket", s3))
+                root = ElementTree.fromstring(listing.content)
+                keys = [e.text or "" for e in root.iter(f"{_S3_NS}Key")]
+                for key in keys:
+                    if not key.startswith(prefix):  # never outside what the install wrote
+                        continue
+                    gone = await send("DELETE", f"{base}/{quote(key, safe='/-_.~')}")
+                    if gone.status_code not in (200, 204):
+                        raise OSError(_why(gone.status_code, f"delete {key}", s3))
+                    deleted += 1
+                token = root.findtext(f"{_S3_NS}NextContinuationToken") or ""
+                if not token:
+                    return deleted
+        except httpx.TransportError:
+            return None

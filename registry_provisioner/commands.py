@@ -70,7 +70,7 @@ async def unprovision_command(
         stored = (
             "the stored images are gone"
             if settings.storage.on_claim
-            else f"the images in S3 bucket {settings.storage.s3.bucket} were left as they are"
+            else f"the images in S3 bucket {settings.storage.s3.bucket} are as listed above"
         )
         print(
             f"purged: every object of this install is gone and {stored}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import hashlib
 import itertools
 import os
@@ -248,3 +249,28 @@ async def test_preflight_skips_an_endpoint_it_cannot_reach() -> None:
         },
     ).storage.s3
     assert await bucket.bucket_problems(s3, bucket.Login("a", "b")) is None
+
+
+async def test_purge_empties_only_what_the_registry_wrote(pair: Pair) -> None:
+    """Last in this module: it deletes every image the tests above pushed."""
+    s3 = pair.settings.storage.s3
+    login = bucket.Login(pair.env["AWS_ACCESS_KEY_ID"], pair.env["AWS_SECRET_ACCESS_KEY"])
+    base = f"{s3.endpoint}/{s3.bucket}"
+    foreign = f"{base}/someone-else/keep.txt"
+
+    async def send(method: str, url: str, body: bytes = b"") -> int:
+        headers = bucket.signed_headers(
+            method, url, s3.region, login, body, dt.datetime.now(dt.UTC)
+        )
+        async with httpx.AsyncClient(timeout=10) as http:
+            return (await http.request(method, url, content=body, headers=headers)).status_code
+
+    assert await send("PUT", foreign, b"not the registry's") == 200
+    async with RegistryClient(pair.urls[0]) as client:
+        assert await client.catalog()
+        deleted = await bucket.empty_prefix(s3, login)
+        assert deleted is not None and deleted > 0
+        assert await client.catalog() == []
+    assert await send("HEAD", foreign) == 200
+    assert await send("HEAD", base) == 200  # the bucket itself stays
+    assert await bucket.empty_prefix(s3, login) == 0
