@@ -407,6 +407,20 @@ def bench(c, repeat=3, size_mib=512, set_=None):
 
 
 @task(
+    name="bench-scale-out",
+    help={"size_mib": "bytes of all 8 pushers together, in MiB (default 128)"},
+)
+def bench_scale_out(c, size_mib=128):
+    """8 pushers and 8 pullers against 1, then 3 replicas on S3; writes bench/scale-out.json."""
+    from scripts.benchmarks import scale_out
+    from scripts.local_cluster import cluster as local_cluster
+
+    if not local_cluster.is_running():
+        raise Exit("the local cluster is not running: start it with `invoke cluster.up`", code=1)
+    _run(scale_out.write(int(size_mib), Path(__file__).parent / "bench" / "scale-out.json"))
+
+
+@task(
     name="reliability-report",
     help={"pytest_args": "extra pytest arguments as one string, e.g. \"-k 'not api_server'\""},
 )
@@ -435,6 +449,7 @@ ns = Collection(
     test,
     bench,
     bench_mirror,
+    bench_scale_out,
     reliability_report,
     cluster,
 )

@@ -25,6 +25,7 @@ _RESOURCE_OF_KIND = {
     "Service": ("", "services"),
     "PersistentVolumeClaim": ("", "persistentvolumeclaims"),
     "Deployment": ("apps", "deployments"),
+    "PodDisruptionBudget": ("policy", "poddisruptionbudgets"),
     "DaemonSet": ("apps", "daemonsets"),
     "NetworkPolicy": ("networking.k8s.io", "networkpolicies"),
     "Certificate": ("cert-manager.io", "certificates"),

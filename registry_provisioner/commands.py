@@ -67,8 +67,13 @@ async def unprovision_command(
         return
     if purge:
         kept_namespace = any(c.action == unprovision.LEFT_NAMESPACE for c in changes)
+        stored = (
+            "the stored images are gone"
+            if settings.storage.on_claim
+            else f"the images in S3 bucket {settings.storage.s3.bucket} are as listed above"
+        )
         print(
-            "purged: every object of this install and the stored images are gone"
+            f"purged: every object of this install is gone and {stored}"
             + (
                 f"; namespace {settings.namespace} stays, as it existed before"
                 if kept_namespace
@@ -76,8 +81,13 @@ async def unprovision_command(
             )
         )
     else:
+        data = (
+            f"PersistentVolumeClaim {settings.storage.claim_name}"
+            if settings.storage.on_claim
+            else f"S3 bucket {settings.storage.s3.bucket}, which is never deleted"
+        )
         print(
-            f"registry removed; kept its data (PersistentVolumeClaim {settings.storage.claim_name})"
+            f"registry removed; kept its data ({data})"
             f", login (Secret {settings.auth.secret_name}) and certificate in namespace"
             f" {settings.namespace}."
             " Provision again to bring it back as it was; add --purge to delete everything."

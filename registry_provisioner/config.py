@@ -40,6 +40,13 @@ UPSTREAM_PORT = 5080
 TLS_MODES = ("cert-manager", "self-signed", "existing-secret")
 ISSUER_KINDS = ("Issuer", "ClusterIssuer")
 ACCESS_MODES = ("ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod")
+STORAGE_BACKENDS = ("filesystem", "s3")
+# distribution's s3 driver refuses multipart chunks below 5 MiB (S3's own minimum part).
+S3_MIN_CHUNK = 5 * 1024 * 1024
+# The keys the S3 credentials Secret and the redis password Secret must hold.
+S3_ACCESS_KEY_ID = "access-key-id"
+S3_SECRET_ACCESS_KEY = "secret-access-key"
+REDIS_PASSWORD_KEY = "password"
 TOLERATION_OPERATORS = ("Exists", "Equal")
 TOLERATION_EFFECTS = ("", "NoSchedule", "PreferNoSchedule", "NoExecute")
 TOLERATION_KEYS = ("key", "operator", "value", "effect", "tolerationSeconds")
@@ -303,6 +310,38 @@ def _sub_path_ok(text: str) -> bool:
     return not text or all(part not in ("", ".", "..") and part.strip() == part for part in parts)
 
 
+_S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_HOST_PORT = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(?P<port>[0-9]{1,5})")
+
+
+def _s3_endpoint_problem(url: str) -> str | None:
+    """An S3 endpoint is a bare http(s)://host[:port] URL; "" means AWS itself."""
+    if not url:
+        return None
+    scheme, sep, rest = url.partition("://")
+    host = rest.split(":")[0] if not rest.startswith("[") else rest
+    if scheme not in ("http", "https") or not sep or not host or "/" in rest or "?" in rest:
+        return (
+            "an http(s)://host[:port] URL without a path, e.g. "
+            'http://versitygw.s3.svc:7070, or "" for AWS S3 (then set region)'
+        )
+    return None
+
+
+def _s3_bucket_ok(name: str) -> bool:
+    return not name or (bool(_S3_BUCKET.fullmatch(name)) and ".." not in name)
+
+
+def _redis_address_ok(text: str) -> bool:
+    match = _HOST_PORT.fullmatch(text)
+    return not text or (match is not None and 1 <= int(match["port"]) <= 65535)
+
+
+def _chunk_size_ok(text: str) -> bool:
+    amount = parse_quantity(text)
+    return amount is not None and amount == int(amount) and S3_MIN_CHUNK <= amount < 2**31
+
+
 def _namespaces_problems(namespaces: tuple[str, ...]) -> Iterator[Found]:
     seen: set[str] = set()
     for i, ns in enumerate(namespaces):
@@ -445,6 +484,19 @@ _CERTS_DIR = (
     "RKE2: /var/lib/rancher/rke2/agent/etc/containerd/certs.d)"
 )
 
+_S3_BUCKET_HELP = (
+    "an existing S3 bucket's name: 3-63 lowercase letters, digits, '.' and '-', "
+    "e.g. registry-images"
+)
+_CHUNK_SIZE = (
+    "a whole number of bytes as a quantity from 5Mi (S3's smallest multipart part) "
+    "to below 2Gi, e.g. 10Mi"
+)
+_ROOT_DIRECTORY = (
+    'a key prefix in the bucket such as /registry (letters, digits, "/", "-", "_", "."), '
+    'or "" for the bucket\'s root'
+)
+
 Flag = Annotated[bool, STRICT]
 DnsLabel = Annotated[str, must(is_dns_label, DNS_LABEL_HELP)]
 ObjectName = Annotated[str, must(is_dns_subdomain, DNS_SUBDOMAIN_HELP)]
@@ -486,6 +538,24 @@ OptionalObjectName = Annotated[
 ]
 SourceRanges = Annotated[tuple[str, ...], each(_cidr_problem)]
 UpstreamIP = Annotated[str, explain(_ip_or_empty_problem)]
+StorageBackend = Annotated[str, one_of(STORAGE_BACKENDS)]
+S3Endpoint = Annotated[str, explain(_s3_endpoint_problem)]
+S3Bucket = Annotated[str, must(_s3_bucket_ok, _S3_BUCKET_HELP)]
+S3Region = Annotated[
+    str, must(lambda r: bool(re.fullmatch(r"[a-z0-9-]{1,32}", r)), "a region such as us-east-1")
+]
+ChunkSize = Annotated[str, must(_chunk_size_ok, _CHUNK_SIZE)]
+RootDirectory = Annotated[
+    str, must(lambda p: not p or bool(re.fullmatch(r"/[A-Za-z0-9/._-]*", p)), _ROOT_DIRECTORY)
+]
+RedisAddress = Annotated[
+    str,
+    must(
+        _redis_address_ok,
+        'host:port of a redis server, e.g. redis.redis.svc:6379, or "" for a cache in each pod',
+    ),
+]
+RedisDb = Annotated[int, STRICT, must(lambda n: 0 <= n <= 15, "a database number from 0 to 15")]
 
 
 # --------------------------------------------------------------------------- settings
@@ -498,15 +568,63 @@ class _Section:
 
 
 @dataclass(frozen=True)
-class StorageSettings(_Section):
-    """The PersistentVolumeClaim that holds the images."""
+class S3Settings(_Section):
+    """An S3-compatible bucket that holds the images when storage.backend is s3.
 
+    The credentials come from an existing Secret (keys access-key-id and
+    secret-access-key) in the registry's namespace; they never enter a ConfigMap.
+    """
+
+    endpoint: S3Endpoint = ""  # "": AWS S3 in `region`
+    bucket: S3Bucket = ""
+    region: S3Region = "us-east-1"
+    credentials_secret: OptionalObjectName = ""
+    # distribution v3 needs path-style requests with a custom endpoint (no bucket DNS).
+    force_path_style: Flag = True
+    secure: Flag = True
+    # A ConfigMap (key ca.crt) with the CA of a private https endpoint.
+    ca_configmap: OptionalObjectName = ""
+    chunk_size: ChunkSize = "10Mi"
+    root_directory: RootDirectory = ""
+    # Clients would fetch blobs from the bucket itself; they usually cannot reach it.
+    redirect: Flag = False
+
+    @property
+    def chunk_bytes(self) -> int:
+        amount = parse_quantity(self.chunk_size)
+        return int(amount) if amount is not None else 0
+
+
+@dataclass(frozen=True)
+class StorageSettings(_Section):
+    """Where the images live: a PersistentVolumeClaim (filesystem) or an S3 bucket."""
+
+    backend: StorageBackend = "filesystem"
     claim_name: ObjectName = "docker-registry-pvc"
     size: StorageSize = "5Gi"
     storage_class: StorageClass = "longhorn"
     access_mode: AccessMode = "ReadWriteOnce"
     # Where in the claim the images are: "" its root, "registry" for the notebook's.
     sub_path: SubPath = ""
+    s3: S3Settings = field(default_factory=S3Settings)
+
+    @property
+    def on_claim(self) -> bool:
+        """Whether the images are on the PersistentVolumeClaim (and so `du` can size them)."""
+        return self.backend == "filesystem"
+
+
+@dataclass(frozen=True)
+class RedisSettings(_Section):
+    """A redis server the replicas share for distribution's blob-descriptor cache.
+
+    "" keeps a cache in each pod. Flushed of distribution's keys after every gc.
+    """
+
+    address: RedisAddress = ""
+    # An existing Secret (key password) in the registry's namespace; "" for none.
+    password_secret: OptionalObjectName = ""
+    db: RedisDb = 0
 
 
 @dataclass(frozen=True)
@@ -663,6 +781,7 @@ class Settings(_Section):
     metrics_port: PodPort = 5001
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
     service: ServiceSettings = field(default_factory=ServiceSettings)
     tls: TLSSettings = field(default_factory=TLSSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
@@ -713,8 +832,9 @@ class Settings(_Section):
 
     @property
     def deployment_strategy(self) -> str:
-        """Recreate unless the volume can attach to many nodes (RWO + rolling deadlocks)."""
-        return "RollingUpdate" if self.storage.access_mode == "ReadWriteMany" else "Recreate"
+        """Recreate unless the storage can be shared (an RWO volume + rolling deadlocks)."""
+        shared = not self.storage.on_claim or self.storage.access_mode == "ReadWriteMany"
+        return "RollingUpdate" if shared else "Recreate"
 
     @property
     def node_trust_image(self) -> str:
@@ -767,13 +887,20 @@ class Settings(_Section):
 
 def _cross_field_problems(s: Settings) -> Iterator[ConfigProblem]:
     """Rules that read two settings; values that broke their own rules are still seen."""
-    if s.replicas > 1 and s.storage.access_mode != "ReadWriteMany":
+    if s.replicas > 1 and s.storage.on_claim and s.storage.access_mode != "ReadWriteMany":
         yield ConfigProblem(
             "replicas",
             s.replicas,
-            "1 unless storage.access_mode is ReadWriteMany: every replica must share the same "
-            f"storage, and a {s.storage.access_mode} volume attaches to one node only, so it is "
-            "refused for more than one replica",
+            "1 unless storage.backend is s3 or storage.access_mode is ReadWriteMany: every "
+            f"replica must share the same storage, and a {s.storage.access_mode} volume "
+            "attaches to one node only, so it is refused for more than one replica",
+        )
+    yield from _s3_problems(s)
+    if s.redis.password_secret and not s.redis.address:
+        yield ConfigProblem(
+            "redis.password_secret",
+            s.redis.password_secret,
+            '"" while redis.address is "": set redis.address to the server this password is for',
         )
     if s.metrics_port == s.container_port:
         other = f"a port other than container_port ({s.container_port})"
@@ -882,6 +1009,44 @@ def _mirror_problems(s: Settings) -> Iterator[ConfigProblem]:
                 f"a shorter registry host: the mirror's objects are named {name!r}, over 63 "
                 "characters or not a DNS-1035 label; shorten `name` (or the registry's)",
             )
+
+
+def _s3_problems(s: Settings) -> Iterator[ConfigProblem]:
+    """With storage.backend s3, the bucket and its credentials are required."""
+    if s.storage.backend != "s3":
+        return
+    s3 = s.storage.s3
+    if not s3.bucket:
+        yield ConfigProblem("storage.s3.bucket", s3.bucket, _S3_BUCKET_HELP + " (backend is s3)")
+    if not s3.credentials_secret:
+        yield ConfigProblem(
+            "storage.s3.credentials_secret",
+            s3.credentials_secret,
+            "the name of an existing Secret in the registry's namespace with keys "
+            f"{S3_ACCESS_KEY_ID} and {S3_SECRET_ACCESS_KEY} (backend is s3)",
+        )
+    scheme = s3.endpoint.partition("://")[0]
+    if scheme in ("http", "https") and s3.secure != (scheme == "https"):
+        yield ConfigProblem(
+            "storage.s3.secure",
+            s3.secure,
+            f"{str(scheme == 'https').lower()} for an {scheme} endpoint ({s3.endpoint})",
+        )
+    if s3.ca_configmap and scheme == "http":
+        yield ConfigProblem(
+            "storage.s3.ca_configmap",
+            s3.ca_configmap,
+            '"" with an http endpoint: a CA is only used over https',
+        )
+    if s.storage.s3.credentials_secret and s.storage.s3.credentials_secret in (
+        s.auth.secret_name,
+        s.tls.secret_name,
+    ):
+        yield ConfigProblem(
+            "storage.s3.credentials_secret",
+            s3.credentials_secret,
+            "a Secret of your own, not one this install writes (auth.secret_name, tls.secret_name)",
+        )
 
 
 # --------------------------------------------------------------------------- loading

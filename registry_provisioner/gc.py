@@ -8,6 +8,12 @@ registry is switched read-only first (see maintenance.py), is seen to refuse
 pushes before anything is deleted, and is switched back however the run ends.
 Every tag is then checked to still resolve to blobs that all exist.
 
+With several replicas every one of them turns read-only (the Deployment's pods all
+roll) and the collection runs once, in one of them. On S3 storage sizes are not
+measured (`du` sees no bucket). A shared redis cache is emptied of distribution's
+keys before the check: garbage-collect does not touch it, so every replica would
+still "know" the blobs just deleted (an open distribution issue).
+
 ``dry_run`` only reports: it leaves the registry writable and nothing restarts.
 """
 
@@ -186,19 +192,31 @@ async def _run_in(pod: Pod, command: list[str], timeout: float) -> str:
     return result.stdout.decode(errors="replace")
 
 
-async def _anything_pushed(pod: Pod) -> bool:
-    """garbage-collect fails on storage that never held a blob; skip it there."""
+async def _anything_pushed(api: kr8s.asyncio.Api, settings: Settings, pod: Pod) -> bool:
+    """garbage-collect fails on storage that never held a blob; skip it there.
+
+    A bucket cannot be looked into from the pod, so on S3 the registry's catalog says.
+    """
+    if not settings.storage.on_claim:
+        with tempfile.TemporaryDirectory(prefix="registry-gc-") as ca_dir:
+            async with await _client(api, settings, Path(ca_dir)) as client:
+                return bool(await client.catalog())
     result = await _exec(pod, ["test", "-d", REPOSITORIES, "-a", "-d", BLOBS], DU_TIMEOUT)
     return result.returncode == 0
 
 
-async def _used(pod: Pod) -> int:
+async def _used(pod: Pod, settings: Settings) -> int:
+    """Bytes on the volume; 0 on S3, where they are not measured."""
+    if not settings.storage.on_claim:
+        return 0
     with step(f"measuring the storage used in pod {pod.name}", every=30):
         return parse_du_kib(await _run_in(pod, ["du", "-sk", STORAGE_ROOT], DU_TIMEOUT))
 
 
-async def _size_of(pod: Pod, digests: tuple[str, ...]) -> int:
+async def _size_of(pod: Pod, settings: Settings, digests: tuple[str, ...]) -> int:
     """What the named blobs take on disk; blobs gone meanwhile count as nothing."""
+    if not settings.storage.on_claim:
+        return 0
     total = 0
     for start in range(0, len(digests), _DU_BATCH):
         paths = [blob_dir(d) for d in digests[start : start + _DU_BATCH]]
@@ -211,6 +229,69 @@ async def _collect(pod: Pod, dry_run: bool, timeout: float) -> GcOutcome:
     what = " ".join(garbage_collect_argv(dry_run)[:-1])
     with step(f"running `{what}` in pod {pod.name} (up to {timeout:.0f}s)", every=30):
         return parse_gc_output(await _run_in(pod, garbage_collect_argv(dry_run), timeout))
+
+
+# --------------------------------------------------------------- the redis cache
+
+# distribution's blob-descriptor keys (registry/storage/cache/redis); nothing else in
+# the database is touched, so a redis shared with other users keeps their keys.
+CACHE_KEY_PATTERNS = ("blobs::*", "repository::*::blobs*")
+_FORGET_SCRIPT = (
+    "local n = 0 "
+    "for _, pattern in ipairs(ARGV) do "
+    "for _, key in ipairs(redis.call('KEYS', pattern)) do "
+    "n = n + redis.call('DEL', key) end end "
+    "return n"
+)
+# Speaks RESP through busybox nc from the registry container, whose environment
+# already holds the password: it never appears on a command line.
+_REDIS_CALL = r"""set -eu
+resp() { printf '*%d\r\n' "$#"; for a in "$@"; do printf '$%d\r\n%s\r\n' "${#a}" "$a"; done; }
+db="$1" script="$2" host="$3" port="$4"
+shift 4
+{
+  if [ -n "${REGISTRY_REDIS_PASSWORD:-}" ]; then resp AUTH "$REGISTRY_REDIS_PASSWORD"; fi
+  resp SELECT "$db"
+  resp EVAL "$script" 0 "$@"
+  resp QUIT
+} | nc -w 10 "$host" "$port"
+"""
+
+
+def forget_cache_argv(settings: Settings) -> list[str]:
+    """The command that deletes distribution's cache keys from the shared redis."""
+    host, _, port = settings.redis.address.rpartition(":")
+    return [
+        "sh",
+        "-c",
+        _REDIS_CALL,
+        "forget-cache",
+        str(settings.redis.db),
+        _FORGET_SCRIPT,
+        host.strip("[]"),
+        port,
+        *CACHE_KEY_PATTERNS,
+    ]
+
+
+def parse_forget_reply(text: str) -> int:
+    """The number of keys deleted, from redis's replies; an error reply is an error."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("-")]
+    counts = [int(line[1:]) for line in lines if line.startswith(":")]
+    if errors or len(counts) != 1:
+        raise ProvisionError(
+            f"emptying the redis cache failed: {'; '.join(errors) or 'no reply from redis'}"
+        )
+    return counts[0]
+
+
+async def _forget_cache(pod: Pod, settings: Settings) -> int:
+    """Delete distribution's cache keys from the shared redis; 0 when there is none."""
+    if not settings.redis.address:
+        return 0
+    with step(f"emptying distribution's cache in redis {settings.redis.address}"):
+        return parse_forget_reply(await _run_in(pod, forget_cache_argv(settings), DU_TIMEOUT))
 
 
 # -------------------------------------------------------------- read-only window
@@ -357,12 +438,12 @@ async def garbage_collect(
     """
     if dry_run:
         pod = await _registry_pod(api, settings, read_only=False)
-        if not await _anything_pushed(pod):
+        if not await _anything_pushed(api, settings, pod):
             return _report(_NOTHING, dry_run=True, before=0, after=0, reclaimed=0, nothing=True)
-        return await _size_up(pod, timeout)
+        return await _size_up(pod, settings, timeout)
     async with lease.held(api, settings, "invoke gc"):
         pod = await _registry_pod(api, settings, read_only=False)
-        if await _anything_pushed(pod):
+        if await _anything_pushed(api, settings, pod):
             return await _collect_while_read_only(api, settings, timeout)
         await _writable_again(api, settings)
         return _report(_NOTHING, dry_run=False, before=0, after=0, reclaimed=0, nothing=True)
@@ -375,12 +456,12 @@ async def _writable_again(api: kr8s.asyncio.Api, settings: Settings) -> None:
         await _roll_out(api, settings, deployment, "writable again")
 
 
-async def _size_up(pod: Pod, timeout: float) -> GcReport:
+async def _size_up(pod: Pod, settings: Settings, timeout: float) -> GcReport:
     """What a run would delete and about how much space that frees; the registry stays writable."""
-    used = await _used(pod)
+    used = await _used(pod, settings)
     outcome = await _collect(pod, dry_run=True, timeout=timeout)
     with step(f"sizing the {len(outcome.eligible_blobs)} blobs that would be deleted"):
-        reclaimable = await _size_of(pod, outcome.eligible_blobs)
+        reclaimable = await _size_of(pod, settings, outcome.eligible_blobs)
     return _report(outcome, dry_run=True, before=used, after=used, reclaimed=reclaimable)
 
 
@@ -394,9 +475,11 @@ async def _collect_while_read_only(
             async with read_only(api, settings, client):
                 pod = await _registry_pod(api, settings, read_only=True)
                 await failpoints.pause("gc-read-only")
-                before = await _used(pod)
+                before = await _used(pod, settings)
                 outcome = await _collect(pod, dry_run=False, timeout=timeout)
-                after = await _used(pod)
+                after = await _used(pod, settings)
+                # Before the check, which would otherwise be answered from the cache.
+                await _forget_cache(pod, settings)
                 with step("checking that every tag resolves to blobs that all exist"):
                     checked = await check_tags(client)
             read_only_seconds = time.monotonic() - started
@@ -452,6 +535,8 @@ def format_report(settings: Settings, report: GcReport) -> str:
     manifests = _count(report.manifests_deleted, "untagged manifest")
     kept = _count(report.blobs_kept, "blob")
     before, after = human_size(report.used_before), human_size(report.used_after)
+    if not settings.storage.on_claim:
+        return _format_s3_report(settings, report, blobs, manifests, kept)
     if report.nothing_pushed:
         return "nothing to collect: no image was ever pushed to this registry"
     if report.dry_run:
@@ -486,4 +571,30 @@ def mirrors_note(settings: Settings) -> str | None:
         "mirrors: not collected, none needed: each mirror deletes a cached blob, data "
         f"included, once its ttl has passed since it was fetched ({ttls}), and nothing is "
         "ever pushed to a mirror"
+    )
+
+
+def _format_s3_report(
+    settings: Settings, report: GcReport, blobs: str, manifests: str, kept: str
+) -> str:
+    """As format_report, without sizes: a bucket's usage is not measured from the pod."""
+    bucket = f"S3 bucket {settings.storage.s3.bucket} (sizes not measured)"
+    if report.nothing_pushed:
+        return "nothing to collect: no image was ever pushed to this registry"
+    if report.dry_run:
+        return "\n".join(
+            [
+                "dry run: nothing was deleted and the registry stayed writable",
+                f"  would delete {blobs} and {manifests}; {kept} in use, in {bucket}",
+            ]
+        )
+    tags = _count(report.tags_checked, "tag")
+    repositories = _count(report.repositories_checked, "repository", "repositories")
+    return "\n".join(
+        [
+            f"garbage collection done in {bucket}",
+            f"  deleted {blobs} and {manifests}; kept {kept} in use",
+            f"  checked {tags} in {repositories}: every blob they reference is there",
+            f"  read-only for {report.read_only_seconds:.1f}s; the registry accepts pushes again",
+        ]
     )

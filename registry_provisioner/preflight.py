@@ -15,9 +15,9 @@ from collections.abc import Awaitable, Callable
 import kr8s
 import kr8s.asyncio
 
-from . import access, kube, ownership, render
+from . import access, bucket, kube, ownership, render
 from .certificates import certificate_problems
-from .config import Settings
+from .config import REDIS_PASSWORD_KEY, S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY, Settings
 from .errors import PreflightError
 
 
@@ -56,6 +56,8 @@ async def _issuer_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[st
 
 
 async def _storage_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
+    if not settings.storage.on_claim:
+        return []  # no claim is made, so no StorageClass is used
     name = settings.storage.storage_class
     found = await kube.read(api, f"storageclasses/{name}", version="storage.k8s.io/v1")
     if found is not None:
@@ -162,6 +164,72 @@ async def _secret_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[st
         f"current certificate whose SANs include {settings.service.ip}"
         for problem in certificate_problems(cert_pem, [settings.service.ip])
     ]
+
+
+async def _has_keys(
+    api: kr8s.asyncio.Api, kind: str, name: str, namespace: str, keys: tuple[str, ...]
+) -> bool:
+    found = await kube.read(api, f"{kind.lower()}s/{name}", namespace=namespace)
+    return found is not None and set(keys) <= set(found.get("data") or {})
+
+
+async def _user_object_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
+    """The Secrets and ConfigMap that S3 storage and redis read are the user's: they must
+    exist, with their keys, before the pods that mount them are rolled out."""
+    ns, s3 = settings.namespace, settings.storage.s3
+    wanted: list[tuple[str, str, str, tuple[str, ...], str]] = []
+    if settings.storage.backend == "s3":
+        keys = (S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY)
+        hint = (
+            f"kubectl -n {ns} create secret generic {s3.credentials_secret} "
+            f"--from-file={keys[0]}=... --from-file={keys[1]}=..."
+        )
+        wanted.append(
+            ("storage.s3.credentials_secret", "Secret", s3.credentials_secret, keys, hint)
+        )
+        if s3.ca_configmap:
+            hint = f"kubectl -n {ns} create configmap {s3.ca_configmap} --from-file=ca.crt=..."
+            wanted.append(
+                ("storage.s3.ca_configmap", "ConfigMap", s3.ca_configmap, ("ca.crt",), hint)
+            )
+    if settings.redis.password_secret:
+        secret = settings.redis.password_secret
+        hint = (
+            f"kubectl -n {ns} create secret generic {secret} --from-file={REDIS_PASSWORD_KEY}=..."
+        )
+        wanted.append(("redis.password_secret", "Secret", secret, (REDIS_PASSWORD_KEY,), hint))
+    found = await asyncio.gather(
+        *(_has_keys(api, kind, name, ns, keys) for _, kind, name, keys, _ in wanted)
+    )
+    return [
+        f"{field}: {kind} {name!r} with key(s) {', '.join(keys)} not found in namespace {ns}: "
+        f"create it ({hint})"
+        for (field, kind, name, keys, hint), ok in zip(wanted, found, strict=True)
+        if not ok
+    ]
+
+
+async def _bucket_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
+    """The bucket exists and the Secret's credentials may write to it, where the
+    endpoint answers from here (a missing Secret is _user_object_problems' to report)."""
+    if settings.storage.backend != "s3":
+        return []
+    s3, ns = settings.storage.s3, settings.namespace
+    secret = await kube.read(api, f"secrets/{s3.credentials_secret}", namespace=ns)
+    data = (secret or {}).get("data") or {}
+    if not {S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY} <= set(data):
+        return []
+    login = bucket.Login(
+        base64.b64decode(data[S3_ACCESS_KEY_ID]).decode(),
+        base64.b64decode(data[S3_SECRET_ACCESS_KEY]).decode(),
+    )
+    ca_pem = ""
+    if s3.ca_configmap:
+        ca = await kube.read(api, f"configmaps/{s3.ca_configmap}", namespace=ns)
+        ca_pem = ((ca or {}).get("data") or {}).get("ca.crt", "")
+        if not ca_pem:
+            return []  # reported by _user_object_problems
+    return await bucket.bucket_problems(s3, login, ca_pem) or []
 
 
 async def _namespace_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
@@ -315,6 +383,8 @@ async def run_preflight(
         _ip_problems,
         _pool_problems,
         _secret_problems,
+        _user_object_problems,
+        _bucket_problems,
         _namespace_problems,
         _mirror_problems,
     )

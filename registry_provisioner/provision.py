@@ -372,14 +372,17 @@ def _readiness(api: kr8s.asyncio.Api, settings: Settings) -> list[_Readiness]:
                 kube.condition_is("Ready"),
             )
         )
+    if settings.storage.on_claim:  # on S3 there is no claim to wait for
+        steps.append(
+            _Readiness(
+                f"PersistentVolumeClaim {settings.storage.claim_name} to be Bound",
+                "persistentvolumeclaims",
+                settings.storage.claim_name,
+                kube.field_is("status.phase", "Bound"),
+            )
+        )
     return [
         *steps,
-        _Readiness(
-            f"PersistentVolumeClaim {settings.storage.claim_name} to be Bound",
-            "persistentvolumeclaims",
-            settings.storage.claim_name,
-            kube.field_is("status.phase", "Bound"),
-        ),
         _Readiness(
             f"Deployment {settings.name} to roll out",
             "deployments",
@@ -442,7 +445,9 @@ async def wait_ready(
 
     if all(await asyncio.gather(*(holds(step) for step in steps))):
         return  # a re-run: one round of reads at once, not a wait on each in turn
-    binds_now = await _binds_immediately(api, settings.storage.storage_class)
+    binds_now = settings.storage.on_claim and await _binds_immediately(
+        api, settings.storage.storage_class
+    )
     for step in steps:
         if step.kind == "persistentvolumeclaims" and not binds_now:
             continue  # it binds once the pod is scheduled: the rollout's wait covers it

@@ -22,7 +22,14 @@ import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from . import ownership, proxy
-from .config import UPSTREAM_PORT, MirrorSettings, Settings
+from .config import (
+    REDIS_PASSWORD_KEY,
+    S3_ACCESS_KEY_ID,
+    S3_SECRET_ACCESS_KEY,
+    UPSTREAM_PORT,
+    MirrorSettings,
+    Settings,
+)
 from .credentials import ADMIN_HASH_KEY, PULL_HASH_KEY, Credentials
 from .errors import ProvisionError
 from .logins import dockerconfigjson
@@ -54,10 +61,11 @@ APPLY_ORDER: tuple[tuple[str, Callable[[Settings], bool]], ...] = (
     ("tls-secret.yaml.j2", lambda s: s.tls.mode == "self-signed"),
     ("auth-secret.yaml.j2", _always),
     ("registry-config.yaml.j2", _always),
-    ("pvc.yaml.j2", _always),
+    ("pvc.yaml.j2", lambda s: s.storage.on_claim),
     # Before the pods it guards, so none runs unguarded; deleted after them.
     ("network-policy.yaml.j2", _always),
     ("deployment.yaml.j2", _always),
+    ("pod-disruption-budget.yaml.j2", _always),
     ("service.yaml.j2", _always),
     ("mirrors.yaml.j2", lambda s: bool(s.mirrors)),
     ("pull-secrets.yaml.j2", _always),
@@ -234,6 +242,11 @@ def _context(
         "proxy_config": proxy_config,
         "serve_script": serve_script,
         "hash_keys": {"admin": ADMIN_HASH_KEY, "pull": PULL_HASH_KEY},
+        "s3_keys": {
+            "access_key_id": S3_ACCESS_KEY_ID,
+            "secret_access_key": S3_SECRET_ACCESS_KEY,
+            "redis_password": REDIS_PASSWORD_KEY,
+        },
         # A new hash or certificate must reach the proxy, which reads them only at start.
         "config_checksum": _checksum(
             registry_config,

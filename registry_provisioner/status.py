@@ -155,6 +155,8 @@ def _state(found) -> str:
 
 
 async def _storage_used(api: kr8s.asyncio.Api, settings: Settings) -> str:
+    if not settings.storage.on_claim:
+        return f"in S3 bucket {settings.storage.s3.bucket} (not measured)"
     registry_pods = await kube.get_all(
         api,
         "pods",

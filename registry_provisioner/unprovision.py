@@ -7,12 +7,13 @@ that carries one of our names is left as it is and reported.
 from __future__ import annotations
 
 import asyncio
+import base64
 
 import kr8s
 import kr8s.asyncio
 
-from . import kube, node_trust, ownership, render
-from .config import Settings
+from . import bucket, kube, node_trust, ownership, render
+from .config import S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY, Settings
 from .credentials import ca_secret_name
 
 LEFT_FOREIGN = "left alone: this install did not create it"
@@ -92,7 +93,43 @@ async def unprovision(
     for namespace in daemonsets:
         # The pods keep the node files when they stop; they empty them before they go.
         report += await node_trust.remove_files(api, settings, namespace=namespace)
-    return deleted + await kube.delete_manifests(api, ours) + report
+    deleted += await kube.delete_manifests(api, ours)
+    if purge and settings.storage.backend == "s3":
+        report.append(await _empty_bucket_prefix(api, settings))
+    return deleted + report
+
+
+async def _empty_bucket_prefix(api: kr8s.asyncio.Api, settings: Settings) -> kube.Change:
+    """Purge on S3: delete what distribution wrote under root_directory, never the bucket.
+
+    Runs after the registry pods are gone, with the user's credentials Secret (which
+    purge leaves alone); an endpoint that does not answer from here is reported, not guessed.
+    """
+    s3 = settings.storage.s3
+    where = f"{s3.bucket}/{bucket.storage_prefix(s3)}"
+    secret = await kube.read(api, f"secrets/{s3.credentials_secret}", namespace=settings.namespace)
+    data = (secret or {}).get("data") or {}
+    if not {S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY} <= set(data):
+        action = (
+            f"left: Secret {s3.credentials_secret} is gone, so the objects could not be deleted"
+        )
+        return kube.Change("S3 objects", where, None, action)
+    login = bucket.Login(
+        base64.b64decode(data[S3_ACCESS_KEY_ID]).decode(),
+        base64.b64decode(data[S3_SECRET_ACCESS_KEY]).decode(),
+    )
+    ca_pem = ""
+    if s3.ca_configmap:
+        ca = await kube.read(api, f"configmaps/{s3.ca_configmap}", namespace=settings.namespace)
+        ca_pem = ((ca or {}).get("data") or {}).get("ca.crt", "")
+    try:
+        count = await bucket.empty_prefix(s3, login, ca_pem)
+    except OSError as error:
+        return kube.Change("S3 objects", where, None, f"left: {error}")
+    if count is None:
+        action = f"left: {bucket.endpoint_url(s3)} does not answer from here; delete them there"
+        return kube.Change("S3 objects", where, None, action)
+    return kube.Change("S3 objects", where, None, f"deleted ({count}; the bucket stays)")
 
 
 # A mirror's objects, in apply order (deletion walks them backwards).

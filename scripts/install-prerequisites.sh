@@ -10,6 +10,8 @@ debian_packages=(
   ipset                                         # kube-router's NetworkPolicy enforcement
   umoci busybox-static                          # building the cluster's images without Docker
   skopeo                                        # a real OCI client for the tests and the demo
+  redis-server                                  # copied into the cluster's redis image (the
+                                                # replicas' shared cache); never run as a service
   docker.io                                     # the client README tells users to run; tests start
                                                 # their own dockerd, never the packaged service
 )

@@ -110,11 +110,16 @@ async def registry_pod_meter(api: kr8s.asyncio.Api, settings: Settings) -> PodMe
     )
     if len(pods) != 1:
         raise LookupError(f"expected one running registry pod, found {len(pods)}")
-    raw = pods[0].raw
+    return meter_for(api, pods[0].raw)
+
+
+def meter_for(api: kr8s.asyncio.Api, raw: dict) -> PodMeter:
+    """A meter for one pod: its cgroup files when this host is its node, else the summary API."""
     cpuacct, memory = cgroup_dirs(raw["metadata"]["uid"], raw["status"].get("qosClass", ""))
     if (cpuacct / "cpuacct.usage").exists() and (memory / "memory.usage_in_bytes").exists():
         return CgroupMeter(cpuacct, memory)
-    return SummaryMeter(api, raw["spec"]["nodeName"], settings.namespace, pods[0].name)
+    meta = raw["metadata"]
+    return SummaryMeter(api, raw["spec"]["nodeName"], meta["namespace"], meta["name"])
 
 
 async def idle_usage(meter: PodMeter, seconds: float) -> tuple[float, int]:

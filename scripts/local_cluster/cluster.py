@@ -147,7 +147,7 @@ def up() -> Path:
         processes.start(control_plane.containerd(node))
         socket = node.containerd_socket
         poll_while_running("containerd's socket", socket.exists, 60, processes, "containerd")
-        with step("importing the pause, helper and registry images into containerd"):
+        with step("importing the cluster's images into containerd"):
             images.import_images(socket, archives)
         processes.start(control_plane.kubelet(kube, node, pki))
         processes.start(control_plane.kube_proxy(kube, node))

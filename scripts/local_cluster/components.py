@@ -119,6 +119,19 @@ def conformance() -> GoComponent:
     )
 
 
+def versitygw() -> GoComponent:
+    """versitygw, an S3 gateway over a POSIX directory: the object store of the scale-out tests."""
+    package = "github.com/versity/versitygw/cmd/versitygw"
+    return GoComponent(
+        name="versitygw",
+        requires={"github.com/versity/versitygw": versions.VERSITYGW},
+        package=package,
+        ldflags=(f"-X main.Version={versions.VERSITYGW}",),
+        # The module itself declares go 1.25.0; ours may not be older.
+        go_directive="1.25.0",
+    )
+
+
 def metallb() -> GoComponent:
     """MetalLB's controller alone: it assigns LoadBalancer IPs, nothing needs announcing."""
     # v0.15.2's go.mod has no replace lines, so its main builds from a plain require.

@@ -226,6 +226,63 @@ def caddy_layer(root: Path) -> None:
         _install(CA_BUNDLE, root / "etc" / "ssl" / "certs" / "ca-certificates.crt", 0o644)
 
 
+def versitygw_layer(root: Path) -> None:
+    """The S3 gateway, and the directory it serves buckets from (a volume in the pod)."""
+    _install(build.build(components.versitygw()), root / "usr" / "bin" / "versitygw", 0o755)
+    (root / "data").mkdir()
+
+
+REDIS_SERVER = Path("/usr/bin/redis-server")
+
+
+def redis_files() -> list[Path]:
+    """Debian's redis-server and every shared library it loads, as this machine has them.
+
+    The package's binary is dynamically linked; its libraries (and the loader) go into
+    the image at the same paths, which is all a dynamically linked program needs.
+    """
+    out = subprocess.run(
+        ["ldd", str(REDIS_SERVER)], check=True, capture_output=True, text=True
+    ).stdout
+    libraries = {Path(word) for word in out.split() if word.startswith("/")}
+    return [REDIS_SERVER.resolve(), *sorted(libraries)]
+
+
+def redis_layer(root: Path) -> None:
+    """redis-server at Debian's path, with the libraries it links at theirs."""
+    binary, *libraries = redis_files()
+    _install(binary, root / "usr" / "bin" / "redis-server", 0o755)
+    for library in libraries:
+        _install(library.resolve(), root / library.relative_to("/"), 0o755)
+    (root / "data").mkdir()
+
+
+def versitygw_image() -> ImageSpec:
+    """An S3-compatible server for the scale-out tests (issue 17), from its Go module."""
+    return ImageSpec(
+        name=versions.VERSITYGW_IMAGE,
+        layers=(busybox_layer, versitygw_layer),
+        inputs=(BUSYBOX, build.build(components.versitygw())),
+        texts=(PASSWD, GROUP),
+        entrypoint=("/usr/bin/versitygw",),
+        user="65534:65534",
+        exposed_ports=("7070/tcp",),
+    )
+
+
+def redis_image() -> ImageSpec:
+    """Debian's redis server: the shared cache of several registry replicas (issue 17)."""
+    return ImageSpec(
+        name=versions.REDIS_IMAGE,
+        layers=(busybox_layer, redis_layer),
+        inputs=(BUSYBOX, *redis_files()),
+        texts=(PASSWD, GROUP),
+        entrypoint=("/usr/bin/redis-server",),
+        user="65534:65534",
+        exposed_ports=("6379/tcp",),
+    )
+
+
 def pause_image() -> ImageSpec:
     return ImageSpec(
         name=versions.PAUSE_IMAGE,
@@ -297,13 +354,23 @@ def caddy_image() -> ImageSpec:
 
 
 def image_specs() -> list[ImageSpec]:
-    return [
+    specs = [
         pause_image(),
         helper_image(),
         registry_image(),
         caddy_image(),
         notebook_registry_image(),
+        versitygw_image(),
     ]
+    if REDIS_SERVER.exists():
+        specs.append(redis_image())
+    else:  # only the scale-out tests need it; the rest of the cluster comes up without it
+        print(
+            f"note: no {REDIS_SERVER} (Debian's redis-server), so no redis image: "
+            "run scripts/install-prerequisites.sh",
+            flush=True,
+        )
+    return specs
 
 
 def _umoci(*args: str) -> None:
@@ -394,7 +461,7 @@ def build_image(spec: ImageSpec) -> Path:
 
 
 def build_images() -> list[Path]:
-    """Build (or reuse) the pause, helper, registry, proxy and registry:2 image archives."""
+    """Build (or reuse) every image archive the cluster imports."""
     return [build_image(spec) for spec in image_specs()]
 
 

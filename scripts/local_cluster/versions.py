@@ -32,6 +32,12 @@ KUBE_ROUTER_SUMS = (
 # helm, for the bench's peer figure (the twuni chart's install path). Its
 # go.mod has no replace lines, so it builds from a plain require.
 HELM = "v3.22.0"
+# The S3-compatible object store the scale-out tests put the registry's images in
+# (Apache-2.0; its go.mod has no replace lines, so it builds from a plain require).
+VERSITYGW = "v1.8.0"
+# The shared blob-descriptor cache of several registry replicas: Debian's redis
+# server package, copied into an image with the libraries it links.
+REDIS_DEB = "redis-server"
 # The OCI distribution-spec conformance suite has no release tags for its Go
 # module; the proxy serves only this pseudo-version (its `@latest`).
 OCI_CONFORMANCE = "v0.0.0-20260831232431-97274622c111"
@@ -45,6 +51,8 @@ CADDY_IMAGE = "docker.io/library/caddy:2.11.9"
 NOTEBOOK_REGISTRY_IMAGE = "docker.io/library/registry:2"
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 HELPER_IMAGE = "local.test/busybox:static"
+VERSITYGW_IMAGE = f"local.test/versitygw:{VERSITYGW}"
+REDIS_IMAGE = "local.test/redis:debian"
 
 # The k3s lane (`invoke cluster.up --k3s`): k3s built from its source tree, which the
 # proxy does not serve (paths.K3S_SOURCE), at this release and commit. Its go.sum pins

@@ -28,6 +28,11 @@ DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
 class ChunkedClient(RegistryClient):
     """RegistryClient plus PATCH-chunked uploads and streamed, end-verified downloads."""
 
+    def reconnect_each_request(self) -> None:
+        """Ask for a new connection per request, so a Service balances every request
+        (each chunk of an upload, too) across the replicas behind it."""
+        self._http.headers["Connection"] = "close"
+
     async def push_blob_in_chunks(
         self,
         repo: str,

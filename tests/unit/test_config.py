@@ -175,6 +175,12 @@ def test_parse_quantity_rejects(text: str) -> None:
     assert parse_quantity(text) is None
 
 
+_S3 = {
+    "storage.backend": "s3",
+    "storage.s3.bucket": "registry-images",
+    "storage.s3.credentials_secret": "s3-login",
+}
+
 # (overrides, field named in the message, words the message must contain)
 BAD_CONFIGS: list[tuple[dict[str, Any], str, list[str]]] = [
     ({"namespace": "Docker_Registry"}, "namespace", ["DNS-1123 label"]),
@@ -182,6 +188,45 @@ BAD_CONFIGS: list[tuple[dict[str, Any], str, list[str]]] = [
     ({"name": "-registry"}, "name", ["DNS-1123 label"]),
     ({"replicas": 0}, "replicas", ["at least 1"]),
     ({"replicas": 3}, "replicas", ["ReadWriteMany", "share the same storage", "ReadWriteOnce"]),
+    ({"replicas": 3}, "replicas", ["storage.backend is s3"]),
+    ({"storage.backend": "S3"}, "storage.backend", ["one of filesystem, s3"]),
+    ({"storage.backend": "s3"}, "storage.s3.bucket", ["existing S3 bucket", "backend is s3"]),
+    (
+        {"storage.backend": "s3"},
+        "storage.s3.credentials_secret",
+        ["existing Secret", "access-key-id", "secret-access-key"],
+    ),
+    ({**_S3, "storage.s3.bucket": "Images"}, "storage.s3.bucket", ["lowercase"]),
+    ({**_S3, "storage.s3.endpoint": "s3.lan:9000"}, "storage.s3.endpoint", ["http(s)://"]),
+    ({**_S3, "storage.s3.endpoint": "http://s3.lan/b"}, "storage.s3.endpoint", ["without a path"]),
+    (
+        {**_S3, "storage.s3.endpoint": "http://s3.lan:9000"},
+        "storage.s3.secure",
+        ["false for an http endpoint"],
+    ),
+    (
+        {
+            **_S3,
+            "storage.s3.endpoint": "http://s3.lan:9000",
+            "storage.s3.secure": False,
+            "storage.s3.ca_configmap": "s3-ca",
+        },
+        "storage.s3.ca_configmap",
+        ["only used over https"],
+    ),
+    ({**_S3, "storage.s3.chunk_size": "1Mi"}, "storage.s3.chunk_size", ["from 5Mi"]),
+    ({**_S3, "storage.s3.chunk_size": "2Gi"}, "storage.s3.chunk_size", ["below 2Gi"]),
+    ({**_S3, "storage.s3.root_directory": "registry"}, "storage.s3.root_directory", ["/registry"]),
+    (
+        {**_S3, "storage.s3.credentials_secret": "docker-registry-auth"},
+        "storage.s3.credentials_secret",
+        ["not one this install writes"],
+    ),
+    ({**_S3, "storage.s3.secure": 1}, "storage.s3.secure", ["true or false"]),
+    ({"redis.address": "redis"}, "redis.address", ["host:port"]),
+    ({"redis.address": "redis:99999"}, "redis.address", ["host:port"]),
+    ({"redis.db": 16}, "redis.db", ["0 to 15"]),
+    ({"redis.password_secret": "redis-login"}, "redis.password_secret", ["redis.address"]),
     ({"replicas": "three"}, "replicas", ["whole number"]),
     ({"replicas": True}, "replicas", ["whole number"]),
     ({"image": "docker.io/library/registry"}, "image", ["pinned tag or digest"]),
@@ -360,6 +405,14 @@ def test_mirrors_load_with_their_defaults_and_derived_names() -> None:
     assert settings.mirror_name(lan) == "docker-registry-mirror-upstream-lan-5000"
     assert settings.mirror_url(hub) == "https://192.168.1.240:5002"
     assert settings.node_mirror_dir(hub).endswith("/containerd/certs.d/docker.io")
+
+
+def test_s3_allows_replicas_on_any_access_mode() -> None:
+    settings = load_settings(None, {**_S3, "replicas": 3, "redis.address": "redis.r.svc:6379"})
+    assert settings.replicas == 3
+    assert settings.deployment_strategy == "RollingUpdate"
+    assert not settings.storage.on_claim
+    assert settings.storage.s3.chunk_bytes == 10 * 1024 * 1024
 
 
 @pytest.mark.parametrize(

@@ -143,6 +143,18 @@ VARIANTS: dict[str, dict[str, Any]] = {
             },
         ],
     },
+    "s3-scale-out": {
+        "replicas": 3,
+        "storage.backend": "s3",
+        "storage.s3.endpoint": "https://s3.store.svc:7070",
+        "storage.s3.bucket": "registry-images",
+        "storage.s3.credentials_secret": "s3-login",
+        "storage.s3.ca_configmap": "s3-ca",
+        "storage.s3.root_directory": "/registry",
+        "redis.address": "redis.store.svc:6379",
+        "redis.password_secret": "redis-login",
+        "redis.db": 2,
+    },
     "ipv6-no-extras": {
         "service.ip": "fd00::62",
         "node_trust.enabled": False,
@@ -215,6 +227,7 @@ def test_apply_order_for_defaults() -> None:
         ("PersistentVolumeClaim", "docker-registry-pvc"),
         ("NetworkPolicy", "docker-registry"),
         ("Deployment", "docker-registry"),
+        ("PodDisruptionBudget", "docker-registry"),
         ("Service", "docker-registry-service"),
         ("Secret", "docker-registry-pull"),
         ("ConfigMap", "docker-registry-ca"),
@@ -230,8 +243,8 @@ def test_everything_a_workload_uses_comes_before_it(variant: str) -> None:
     objs = render_manifests(settings, _creds(settings))
     position = {(o["kind"], o["metadata"]["name"]): i for i, o in enumerate(objs)}
     assert position[("Namespace", settings.namespace)] == 0
-    # The user makes these before provision, as the upstream's CA.
-    theirs = {m.ca_config_map for m in settings.mirrors}
+    # The user makes these before provision: an upstream's CA, the S3 endpoint's CA.
+    theirs = {m.ca_config_map for m in settings.mirrors} | {settings.storage.s3.ca_configmap}
     for workload in (o for o in objs if o["kind"] in ("Deployment", "DaemonSet")):
         here = position[(workload["kind"], workload["metadata"]["name"])]
         for volume in workload["spec"]["template"]["spec"]["volumes"]:
@@ -895,3 +908,115 @@ def test_nodes_trust_a_private_upstream_for_the_fallback() -> None:
     lan_dir = settings.node_mirror_dir(settings.mirrors[1])
     assert f'ca = "{lan_dir}/upstream-ca.crt"' in env["HOSTS_TOML_1"].split("[host.")[0]
     assert "upstream-ca.crt" not in env["HOSTS_TOML_0"]  # Docker Hub: the public roots
+
+
+S3_SCALE_OUT = VARIANTS["s3-scale-out"]
+
+
+def _distribution_config(objs: list[dict[str, Any]]) -> dict[str, Any]:
+    config_map = _find(objs, "ConfigMap", "docker-registry-config")
+    return yaml.safe_load(config_map["data"]["config.yml"])
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_s3_storage_config_has_no_secret_and_no_redirect() -> None:
+    settings = _settings(**S3_SCALE_OUT)
+    objs = render_manifests(settings, _creds(settings))
+    config = _distribution_config(objs)
+    assert "filesystem" not in config["storage"]
+    assert config["storage"]["s3"] == {
+        "regionendpoint": "https://s3.store.svc:7070",
+        "region": "us-east-1",
+        "bucket": "registry-images",
+        "forcepathstyle": True,
+        "secure": True,
+        "v4auth": True,
+        "chunksize": 10 * 1024 * 1024,
+        "rootdirectory": "/registry",
+    }
+    assert config["storage"]["redirect"] == {"disable": True}
+    assert config["storage"]["cache"] == {"blobdescriptor": "redis"}
+    assert config["redis"]["addrs"] == ["redis.store.svc:6379"]
+    assert config["redis"]["db"] == 2
+    # Credentials reach the pod from the user's Secrets only, never through the ConfigMap.
+    text = _find(objs, "ConfigMap", "docker-registry-config")["data"]["config.yml"]
+    for key in ("password:", "accesskey:", "secretkey:"):
+        assert key not in text
+
+
+def test_s3_redirect_can_be_switched_on() -> None:
+    settings = _settings(**{**S3_SCALE_OUT, "storage.s3.redirect": True})
+    assert _distribution_config(render_manifests(settings, None))["storage"]["redirect"] == {
+        "disable": False
+    }
+
+
+def test_s3_scale_out_pod_reads_its_secrets_and_ca_and_mounts_no_claim() -> None:
+    objs = render_manifests(_settings(**S3_SCALE_OUT), None)
+    assert not [o for o in objs if o["kind"] == "PersistentVolumeClaim"]
+    spec = _pod_spec(objs)
+    registry = spec["containers"][1]
+    env = _env(registry)
+    assert env["AWS_ACCESS_KEY_ID"] == {
+        "secretKeyRef": {"name": "s3-login", "key": "access-key-id"}
+    }
+    assert env["AWS_SECRET_ACCESS_KEY"] == {
+        "secretKeyRef": {"name": "s3-login", "key": "secret-access-key"}
+    }
+    assert env["REGISTRY_REDIS_PASSWORD"] == {
+        "secretKeyRef": {"name": "redis-login", "key": "password"}
+    }
+    assert env["SSL_CERT_DIR"] == "/etc/ssl/certs:/etc/registry-s3-ca"
+    mounts = {m["name"]: m["mountPath"] for m in registry["volumeMounts"]}
+    assert "data" not in mounts and mounts["s3-ca"] == "/etc/registry-s3-ca"
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert "data" not in volumes
+    assert volumes["s3-ca"]["configMap"]["name"] == "s3-ca"
+
+
+def test_s3_scale_out_rolls_without_unavailability_and_spreads() -> None:
+    objs = render_manifests(_settings(**S3_SCALE_OUT), None)
+    deployment = _find(objs, "Deployment")
+    assert deployment["spec"]["replicas"] == 3
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    [spread] = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    assert spread["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    for container in deployment["spec"]["template"]["spec"]["containers"]:
+        assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    budget = _find(objs, "PodDisruptionBudget")
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert budget["spec"]["selector"] == deployment["spec"]["selector"]
+
+
+def test_one_replica_has_no_spread_and_keeps_its_claim() -> None:
+    objs = render_manifests(Settings(), None)
+    spec = _pod_spec(objs)
+    assert "topologySpreadConstraints" not in spec
+    assert not [c for c in spec["containers"] if "lifecycle" in c]
+    assert _find(objs, "PersistentVolumeClaim")
+    config = _distribution_config(objs)
+    assert config["storage"]["filesystem"] == {"rootdirectory": "/var/lib/registry"}
+    assert "redis" not in config and "cache" not in config["storage"]
+    assert not {"AWS_ACCESS_KEY_ID", "REGISTRY_REDIS_PASSWORD"} & set(_env(spec["containers"][1]))
+
+
+def test_redis_without_password_sets_no_password_env() -> None:
+    settings = _settings(**{"redis.address": "redis.store.svc:6379"})
+    objs = render_manifests(settings, None)
+    assert "REGISTRY_REDIS_PASSWORD" not in _env(_pod_spec(objs)["containers"][1])
+    assert _distribution_config(objs)["storage"]["cache"] == {"blobdescriptor": "redis"}
+
+
+def test_storage_change_rolls_the_pods() -> None:
+    checksum = _find(render_manifests(Settings(), None), "Deployment")["spec"]["template"][
+        "metadata"
+    ]["annotations"][CHECKSUM_ANNOTATION]
+    s3 = _find(render_manifests(_settings(**S3_SCALE_OUT), None), "Deployment")
+    assert s3["spec"]["template"]["metadata"]["annotations"][CHECKSUM_ANNOTATION] != checksum
