@@ -139,16 +139,8 @@ def blob_dir(digest: str) -> str:
 
 async def _registry_pod(api: kr8s.asyncio.Api, settings: Settings, *, read_only: bool) -> Pod:
     """A running registry pod to exec in; when collecting, one that is read-only."""
-    pods = await kube.get_all(
-        api,
-        "pods",
-        namespace=settings.namespace,
-        label_selector=render.component_selector(settings, "registry"),
-        field_selector="status.phase=Running",
-    )
-    for pod in pods:
-        if pod.raw["metadata"].get("deletionTimestamp"):
-            continue
+    selector = render.component_selector(settings, "registry")
+    for pod in await kube.running_pods(api, settings.namespace, selector):
         if read_only and not maintenance.pod_is_read_only(pod.raw):
             continue
         return pod

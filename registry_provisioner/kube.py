@@ -408,6 +408,18 @@ async def get_all(api: kr8s.asyncio.Api, kind: str, *names: str, **selectors: An
         return []
 
 
+async def running_pods(api: kr8s.asyncio.Api, namespace: str, label_selector: str) -> list:
+    """The pods that run and are not being deleted: the ones to exec in, measure or count."""
+    pods = await get_all(
+        api,
+        "pods",
+        namespace=namespace,
+        label_selector=label_selector,
+        field_selector="status.phase=Running",
+    )
+    return [pod for pod in pods if not pod.raw["metadata"].get("deletionTimestamp")]
+
+
 async def events_about(
     api: kr8s.asyncio.Api, namespace: str, name: str, kind: str | None = None
 ) -> list[dict]:

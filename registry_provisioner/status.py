@@ -78,13 +78,7 @@ def _counts_line(counts: dict[str, dict[str, int]]) -> str:
 
 async def _mirror_pod(api: kr8s.asyncio.Api, settings: Settings, mirror: MirrorSettings):
     selector = render.mirror_pod_selector(settings, mirror)
-    pods = await kube.get_all(
-        api,
-        "pods",
-        namespace=settings.namespace,
-        label_selector=selector,
-        field_selector="status.phase=Running",
-    )
+    pods = await kube.running_pods(api, settings.namespace, selector)
     return pods[0] if pods else None
 
 
@@ -157,13 +151,8 @@ def _state(found) -> str:
 async def _storage_used(api: kr8s.asyncio.Api, settings: Settings) -> str:
     if not settings.storage.on_claim:
         return f"in S3 bucket {settings.storage.s3.bucket} (not measured)"
-    registry_pods = await kube.get_all(
-        api,
-        "pods",
-        namespace=settings.namespace,
-        label_selector=render.component_selector(settings, "registry"),
-        field_selector="status.phase=Running",
-    )
+    selector = render.component_selector(settings, "registry")
+    registry_pods = await kube.running_pods(api, settings.namespace, selector)
     if not registry_pods:
         return "unknown (no running registry pod)"
     # The volume is mounted into distribution's container only, not the proxy's.

@@ -100,14 +100,8 @@ def cgroup_dirs(uid: str, qos_class: str, root: Path = CGROUP_ROOT) -> tuple[Pat
 
 async def registry_pod_meter(api: kr8s.asyncio.Api, settings: Settings) -> PodMeter:
     """A meter for the running registry pod (not the node-trust pods)."""
-    selector = {**render.selector_labels(settings, "registry")}
-    pods = await kube.get_all(
-        api,
-        "pods",
-        namespace=settings.namespace,
-        label_selector=",".join(f"{k}={v}" for k, v in selector.items()),
-        field_selector="status.phase=Running",
-    )
+    selector = render.component_selector(settings, "registry")
+    pods = await kube.running_pods(api, settings.namespace, selector)
     if len(pods) != 1:
         raise LookupError(f"expected one running registry pod, found {len(pods)}")
     return meter_for(api, pods[0].raw)

@@ -62,14 +62,8 @@ class Side:
 async def _replica_meters(
     api: kr8s.asyncio.Api, settings: Settings
 ) -> dict[str, pod_cost.PodMeter]:
-    pods = await kube.get_all(
-        api,
-        "pods",
-        namespace=settings.namespace,
-        label_selector=render.component_selector(settings, "registry"),
-        field_selector="status.phase=Running",
-    )
-    pods = [p for p in pods if not p.raw["metadata"].get("deletionTimestamp")]
+    selector = render.component_selector(settings, "registry")
+    pods = await kube.running_pods(api, settings.namespace, selector)
     if len(pods) != settings.replicas:
         raise BenchError(f"expected {settings.replicas} registry pods, found {len(pods)}")
     return {pod.name: pod_cost.meter_for(api, pod.raw) for pod in pods}

@@ -156,14 +156,7 @@ async def counts(api: kr8s.asyncio.Api, registry: Registry) -> dict[str, dict[st
 
 
 async def mirror_exec(api: kr8s.asyncio.Api, registry: Registry, command: str) -> str:
-    selector = "app.kubernetes.io/component=mirror"
-    pods = await kube.get_all(
-        api,
-        "pods",
-        namespace=registry.namespace,
-        label_selector=selector,
-        field_selector="status.phase=Running",
-    )
+    pods = await kube.running_pods(api, registry.namespace, "app.kubernetes.io/component=mirror")
     result = await pods[0].exec(["sh", "-c", command], container="registry", check=False)
     return result.stdout.decode()
 

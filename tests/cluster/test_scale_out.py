@@ -127,14 +127,8 @@ async def _push_chunked(client: ChunkedClient, repo: str, image: Image) -> None:
 
 async def _registry_pods(api: kr8s.asyncio.Api) -> list[Pod]:
     settings = load_settings(None, {"namespace": NAMESPACE})
-    pods = await kube.get_all(
-        api,
-        "pods",
-        namespace=NAMESPACE,
-        label_selector=render.component_selector(settings, "registry"),
-        field_selector="status.phase=Running",
-    )
-    return [p for p in pods if not p.raw["metadata"].get("deletionTimestamp")]
+    selector = render.component_selector(settings, "registry")
+    return await kube.running_pods(api, NAMESPACE, selector)
 
 
 async def _patches_by_pod(api: kr8s.asyncio.Api) -> dict[str, set[str]]:
