@@ -115,7 +115,17 @@ async def missing_rights(
     """
     if manifests is None:
         manifests = render.render_manifests(settings, None)
-    wanted = required_rights(settings, manifests)
+    return await lacking(api, required_rights(settings, manifests))
+
+
+def takeover_rights(settings: Settings) -> list[Right]:
+    """What taking over the notebook's registry uses beyond a provision: the one-off pod
+    that hands its files to the registry's user (the other objects are kinds we manage)."""
+    return [(settings.namespace, "", "pods", verb) for verb in ("create", "get", "watch", "delete")]
+
+
+async def lacking(api: kr8s.asyncio.Api, wanted: list[Right]) -> list[str]:
+    """The rights among `wanted` that the kubeconfig's user lacks, one line per resource."""
     namespaces = sorted({namespace for namespace, *_ in wanted if namespace})
     found = await asyncio.gather(*(_rules(api, namespace) for namespace in namespaces))
     rules = dict(zip(namespaces, found, strict=True))

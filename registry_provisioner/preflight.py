@@ -351,7 +351,8 @@ async def _pod_security_problems(
     return problems
 
 
-def _refuse(problems: list[str]) -> None:
+def refuse(problems: list[str]) -> None:
+    """Raise one PreflightError listing `problems`, if there are any."""
     if problems:
         raise PreflightError("preflight failed, nothing was changed:\n  " + "\n  ".join(problems))
 
@@ -372,7 +373,7 @@ async def run_preflight(
     await kube.check_reachable(api)
     # One preview render serves the rights, Pod Security and ownership checks alike.
     manifests = render.render_manifests(settings, None)
-    _refuse(await access.missing_rights(api, settings, manifests))
+    refuse(await access.missing_rights(api, settings, manifests))
     if settle is not None:
         settled = await settle(settings)
         if settled != settings:
@@ -394,5 +395,5 @@ async def run_preflight(
         _pod_security_problems(api, settings, manifests),
         ownership.takeover_problems(api, settings, manifests, adopt=adopt),
     )
-    _refuse([problem for problems in found for problem in problems])
+    refuse([problem for problems in found for problem in problems])
     return settings

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import kr8s.asyncio
 
-from . import kube, lease, maintenance, node_trust, notebook, ownership, render, unprovision
+from . import access, kube, lease, maintenance, node_trust, notebook, ownership, render, unprovision
 from .config import Settings
 from .credentials import Credentials, credentials_for, tls_secret_value, write_client_ca
 from .errors import ProvisionError, RegistryError
 from .oci_client import RegistryClient
-from .preflight import run_preflight
+from .preflight import refuse, run_preflight
 from .waiting import READY_TIMEOUT, all_of, diagnose_pods, poll, wait_for
 
 
@@ -58,6 +58,7 @@ async def provision(
         settings = notebook.adopting(settings, found)
         if not adopt:
             raise notebook.refusal(settings, found)
+        refuse(await access.lacking(api, access.takeover_rights(settings)))
         print("\n".join(notebook.plan(settings, found)), flush=True)
         return settings
 
