@@ -121,11 +121,19 @@ async def provision(
             taken_over.extend(
                 await _check_taken_over(api, settings, found, writable, credentials, ca_file)
             )
+        login = (credentials.username, credentials.password)
         await wait_for(
             f"the registry to answer on {settings.registry_url}",
-            lambda: poll(lambda: _registry_answers(settings, credentials, ca_file)),
+            lambda: poll(lambda: _answers(settings.registry_url, ca_file, *login)),
             timeout,
         )
+        for mirror in settings.mirrors:  # rolled out is not yet reachable on the shared IP
+            url = settings.mirror_url(mirror)
+            await wait_for(
+                f"the mirror of {mirror.upstream} to answer on {url}",
+                lambda url=url: poll(lambda: _answers(url, ca_file)),
+                timeout,
+            )
         return ca_file
 
     async def nodes_trust() -> list[kube.Change]:
@@ -335,10 +343,11 @@ def _renewed(change: kube.Change, settings: Settings, renewal: str) -> kube.Chan
     return replace(change, action=f"{change.action}: {renewal}")
 
 
-async def _registry_answers(settings: Settings, credentials: Credentials, ca_file: Path) -> bool:
-    async with RegistryClient(
-        settings.registry_url, credentials.username, credentials.password, ca_file, timeout=5
-    ) as client:
+async def _answers(
+    url: str, ca_file: Path, username: str | None = None, password: str | None = None
+) -> bool:
+    """Whether a registry answers at `url` (with the login, if given)."""
+    async with RegistryClient(url, username, password, ca_file, timeout=5) as client:
         try:
             await client.ping()
         except RegistryError:
