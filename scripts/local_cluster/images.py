@@ -203,9 +203,7 @@ def registry_layer(root: Path) -> None:
     _write(root / "etc" / "distribution" / "config.yml", REGISTRY_CONFIG)
     _write(root / "entrypoint.sh", REGISTRY_ENTRYPOINT, 0o755)
     (root / "var" / "lib" / "registry").mkdir(parents=True)
-    if CA_BUNDLE.exists():
-        # For storage drivers or proxies that talk TLS, as upstream's ca-certificates.
-        _install(CA_BUNDLE, root / "etc" / "ssl" / "certs" / "ca-certificates.crt", 0o644)
+    _install_ca_bundle(root)
 
 
 def notebook_registry_layer(root: Path) -> None:
@@ -222,8 +220,19 @@ def caddy_layer(root: Path) -> None:
     _install(build.build(components.caddy()), root / "usr" / "bin" / "caddy", 0o755)
     for directory in ("etc/caddy", "config/caddy", "data/caddy"):
         (root / directory).mkdir(parents=True)
+    _install_ca_bundle(root)
+
+
+def _install_ca_bundle(root: Path) -> None:
+    """This machine's CA bundle where upstream's images have ca-certificates', for the
+    storage drivers and proxies that talk TLS; nothing where the machine has none."""
     if CA_BUNDLE.exists():
         _install(CA_BUNDLE, root / "etc" / "ssl" / "certs" / "ca-certificates.crt", 0o644)
+
+
+def _with_ca_bundle(*inputs: Path) -> tuple[Path, ...]:
+    """An image's inputs, with the CA bundle its layer copies when this machine has one."""
+    return (*inputs, CA_BUNDLE) if CA_BUNDLE.exists() else inputs
 
 
 def versitygw_layer(root: Path) -> None:
@@ -305,13 +314,10 @@ def helper_image() -> ImageSpec:
 
 
 def registry_image() -> ImageSpec:
-    inputs = [BUSYBOX, build.build(components.distribution())]
-    if CA_BUNDLE.exists():
-        inputs.append(CA_BUNDLE)
     return ImageSpec(
         name=versions.REGISTRY_IMAGE,
         layers=(busybox_layer, registry_layer),
-        inputs=tuple(inputs),
+        inputs=_with_ca_bundle(BUSYBOX, build.build(components.distribution())),
         texts=(PASSWD, GROUP, REGISTRY_CONFIG, REGISTRY_ENTRYPOINT),
         entrypoint=("/entrypoint.sh",),
         cmd=("/etc/distribution/config.yml",),
@@ -338,13 +344,10 @@ def notebook_registry_image() -> ImageSpec:
 
 def caddy_image() -> ImageSpec:
     """The registry pod's authenticating proxy, named and laid out as upstream's image."""
-    inputs = [BUSYBOX, build.build(components.caddy())]
-    if CA_BUNDLE.exists():
-        inputs.append(CA_BUNDLE)
     return ImageSpec(
         name=versions.CADDY_IMAGE,
         layers=(busybox_layer, caddy_layer),
-        inputs=tuple(inputs),
+        inputs=_with_ca_bundle(BUSYBOX, build.build(components.caddy())),
         texts=(PASSWD, GROUP),
         cmd=("caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"),
         env=(PATH_ENV, "XDG_CONFIG_HOME=/config", "XDG_DATA_HOME=/data"),
