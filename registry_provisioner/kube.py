@@ -19,7 +19,7 @@ import httpx
 import kr8s
 import kr8s.asyncio
 from kr8s._objects import get_class
-from kr8s.asyncio.objects import APIObject, new_class, object_from_spec
+from kr8s.asyncio.objects import APIObject, new_class
 
 from . import failpoints, progress
 from .errors import ClusterUnreachable, ReadFailed
@@ -88,10 +88,10 @@ def stages(manifests: Sequence[dict]) -> list[list[dict]]:
     return [grouped[stage] for stage in sorted(grouped)]
 
 
-async def object_for(api: kr8s.asyncio.Api, manifest: dict) -> APIObject:
-    """A kr8s object for any manifest; custom kinds are scoped by asking the server."""
+async def _class_for(api: kr8s.asyncio.Api, manifest: dict) -> type[APIObject]:
+    """kr8s's class for the manifest's kind; custom kinds are scoped by asking the server."""
     try:
-        return object_from_spec(manifest, api=api)
+        return get_class(manifest["kind"], manifest["apiVersion"])
     except KeyError:
         pass
     kind = f"{manifest['kind']}.{manifest['apiVersion']}"
@@ -99,8 +99,12 @@ async def object_for(api: kr8s.asyncio.Api, manifest: dict) -> APIObject:
         _, plural, namespaced = await api.async_lookup_kind(kind)
     except ValueError:  # a CRD created moments ago is not in the discovery cache yet
         _, plural, namespaced = await api.async_lookup_kind(kind, skip_cache=True)
-    cls = new_class(manifest["kind"], manifest["apiVersion"], namespaced=namespaced, plural=plural)
-    return cls(manifest, api=api)
+    return new_class(manifest["kind"], manifest["apiVersion"], namespaced=namespaced, plural=plural)
+
+
+async def object_for(api: kr8s.asyncio.Api, manifest: dict) -> APIObject:
+    """A kr8s object for any manifest, for waits and watches."""
+    return (await _class_for(api, manifest))(manifest, api=api)
 
 
 @dataclass(frozen=True)
@@ -122,20 +126,11 @@ class Location:
 
 
 async def locate(api: kr8s.asyncio.Api, manifest: dict) -> Location:
-    """The manifest's Location; custom kinds are scoped by asking the server, once."""
-    try:
-        known = get_class(manifest["kind"], manifest["apiVersion"])
-        version, endpoint, namespaced = known.version, known.endpoint, known.namespaced
-    except KeyError:
-        kind = f"{manifest['kind']}.{manifest['apiVersion']}"
-        try:
-            _, endpoint, namespaced = await api.async_lookup_kind(kind)
-        except ValueError:  # a CRD created moments ago is not in the discovery cache yet
-            _, endpoint, namespaced = await api.async_lookup_kind(kind, skip_cache=True)
-        version = manifest["apiVersion"]
+    """The manifest's Location, from its kr8s class, without building the object."""
+    known = await _class_for(api, manifest)
     metadata = manifest["metadata"]
-    namespace = (metadata.get("namespace") or api.namespace) if namespaced else None
-    return Location(manifest["kind"], version, endpoint, metadata["name"], namespace)
+    namespace = (metadata.get("namespace") or api.namespace) if known.namespaced else None
+    return Location(manifest["kind"], known.version, known.endpoint, metadata["name"], namespace)
 
 
 # A server that is starting, stopping or busy answers 429 or 5xx for a moment; a read
