@@ -121,17 +121,16 @@ async def provision(
             taken_over.extend(
                 await _check_taken_over(api, settings, found, writable, credentials, ca_file)
             )
-        login = (credentials.username, credentials.password)
-        await wait_for(
-            f"the registry to answer on {settings.registry_url}",
-            lambda: poll(lambda: _answers(settings.registry_url, ca_file, *login)),
-            timeout,
-        )
-        for mirror in settings.mirrors:  # rolled out is not yet reachable on the shared IP
-            url = settings.mirror_url(mirror)
+        # Rolled out is not yet reachable: wait for each address to answer (mirrors anonymously).
+        admin = (credentials.username, credentials.password)
+        endpoints = [("the registry", settings.registry_url, admin)] + [
+            (f"the mirror of {m.upstream}", settings.mirror_url(m), (None, None))
+            for m in settings.mirrors
+        ]
+        for what, url, login in endpoints:
             await wait_for(
-                f"the mirror of {mirror.upstream} to answer on {url}",
-                lambda url=url: poll(lambda: _answers(url, ca_file)),
+                f"{what} to answer on {url}",
+                lambda url=url, login=login: poll(lambda: _answers(url, ca_file, *login)),
                 timeout,
             )
         return ca_file
