@@ -24,6 +24,7 @@ from registry_provisioner.oci_client import RegistryClient
 from registry_provisioner.waiting import diagnose_pods, wait_for
 from scripts.local_cluster import images, k3s
 from scripts.local_cluster.demo import demo_deployment, ensure_namespace, skopeo_push
+from tests.cluster.helpers import until_answers
 from tests.support.registries import Registry, RegistryFactory
 
 pytestmark = [pytest.mark.cluster, pytest.mark.k3s, pytest.mark.timeout(1500)]
@@ -94,8 +95,18 @@ def files_of(directory: Path) -> dict[str, tuple[bytes, int, int]]:
     }
 
 
-async def restart_k3s() -> None:
+async def restart_k3s(*logins: tuple[Registry, str]) -> None:
+    """Restart k3s, then wait until each registry answers on its address again.
+
+    The restarted kubelet reports every pod unready until its readiness probe passes
+    again; meanwhile the Service has no endpoint and the address refuses connections.
+    """
     await asyncio.to_thread(k3s.restart_server)
+    for registry, password in logins:
+        async with RegistryClient(registry.url, "registry", password, registry.ca_file) as client:
+            await wait_for(
+                f"{registry.host} to answer after the restart", lambda: until_answers(client), 120
+            )
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +152,7 @@ async def test_a_k3s_restart_keeps_node_trust_and_a_new_pod_pulls(
     )
     assert node_trust, "no node-trust pod runs"
 
-    await restart_k3s()
+    await restart_k3s((story.registry, story.password))
 
     # The files are the very same: k3s did not remove them, and nobody wrote them again.
     assert files_of(ours) == before
@@ -175,8 +186,9 @@ async def test_registries_yaml_k3s_manages_its_directory_and_leaves_ours(
     registries_yaml.touch(mode=0o600)
     registries_yaml.write_text(yaml.safe_dump(registries))
     theirs = k3s.certs_dir_on_host() / other.host
+    logins = (story.registry, story.password), (other, other_password)
     try:
-        await restart_k3s()
+        await restart_k3s(*logins)
 
         assert (theirs / "hosts.toml").read_text().startswith(K3S_HEADER)
         assert files_of(ours) == before
@@ -187,7 +199,7 @@ async def test_registries_yaml_k3s_manages_its_directory_and_leaves_ours(
     finally:
         registries_yaml.unlink(missing_ok=True)
         k3s.host_path(ca_file).unlink(missing_ok=True)
-        await restart_k3s()
+        await restart_k3s(*logins)
     # Without registries.yaml, k3s removes the directory it made, and only that one.
     assert not theirs.exists()
     assert files_of(ours) == before
