@@ -79,7 +79,7 @@ class Inventory:
 
     tags: dict[str, dict[str, str]]
     schema1: tuple[str, ...] = ()  # repo:tag
-    missing: tuple[str, ...] = ()  # repo@digest (what of which tag)
+    missing: tuple[str, ...] = ()  # repo:tag: repo@digest (what of which manifest)
 
     @property
     def tag_count(self) -> int:
@@ -274,7 +274,10 @@ def inventory_lines(inventory: Inventory) -> list[str]:
             f"registry runs: skopeo copy --format v2s2 docker://<old>/{ref} docker://<old>/{ref}"
         )
     for ref in inventory.missing:
-        lines.append(f"  missing  {ref}: already absent in the old registry; push it again")
+        lines.append(
+            f"  missing  {ref}: already absent in the old registry, so neither registry can "
+            "serve that image; push it again once taken over"
+        )
     return lines
 
 
@@ -317,7 +320,9 @@ async def read_inventory(client: RegistryClient) -> Inventory:
                 schema1.append(f"{repo}:{tag}")
                 continue
             tags.setdefault(repo, {})[tag] = digest
-            missing += await gc.missing_content(client, repo, digest)
+            missing += [
+                f"{repo}:{tag}: {m}" for m in await gc.missing_content(client, repo, digest)
+            ]
     return Inventory(tags, tuple(schema1), tuple(missing))
 
 
@@ -334,12 +339,9 @@ async def compare(client: RegistryClient, expected: Inventory) -> list[str]:
             if answered != digest:
                 wrong.append(f"{repo}:{tag}: answers {answered}, the notebook's had {digest}")
                 continue
-            known = set(expected.missing)
-            wrong += [
-                f"{repo}:{tag}: {m}"
-                for m in await gc.missing_content(client, repo, digest)
-                if m not in known
-            ]
+            # Absent already in the old registry: reported then, not a loss of the takeover's.
+            found = [f"{repo}:{tag}: {m}" for m in await gc.missing_content(client, repo, digest)]
+            wrong += [m for m in found if m not in expected.missing]
     return wrong
 
 
@@ -384,9 +386,14 @@ async def inventory_of_old(api: kr8s.asyncio.Api, notebook: Notebook) -> Invento
 async def preview_inventory(api: kr8s.asyncio.Api, notebook: Notebook) -> list[str]:
     """For a dry run: what the old registry holds, or why it could not be read."""
     try:
-        return inventory_lines(await inventory_of_old(api, notebook))
+        inventory = await inventory_of_old(api, notebook)
     except ProvisionError as error:
         return [f"  unread   {error}"]
+    refusal = [
+        "  refuses  to take over while a tag is schema 1: `invoke provision --adopt` stops "
+        "before any change until each is converted"
+    ]
+    return inventory_lines(inventory) + (refusal if inventory.schema1 else [])
 
 
 # ----------------------------------------------------------------- the takeover
@@ -534,6 +541,7 @@ async def prepare(api: kr8s.asyncio.Api, settings: Settings, notebook: Notebook)
                     ]
                 )
             )
+        print("\n".join(inventory_lines(inventory)), flush=True)
         await _store(api, settings, notebook, inventory)
     if notebook.deployment is not None:
         with step(f"stopping the notebook's Deployment {settings.name}"):
@@ -580,7 +588,7 @@ async def verify(
             lambda: poll(_refuses_pushes(client)),
             READY_TIMEOUT,
         )
-    count = notebook.inventory.tag_count
+    count, missing = notebook.inventory.tag_count, len(notebook.inventory.missing)
     with step(f"checking {count} tags answer by the notebook's digests"):
         wrong = await compare(client, notebook.inventory)
     if wrong:
@@ -602,7 +610,8 @@ async def verify(
             "PersistentVolumeClaim",
             settings.storage.claim_name,
             settings.namespace,
-            f"taken over: {count} tags checked, served by the same digests",
+            f"taken over: {count} tags checked, served by the same digests"
+            + (f"; {missing} blobs were already missing in the old registry" if missing else ""),
         ),
     ]
 

@@ -58,7 +58,14 @@ async def provision(
         settings = notebook.adopting(settings, found)
         if not adopt:
             raise notebook.refusal(settings, found)
-        refuse(await access.lacking(api, access.takeover_rights(settings)))
+        lacking = await access.lacking(api, access.takeover_rights(settings))
+        refuse(
+            [
+                f"taking over the notebook's registry (a one-off pod hands its files to the "
+                f"registry's user): {line}"
+                for line in lacking
+            ]
+        )
         print("\n".join(notebook.plan(settings, found)), flush=True)
         return settings
 

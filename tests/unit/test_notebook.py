@@ -92,7 +92,9 @@ def test_schema1_and_missing_blobs_are_named_with_what_to_do() -> None:
     inventory = notebook.Inventory(
         {"apps/web": {"1.0": "sha256:" + "a" * 64}},
         schema1=("old/app:2016",),
-        missing=("apps/web@sha256:" + "b" * 64 + " (blob of 1.0)",),
+        missing=(
+            "apps/web:1.0: apps/web@sha256:" + "b" * 64 + " (blob of sha256:" + "a" * 64 + ")",
+        ),
     )
 
     lines = "\n".join(notebook.inventory_lines(inventory))
@@ -100,7 +102,8 @@ def test_schema1_and_missing_blobs_are_named_with_what_to_do() -> None:
     assert "found    1 tags in 1 repositories" in lines
     assert "schema 1 old/app:2016" in lines
     assert "skopeo copy --format v2s2" in lines
-    assert "missing  apps/web@sha256:" in lines
+    assert "missing  apps/web:1.0: apps/web@sha256:" in lines
+    assert "push it again" in lines
     assert notebook.Inventory.from_json(inventory.to_json()) == inventory
 
 
