@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import queue
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import kr8s.asyncio
+import yaml
 from kr8s.asyncio.objects import Pod
 
 from registry_provisioner import kube
@@ -224,3 +229,52 @@ def skopeo(*args: str, authfile: Path, cert_dir: Path) -> str:
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+RBAC = "rbac.authorization.k8s.io"
+
+
+@asynccontextmanager
+async def service_account_kubeconfig(
+    api: kr8s.asyncio.Api, kubeconfig: str, namespace: str, rules: list[dict], path: Path
+) -> AsyncIterator[Path]:
+    """A kubeconfig at `path` for a ServiceAccount `provisioner` of `namespace` that may do
+    only what `rules` grant, cluster-wide, with a short-lived token; the grant goes after."""
+    name = f"provisioner-{namespace}"
+    cluster_wide = [
+        {
+            "apiVersion": f"{RBAC}/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": name},
+            "rules": rules,
+        },
+        {
+            "apiVersion": f"{RBAC}/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": "provisioner", "namespace": namespace}],
+        },
+    ]
+    account = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": "provisioner", "namespace": namespace},
+    }
+    await kube.apply_manifests(api, [account, *cluster_wide])
+    try:
+        async with api.call_api(
+            "POST",
+            url="serviceaccounts/provisioner/token",
+            namespace=namespace,
+            content=json.dumps({"spec": {"expirationSeconds": 3600}}),
+        ) as response:
+            token = response.json()["status"]["token"]
+        config = yaml.safe_load(Path(kubeconfig).read_text())
+        user = config["contexts"][0]["context"]["user"]
+        config["users"] = [{"name": user, "user": {"token": token}}]
+        path.touch(mode=0o600)  # the token never reaches a command line or a log
+        path.write_text(yaml.safe_dump(config))
+        yield path
+    finally:
+        await kube.delete_manifests(api, cluster_wide)

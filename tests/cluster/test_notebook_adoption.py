@@ -22,31 +22,26 @@ import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import kr8s
 import kr8s.asyncio
 import pytest
-from kr8s.asyncio.objects import Deployment, Namespace, Node
+from kr8s.asyncio.objects import Deployment
 
-from registry_provisioner import failpoints, kube
-from registry_provisioner.errors import RegistryError
+from registry_provisioner import kube
 from registry_provisioner.images import Image, assemble_image, push_image, random_layer
 from registry_provisioner.oci_client import OCI_INDEX, RegistryClient
 from registry_provisioner.ownership import OWNER_ANNOTATION
 from registry_provisioner.references import sha256_digest
-from registry_provisioner.waiting import poll
 from scripts.local_cluster import images
 from scripts.local_cluster.addresses import OVERLAY_IP
 from scripts.local_cluster.demo import demo_deployment
-from scripts.local_cluster.network import NODE_NAME
-from tests.cluster.helpers import decoded, invoke, isolated_overrides, set_args
 from tests.support import notebook
 from tests.support.oci_layout import read_oci_layout
 from tests.support.registries import registry_password, snapshot
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
-
-WORKER_LABEL = "node-type"
 
 
 @dataclass
@@ -68,27 +63,20 @@ class Pushed:
 
 @dataclass
 class Start:
-    install: notebook.NotebookInstall
-    group_vars: Path
+    old: notebook.Running
     pushed: Pushed
     claim_uid: str
-    tmp: Path
 
     @property
     def namespace(self) -> str:
-        return self.install.namespace
+        return self.old.namespace
 
     @property
-    def overrides(self) -> list[str]:
-        return set_args(isolated_overrides(self.namespace, OVERLAY_IP))
+    def tmp(self) -> Path:
+        return self.old.tmp
 
-    def invoke(
-        self, task: str, *extra: str, kubeconfig: str, failpoint: str | None = None
-    ) -> subprocess.CompletedProcess:
-        ca_dir = ["--ca-dir", str(self.tmp / "certs")] if task == "provision" else []
-        args = (task, "--config", str(self.group_vars), *self.overrides, *ca_dir, *extra)
-        env = {failpoints.ENV: failpoint} if failpoint else None
-        return invoke(*args, kubeconfig=kubeconfig, timeout=600, env=env)
+    def invoke(self, task: str, *extra: str, **options: Any) -> subprocess.CompletedProcess:
+        return self.old.invoke(task, *extra, **options)
 
 
 def _one_layer_image(n: int, size: int) -> Image:
@@ -182,94 +170,15 @@ async def _push_all(client: RegistryClient) -> Pushed:
     return pushed
 
 
-async def _label_node(api: kr8s.asyncio.Api, value: str | None) -> None:
-    node = await Node.get(NODE_NAME, api=api)
-    await node.patch({"metadata": {"labels": {WORKER_LABEL: value}}})
-
-
-async def _wait(what: str, check, timeout: float = 180) -> None:
-    """Poll `check` (async, returns a state string or True); say what was last seen."""
-    seen: object = None
-
-    async def holds() -> bool:
-        nonlocal seen
-        seen = await check()
-        return seen is True
-
-    try:
-        await asyncio.wait_for(poll(holds, 1), timeout)
-    except TimeoutError:
-        raise AssertionError(f"waited {timeout:g}s for {what}; last seen: {seen}") from None
-
-
-async def _serving(api: kr8s.asyncio.Api, namespace: str) -> Path:
-    """Wait for the notebook's registry to answer on its IP; its CA file."""
-
-    async def secret() -> object:
-        found = await kube.get_all(api, "secrets", "docker-registry-secret", namespace=namespace)
-        return True if found and "ca.crt" in found[0].raw.get("data", {}) else "no CA yet"
-
-    await _wait("the notebook's Secret", secret)
-    [raw] = await kube.get_all(api, "secrets", "docker-registry-secret", namespace=namespace)
-    ca_file = Path(tempfile.mkdtemp()) / "ca.crt"
-    ca_file.write_text(decoded(raw.raw, "ca.crt"))
-
-    async def answers() -> object:
-        async with RegistryClient(f"https://{OVERLAY_IP}:5000", ca_file=ca_file, timeout=5) as c:
-            try:
-                await c.ping()
-                return True
-            except RegistryError as error:
-                pods = await kube.get_all(api, "pods", namespace=namespace)
-                phases = [(p.name, p.raw.get("status", {}).get("phase")) for p in pods]
-                return f"{error}; pods {phases}"
-
-    await _wait(f"the notebook's registry on {OVERLAY_IP}:5000", answers)
-    return ca_file
-
-
-async def _remove(api: kr8s.asyncio.Api, namespace: str) -> None:
-    found = await kube.get_all(api, "namespaces", namespace)
-    if not found:
-        return
-    await found[0].delete()
-    await asyncio.wait_for(kube.wait_deleted(found[0]), 180)
-
-
 @pytest.fixture(scope="module")
 async def start(
     api: kr8s.asyncio.Api, kubeconfig: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Start]:
-    tmp = tmp_path_factory.mktemp("notebook")
-    install = notebook.render(OVERLAY_IP)
-    group_vars = install.write_group_vars(tmp)
-    ns = install.namespace
-    await _remove(api, ns)  # an earlier run's
-    await Namespace(
-        {
-            "metadata": {
-                "name": ns,
-                "labels": {"pod-security.kubernetes.io/enforce": "privileged"},
-            }
-        },
-        api=api,
-    ).create()
-    await _label_node(api, "worker")
-    try:
-        await notebook.apply(api, install)
-        ca_file = await _serving(api, ns)
-        async with RegistryClient(f"https://{OVERLAY_IP}:5000", ca_file=ca_file) as client:
+    async with notebook.running(api, kubeconfig, tmp_path_factory.mktemp("notebook")) as old:
+        async with RegistryClient(old.url, ca_file=old.ca_file) as client:
             pushed = await _push_all(client)
-        [claim] = await kube.get_all(api, "persistentvolumeclaims", namespace=ns)
-        yield Start(install, group_vars, pushed, claim.metadata.uid, tmp)
-    finally:
-        await _label_node(api, None)
-        # The namespace first: the notebook's pod, back after the way back, holds the claim.
-        await _remove(api, ns)
-        purged = Start(install, group_vars, Pushed(), "", tmp).invoke(
-            "unprovision", "--purge", kubeconfig=kubeconfig
-        )
-        assert purged.returncode == 0, purged.stderr
+        [claim] = await kube.get_all(api, "persistentvolumeclaims", namespace=old.namespace)
+        yield Start(old, pushed, claim.metadata.uid)
 
 
 def _skopeo(*args: str, cert_dir: Path, authfile: Path | None) -> subprocess.CompletedProcess:
@@ -432,7 +341,7 @@ async def test_adoption_keeps_every_image_on_the_same_claim(
         pods = await kube.get_all(api, "pods", namespace=ns, label_selector="app=notebook-app")
         return [p.raw.get("status", {}).get("containerStatuses") for p in pods]
 
-    await _wait(f"Deployment notebook-app to run {image}", available)
+    await notebook.wait_for_state(f"Deployment notebook-app to run {image}", available)
     await app.delete()
 
 
@@ -442,8 +351,8 @@ async def test_way_back_to_the_notebook_keeps_every_image(
     removed = start.invoke("unprovision", kubeconfig=kubeconfig)
     assert removed.returncode == 0, removed.stderr
 
-    await notebook.apply(api, start.install)
-    ca_file = await _serving(api, start.namespace)
+    await notebook.apply(api, start.old.install)
+    ca_file = await notebook.serving(api, start.namespace)
 
     [claim] = await kube.get_all(api, "persistentvolumeclaims", namespace=start.namespace)
     assert claim.metadata.uid == start.claim_uid

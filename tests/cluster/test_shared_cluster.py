@@ -11,7 +11,6 @@ from pathlib import Path
 import kr8s
 import kr8s.asyncio
 import pytest
-import yaml
 from kr8s.asyncio.objects import ConfigMap, Deployment, Secret
 
 from registry_provisioner import kube
@@ -21,7 +20,7 @@ from scripts.kinds import KINDS
 from scripts.local_cluster import images
 from scripts.local_cluster.demo import demo_deployment, skopeo_push
 from tests.cluster.fault_proxy import Fault, fault_proxy
-from tests.cluster.helpers import decoded
+from tests.cluster.helpers import decoded, service_account_kubeconfig
 from tests.support.registries import Registry, RegistryFactory, registry_password, snapshot
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
@@ -255,7 +254,6 @@ async def test_foreign_objects_are_refused_then_adopted_on_request(
 
 # --- rights and failed reads --------------------------------------------------------
 
-RBAC = "rbac.authorization.k8s.io"
 # What the test's ServiceAccount may do: everything a provision needs, except reading
 # Secrets (it may still create, patch and delete them).
 _RULES = [
@@ -291,50 +289,10 @@ _RULES = [
 async def restricted_kubeconfig(
     api: kr8s.asyncio.Api, kubeconfig: str, namespace: str, tmp_path: Path
 ) -> AsyncIterator[Path]:
-    """A kubeconfig for a ServiceAccount bound to _RULES, with a short-lived token."""
-    name = f"no-secret-reads-{namespace}"
-    cluster_wide = [
-        {
-            "apiVersion": f"{RBAC}/v1",
-            "kind": "ClusterRole",
-            "metadata": {"name": name},
-            "rules": _RULES,
-        },
-        {
-            "apiVersion": f"{RBAC}/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": name},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": name,
-            },
-            "subjects": [{"kind": "ServiceAccount", "name": "provisioner", "namespace": namespace}],
-        },
-    ]
-    account = {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": {"name": "provisioner", "namespace": namespace},
-    }
-    await kube.apply_manifests(api, [account, *cluster_wide])
-    try:
-        async with api.call_api(
-            "POST",
-            url="serviceaccounts/provisioner/token",
-            namespace=namespace,
-            content=json.dumps({"spec": {"expirationSeconds": 3600}}),
-        ) as response:
-            token = response.json()["status"]["token"]
-        config = yaml.safe_load(Path(kubeconfig).read_text())
-        user = config["contexts"][0]["context"]["user"]
-        config["users"] = [{"name": user, "user": {"token": token}}]
-        path = tmp_path / "kubeconfig"
-        path.touch(mode=0o600)  # the token never reaches a command line or a log
-        path.write_text(yaml.safe_dump(config))
+    """A kubeconfig for a ServiceAccount bound to _RULES."""
+    path = tmp_path / "kubeconfig"
+    async with service_account_kubeconfig(api, kubeconfig, namespace, _RULES, path):
         yield path
-    finally:
-        await kube.delete_manifests(api, cluster_wide)
 
 
 async def test_preflight_lists_missing_rights_and_changes_nothing(
