@@ -12,7 +12,8 @@ import threading
 import time
 from pathlib import Path
 
-from kr8s.asyncio.objects import Pod
+import kr8s.asyncio
+from kr8s.asyncio.objects import Namespace, Pod
 
 from registry_provisioner import kube
 from registry_provisioner.errors import RegistryError
@@ -224,3 +225,18 @@ def skopeo(*args: str, authfile: Path, cert_dir: Path) -> str:
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+async def fresh_namespace(api: kr8s.asyncio.Api, name: str) -> Namespace:
+    """`name` created anew: whatever an earlier run left there goes first."""
+    for old in await kube.get_all(api, "namespaces", name):
+        await old.delete()
+        await asyncio.wait_for(kube.wait_deleted(old), 180)
+    namespace = await Namespace({"metadata": {"name": name}}, api=api)
+    await namespace.create()
+    return namespace
+
+
+async def namespace_gone(namespace: Namespace) -> None:
+    await namespace.delete()
+    await asyncio.wait_for(kube.wait_deleted(namespace), 180)

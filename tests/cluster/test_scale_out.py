@@ -18,7 +18,7 @@ from pathlib import Path
 
 import kr8s.asyncio
 import pytest
-from kr8s.asyncio.objects import Namespace, Pod
+from kr8s.asyncio.objects import Pod
 
 from registry_provisioner import failpoints, gc, kube, load_settings, maintenance, render
 from registry_provisioner.errors import RegistryError
@@ -27,7 +27,7 @@ from registry_provisioner.waiting import diagnose_pods, wait_for
 from scripts.benchmarks import skopeo
 from scripts.benchmarks.data_plane import Endpoint
 from scripts.local_cluster import object_store
-from tests.cluster.helpers import Started
+from tests.cluster.helpers import Started, fresh_namespace, namespace_gone
 from tests.support.chunked_client import ChunkedClient
 from tests.support.oci_layout import read_oci_layout
 from tests.support.registries import Registry, RegistryFactory
@@ -46,29 +46,14 @@ LINE_TIMEOUT = 300.0
 _PATCH = re.compile(r'"PATCH /v2/(\S+)/blobs/uploads/')
 
 
-async def _fresh_namespace(api: kr8s.asyncio.Api, name: str) -> Namespace:
-    """`name` created anew: whatever an earlier run left there goes first."""
-    for old in await kube.get_all(api, "namespaces", name):
-        await old.delete()
-        await asyncio.wait_for(kube.wait_deleted(old), 180)
-    namespace = await Namespace({"metadata": {"name": name}}, api=api)
-    await namespace.create()
-    return namespace
-
-
-async def _gone(namespace: Namespace) -> None:
-    await namespace.delete()
-    await asyncio.wait_for(kube.wait_deleted(namespace), 180)
-
-
 @pytest.fixture(scope="module")
 async def store(api: kr8s.asyncio.Api) -> AsyncIterator[object_store.Store]:
     """versitygw and redis, in a namespace of their own."""
-    namespace = await _fresh_namespace(api, STORE_NAMESPACE)
+    namespace = await fresh_namespace(api, STORE_NAMESPACE)
     try:
         yield await object_store.start(api, STORE_NAMESPACE)
     finally:
-        await _gone(namespace)
+        await namespace_gone(namespace)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +69,7 @@ async def scaled(
     registry = await module_registries(
         NAMESPACE, provision=False, **{k.replace(".", "__"): v for k, v in overrides.items()}
     )
-    namespace = await _fresh_namespace(api, NAMESPACE)
+    namespace = await fresh_namespace(api, NAMESPACE)
     try:
         await kube.apply_manifests(api, object_store.registry_secrets(NAMESPACE, store.logins))
         result = registry.invoke("provision")
@@ -93,7 +78,7 @@ async def scaled(
         purged = registry.purge()
         assert purged.returncode == 0, purged.stderr
     finally:
-        await _gone(namespace)
+        await namespace_gone(namespace)
 
 
 @pytest.fixture(scope="module")
