@@ -1300,8 +1300,22 @@ def _without(data: Any, paths: Iterable[tuple[Any, ...]]) -> Any:
     return [x for i, x in enumerate(out) if i not in dropped] if dropped else out
 
 
+# Settings users look for that are left out on purpose, and why.
+_UNSUPPORTED = {
+    "redis.tls": (
+        "not supported: distribution v3 can reach redis over TLS (its redis.tls.rootcas, "
+        "certificate and key), but gc empties the shared cache with plain RESP from the "
+        "registry pod, which cannot speak TLS. Use a redis that answers plain TCP inside "
+        'the cluster only (restrict it with a NetworkPolicy), or set redis.address to "" '
+        "for a cache in each pod"
+    ),
+}
+
+
 def _unknown(path: str, value: object, known: list[str], where: str) -> ConfigProblem:
     """An unknown key, with the closest known name: most unknown keys are typos."""
+    if path in _UNSUPPORTED:
+        return ConfigProblem(path, value, _UNSUPPORTED[path])
     leaf = path.rsplit(".", 1)[-1]
     prefix = path[: len(path) - len(leaf)]
     match = difflib.get_close_matches(leaf, known, n=1, cutoff=0.6)

@@ -15,7 +15,7 @@ import contextlib
 import json
 import os
 import ssl
-from collections.abc import Mapping
+from collections.abc import AsyncIterable, Mapping
 from types import TracebackType
 from typing import NamedTuple, Self
 
@@ -196,7 +196,7 @@ class RegistryClient:
         *,
         expect: tuple[int, ...],
         stream: bool = False,
-        content: bytes | None = None,
+        content: bytes | AsyncIterable[bytes] | None = None,
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
         follow_redirects: bool = False,

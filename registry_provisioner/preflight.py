@@ -210,8 +210,9 @@ async def _user_object_problems(api: kr8s.asyncio.Api, settings: Settings) -> li
 
 
 async def _bucket_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:
-    """The bucket exists and the Secret's credentials may write to it, where the
-    endpoint answers from here (a missing Secret is _user_object_problems' to report)."""
+    """The bucket exists and the Secret's credentials may write to it, where the endpoint
+    answers from here or is an in-cluster Service (reached through the API server); a
+    missing Secret is _user_object_problems' to report."""
     if settings.storage.backend != "s3":
         return []
     s3, ns = settings.storage.s3, settings.namespace
@@ -229,7 +230,7 @@ async def _bucket_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[st
         ca_pem = ((ca or {}).get("data") or {}).get("ca.crt", "")
         if not ca_pem:
             return []  # reported by _user_object_problems
-    return await bucket.bucket_problems(s3, login, ca_pem) or []
+    return await bucket.bucket_problems(s3, login, ca_pem, api) or []
 
 
 async def _namespace_problems(api: kr8s.asyncio.Api, settings: Settings) -> list[str]:

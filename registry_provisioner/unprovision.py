@@ -103,7 +103,8 @@ async def _empty_bucket_prefix(api: kr8s.asyncio.Api, settings: Settings) -> kub
     """Purge on S3: delete what distribution wrote under root_directory, never the bucket.
 
     Runs after the registry pods are gone, with the user's credentials Secret (which
-    purge leaves alone); an endpoint that does not answer from here is reported, not guessed.
+    purge leaves alone); an in-cluster Service endpoint is reached through the API server,
+    and any other endpoint that does not answer from here is reported, not guessed.
     """
     s3 = settings.storage.s3
     where = f"{s3.bucket}/{bucket.storage_prefix(s3)}"
@@ -123,7 +124,7 @@ async def _empty_bucket_prefix(api: kr8s.asyncio.Api, settings: Settings) -> kub
         ca = await kube.read(api, f"configmaps/{s3.ca_configmap}", namespace=settings.namespace)
         ca_pem = ((ca or {}).get("data") or {}).get("ca.crt", "")
     try:
-        count = await bucket.empty_prefix(s3, login, ca_pem)
+        count = await bucket.empty_prefix(s3, login, ca_pem, api)
     except OSError as error:
         return kube.Change("S3 objects", where, None, f"left: {error}")
     if count is None:

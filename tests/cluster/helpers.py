@@ -17,7 +17,7 @@ from pathlib import Path
 
 import kr8s.asyncio
 import yaml
-from kr8s.asyncio.objects import Pod
+from kr8s.asyncio.objects import Namespace, Pod
 
 from registry_provisioner import kube
 from registry_provisioner.errors import RegistryError
@@ -278,3 +278,18 @@ async def service_account_kubeconfig(
         yield path
     finally:
         await kube.delete_manifests(api, cluster_wide)
+
+
+async def fresh_namespace(api: kr8s.asyncio.Api, name: str) -> Namespace:
+    """`name` created anew: whatever an earlier run left there goes first."""
+    for old in await kube.get_all(api, "namespaces", name):
+        await old.delete()
+        await asyncio.wait_for(kube.wait_deleted(old), 180)
+    namespace = await Namespace({"metadata": {"name": name}}, api=api)
+    await namespace.create()
+    return namespace
+
+
+async def namespace_gone(namespace: Namespace) -> None:
+    await namespace.delete()
+    await asyncio.wait_for(kube.wait_deleted(namespace), 180)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import kr8s.asyncio
 import pytest
-from kr8s.asyncio.objects import Namespace, Pod
+from kr8s.asyncio.objects import Pod
 
 from registry_provisioner import failpoints, gc, kube, load_settings, maintenance, render
 from registry_provisioner.errors import RegistryError
@@ -27,7 +27,7 @@ from registry_provisioner.waiting import diagnose_pods, wait_for
 from scripts.benchmarks import skopeo
 from scripts.benchmarks.data_plane import Endpoint
 from scripts.local_cluster import object_store
-from tests.cluster.helpers import Started
+from tests.cluster.helpers import Started, fresh_namespace, namespace_gone
 from tests.support.chunked_client import ChunkedClient
 from tests.support.oci_layout import read_oci_layout
 from tests.support.registries import Registry, RegistryFactory
@@ -46,29 +46,14 @@ LINE_TIMEOUT = 300.0
 _PATCH = re.compile(r'"PATCH /v2/(\S+)/blobs/uploads/')
 
 
-async def _fresh_namespace(api: kr8s.asyncio.Api, name: str) -> Namespace:
-    """`name` created anew: whatever an earlier run left there goes first."""
-    for old in await kube.get_all(api, "namespaces", name):
-        await old.delete()
-        await asyncio.wait_for(kube.wait_deleted(old), 180)
-    namespace = await Namespace({"metadata": {"name": name}}, api=api)
-    await namespace.create()
-    return namespace
-
-
-async def _gone(namespace: Namespace) -> None:
-    await namespace.delete()
-    await asyncio.wait_for(kube.wait_deleted(namespace), 180)
-
-
 @pytest.fixture(scope="module")
 async def store(api: kr8s.asyncio.Api) -> AsyncIterator[object_store.Store]:
     """versitygw and redis, in a namespace of their own."""
-    namespace = await _fresh_namespace(api, STORE_NAMESPACE)
+    namespace = await fresh_namespace(api, STORE_NAMESPACE)
     try:
         yield await object_store.start(api, STORE_NAMESPACE)
     finally:
-        await _gone(namespace)
+        await namespace_gone(namespace)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +69,7 @@ async def scaled(
     registry = await module_registries(
         NAMESPACE, provision=False, **{k.replace(".", "__"): v for k, v in overrides.items()}
     )
-    namespace = await _fresh_namespace(api, NAMESPACE)
+    namespace = await fresh_namespace(api, NAMESPACE)
     try:
         await kube.apply_manifests(api, object_store.registry_secrets(NAMESPACE, store.logins))
         result = registry.invoke("provision")
@@ -93,7 +78,7 @@ async def scaled(
         purged = registry.purge()
         assert purged.returncode == 0, purged.stderr
     finally:
-        await _gone(namespace)
+        await namespace_gone(namespace)
 
 
 @pytest.fixture(scope="module")
@@ -194,38 +179,105 @@ async def test_concurrent_chunked_pushes_spread_over_replicas_and_pull_whole(
         assert await asyncio.to_thread(_skopeo_pull, scaled, password, repo, tmp_path) == image
 
 
+def _established_on(proc_net_tcp: str, port: int) -> set[str]:
+    """Remote ends of the ESTABLISHED connections to local `port`, from /proc/net/tcp{,6}."""
+    ends = set()
+    for line in proc_net_tcp.splitlines():
+        fields = line.split()
+        if len(fields) > 3 and fields[3] == "01" and fields[1].endswith(f":{port:04X}"):
+            ends.add(fields[2])
+    return ends
+
+
+async def _pod_holding_the_upload(api: kr8s.asyncio.Api, port: int) -> Pod:
+    """The replica that holds the one open upload request: the only pod with a client
+    connection that stays ESTABLISHED from one look to the next (a probe's does not)."""
+    seen: dict[tuple[str, str], Pod] = {}
+    looks: list[str] = []
+
+    async def look() -> Pod:
+        nonlocal seen
+        while True:
+            now: dict[tuple[str, str], Pod] = {}
+            for pod in await _registry_pods(api):
+                done = await pod.exec(["cat", "/proc/net/tcp", "/proc/net/tcp6"], container="proxy")
+                for end in _established_on(done.stdout.decode(), port):
+                    now[(pod.name, end)] = pod
+            looks.append(", ".join(sorted(f"{name}<-{end}" for name, end in now)) or "none")
+            held = {key: pod for key, pod in now.items() if key in seen}
+            if len({name for name, _ in held}) == 1:
+                return next(iter(held.values()))
+            seen = now
+
+    try:
+        return await asyncio.wait_for(look(), LINE_TIMEOUT)
+    except TimeoutError:
+        raise AssertionError(
+            f"no single replica held the open upload within {LINE_TIMEOUT}s; "
+            f"connections seen on port {port}: {looks[-5:]}"
+        ) from None
+
+
 async def test_a_replica_killed_mid_push_loses_nothing(
-    api: kr8s.asyncio.Api, scaled: Registry, password: str, pushed: dict[str, Image]
+    api: kr8s.asyncio.Api,
+    scaled: Registry,
+    password: str,
+    pushed: dict[str, Image],
 ) -> None:
+    """The replica serving the push dies while the layer is on its way: that push
+    attempt fails, a new one goes through, and nothing stored is corrupt."""
     image = random_image([6 * CHUNK, 16 * 1024])
-    killed: list[str] = []
-
-    async def kill_one_replica() -> None:
-        victim = (await _registry_pods(api))[0]
-        await victim.delete(grace_period=0)
-        killed.append(victim.name)
-
-    async def layer_pieces(data: bytes) -> AsyncIterator[bytes]:
-        for start in range(0, len(data), CHUNK):
-            if start == 2 * CHUNK and not killed:
-                await kill_one_replica()
-            yield data[start : start + CHUNK]
-
     layer = image.layers[0]
-    attempts = 0
-    async with _client(scaled, password, timeout=30) as client:
-        while True:  # as a user would: push again until it goes through
-            attempts += 1
-            try:
-                await client.push_blob_in_chunks(
-                    "scale/killed", layer_pieces(layer), chunk_size=CHUNK
-                )
-                await push_image(client, "scale/killed", "v1", image)
-                break
-            except RegistryError as error:
-                assert attempts < 5, f"the push kept failing after a replica was killed: {error}"
-    assert killed, "no replica was killed"
-    await _rolled_out(api, "replace the killed replica")
+    half_sent, killed = asyncio.Event(), asyncio.Event()
+    attempts: list[str] = []
+    victims: list[str] = []
+
+    async def layer_pieces() -> AsyncIterator[bytes]:
+        for start in range(0, len(layer), CHUNK):
+            if start == 2 * CHUNK and not killed.is_set():
+                half_sent.set()
+                await killed.wait()  # the request stays open until its replica is gone
+            yield layer[start : start + CHUNK]
+
+    async def kill_the_replica_holding_it() -> None:
+        await asyncio.wait_for(half_sent.wait(), LINE_TIMEOUT)
+        port = load_settings(None, {}).container_port
+        victim = await _pod_holding_the_upload(api, port)
+        victims.append(victim.name)
+        # A force delete (grace 0) only removes the object: the containers die later,
+        # and the rest of the body could still reach them. With a grace of 1 s the pod
+        # is gone only once its containers are dead, and only then does the body resume.
+        await victim.delete(grace_period=1)
+        await wait_for(
+            f"the killed replica {victim.name} to be gone",
+            lambda: kube.wait_deleted(victim),
+            ROLLOUT_TIMEOUT,
+            lambda: diagnose_pods(api, NAMESPACE, "app.kubernetes.io/component=registry"),
+        )
+        killed.set()
+
+    async def push_until_through() -> None:
+        async with _client(scaled, password, timeout=30) as client:
+            while True:  # as a user would: push again until it goes through
+                try:
+                    await client.push_blob_streamed("scale/killed", layer_pieces())
+                    await push_image(client, "scale/killed", "v1", image)
+                    attempts.append("pushed")
+                    return
+                except RegistryError as error:
+                    attempts.append(f"failed: {error}")
+                    assert len(attempts) < 5, f"the push kept failing: {attempts}"
+
+    # Either failing cancels the other: a push never waits on a kill that cannot come.
+    async with asyncio.TaskGroup() as both:
+        both.create_task(kill_the_replica_holding_it())
+        both.create_task(push_until_through())
+    print(f"push attempts after killing {victims}: {attempts}")  # shown by pytest -rA
+    # The first attempt was cut off by the kill; only a retry put the image there.
+    [victim] = victims
+    assert attempts[0].startswith("failed: "), f"the kill of {victim} cut nothing: {attempts}"
+    assert attempts[-1] == "pushed" and len(attempts) >= 2, attempts
+    await _rolled_out(api, f"replace the killed replica {victim}")
     pushed["scale/killed"] = image
 
     async with _client(scaled, password) as client:

@@ -86,6 +86,33 @@ class ChunkedClient(RegistryClient):
             await self._cancel_upload(location)
             raise
 
+    async def push_blob_streamed(self, repo: str, pieces: AsyncIterable[bytes]) -> str:
+        """Upload a blob as docker does: one PATCH whose body streams from `pieces`
+        (chunked transfer, so the request stays open while they come), then the PUT
+        with the digest of what went by. A test can hold the request open mid-body."""
+        check_repository(repo)
+        location = await self._start_upload(repo)
+        hasher = hashlib.sha256()
+
+        async def body() -> AsyncIterator[bytes]:
+            async for piece in pieces:
+                hasher.update(piece)
+                yield piece
+
+        try:
+            response = await self._send(
+                "PATCH",
+                location,
+                expect=(202,),
+                content=body(),
+                headers={"Content-Type": "application/octet-stream"},
+            )
+            digest = f"sha256:{hasher.hexdigest()}"
+            return await self._finish_upload(self._location(response), digest, b"")
+        except BaseException:
+            await self._cancel_upload(location)
+            raise
+
     async def stream_blob(
         self, repo: str, digest: str, *, chunk_size: int = 1024 * 1024
     ) -> AsyncIterator[bytes]:

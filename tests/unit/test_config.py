@@ -304,6 +304,8 @@ BAD_CONFIGS: list[tuple[dict[str, Any], str, list[str]]] = [
     ({"resources.limits.memory": "512m"}, "resources.limits.memory", ["'m' means milli"]),
     ({"resources.requests.memory": "1Gi"}, "resources.requests.memory", ["at most the limit"]),
     ({"resources.requests.gpu": "1"}, "resources.requests.gpu", ["unknown setting"]),
+    ({"redis.tls": "true"}, "redis.tls", ["not supported", "plain TCP inside the cluster"]),
+    ({"redis.tls.rootcas": "ca.crt"}, "redis.tls", ["not supported", "gc empties"]),
     (
         {"scheduling.node_selector": {"node-type": True}},
         "scheduling.node_selector",
