@@ -7,6 +7,7 @@ get the CA that signed the serving certificate from here too.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import secrets
@@ -191,7 +192,8 @@ async def credentials_for(
     """
     existing = await existing_credentials(api, settings)
     if existing is None:
-        return generate_credentials(settings), None
+        # bcrypt and key generation release the GIL: a caller's reads go on meanwhile.
+        return await asyncio.to_thread(generate_credentials, settings), None
     if rotate_password:
         existing = with_admin_password(existing, generate_password())
     if rotate_pull_password:

@@ -16,7 +16,7 @@ from .credentials import Credentials, credentials_for, tls_secret_value, write_c
 from .errors import ProvisionError, RegistryError
 from .oci_client import RegistryClient
 from .preflight import refuse, run_preflight
-from .waiting import READY_TIMEOUT, all_of, diagnose_pods, poll, wait_for
+from .waiting import READY_TIMEOUT, all_of, alongside, diagnose_pods, poll, wait_for
 
 
 @dataclass(frozen=True)
@@ -69,9 +69,11 @@ async def provision(
         print("\n".join(notebook.plan(settings, found)), flush=True)
         return settings
 
-    settings = await run_preflight(api, settings, adopt=adopt, settle=settle)
-    credentials, renewal = await credentials_for(
-        api, settings, rotate_password, rotate_pull_password
+    # The credentials need only reads (and, on a first run, hashing): they overlap the
+    # preflight, whose refusal still comes first. Its settling changes only sub_path.
+    settings, (credentials, renewal) = await alongside(
+        run_preflight(api, settings, adopt=adopt, settle=settle),
+        credentials_for(api, settings, rotate_password, rotate_pull_password),
     )
     manifests = await _ours_to_apply(api, settings, render.render_manifests(settings, credentials))
     # Node trust's CA copy and DaemonSet wait for the CA, which cert-manager issues

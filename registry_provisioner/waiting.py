@@ -15,6 +15,7 @@ from .errors import ReadinessTimeout
 from .progress import step
 
 T = TypeVar("T")
+U = TypeVar("U")
 # How long a rollout, a certificate or the registry's first answer may take.
 READY_TIMEOUT = 300.0
 
@@ -84,3 +85,16 @@ async def all_of(*waits: Awaitable[Any]) -> list[Any]:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def alongside(main: Awaitable[T], side: Awaitable[U]) -> tuple[T, U]:
+    """Both results, `side` running while `main` does; if `main` fails, its error is the one
+    raised and `side` is stopped."""
+    task = asyncio.ensure_future(side)
+    try:
+        first = await main
+    except BaseException:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise
+    return first, await task

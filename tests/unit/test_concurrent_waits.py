@@ -1,4 +1,4 @@
-"""all_of: independent waits overlap, and the first failure ends the others."""
+"""all_of and alongside: independent waits overlap, and a failure ends the others."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from registry_provisioner.errors import ReadinessTimeout
-from registry_provisioner.waiting import all_of
+from registry_provisioner.waiting import all_of, alongside
 
 
 async def test_waits_overlap_and_all_finish() -> None:
@@ -40,3 +40,38 @@ async def test_the_first_failure_is_raised_as_is_and_the_other_wait_is_stopped()
     with pytest.raises(ReadinessTimeout):
         await asyncio.wait_for(all_of(never_ends(), fails()), 5)
     assert other_stopped.is_set()
+
+
+async def test_alongside_overlaps_and_returns_both_results_in_order() -> None:
+    side_started = asyncio.Event()
+
+    async def main() -> str:
+        await side_started.wait()  # only returns if the side runs meanwhile
+        return "main"
+
+    async def side() -> str:
+        side_started.set()
+        return "side"
+
+    assert await asyncio.wait_for(alongside(main(), side()), 5) == ("main", "side")
+
+
+async def test_alongside_raises_mains_failure_and_stops_the_side() -> None:
+    side_stopped = asyncio.Event()
+    side_running = asyncio.Event()
+
+    async def main() -> None:
+        await side_running.wait()
+        raise ReadinessTimeout("the preflight", 1.0, "refused")
+
+    async def side() -> None:
+        side_running.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            side_stopped.set()
+            raise
+
+    with pytest.raises(ReadinessTimeout):
+        await asyncio.wait_for(alongside(main(), side()), 5)
+    assert side_stopped.is_set()
