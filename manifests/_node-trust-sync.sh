@@ -32,6 +32,12 @@ put() {
   fi
 }
 
+# foreign DIR: DIR holds a hosts.toml this tool did not write (k3s's, from
+# registries.yaml, another tool's or a person's). Nothing in DIR is ours then.
+foreign() {
+  [ -s "$1/hosts.toml" ] && ! head -n 1 "$1/hosts.toml" | grep -qF "$MARK"
+}
+
 # sync_dir DIR HOSTS_TOML HOSTS_TOML_SYSTEM_TRUST
 sync_dir() {
   # Older k3s releases delete certs.d at start: a deleted mount source has no links
@@ -81,6 +87,11 @@ case "$1" in
     # KEEP_REGISTRY: only mirrors the settings dropped are emptied.
     for dir in $(test "${KEEP_REGISTRY:-}" = true || echo "$HOST_DIR") /host/mirror-*; do
       [ -d "$dir" ] || continue
+      # A hosts.toml not ours means sync never wrote in DIR: leave it all as it is.
+      if foreign "$dir"; then
+        echo "left $dir as it is: its hosts.toml is not this tool's"
+        continue
+      fi
       find "$dir" -mindepth 1 -maxdepth 1 -exec rm -rf {} +
       echo "removed this registry's files from $dir"
     done
