@@ -1,15 +1,13 @@
 """The pull-through mirror (issue 13) on the local cluster, fully offline.
 
-A second registry plays the upstream: its own CA (tls.mode self-signed) and the name
-upstream.test, which the mirror pod resolves through `upstream_ip` (hostAliases).
-Pods name `upstream.test:5000/...` and nothing else; node trust's hosts.toml sends
-the node's containerd to the mirror.
+A second registry plays the upstream (tests/support/mirrors.py). Pods name
+`upstream.test:5000/...` and nothing else; node trust's hosts.toml sends the node's
+containerd to the mirror.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import time
 import uuid
@@ -17,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 import kr8s.asyncio
 import pytest
-from kr8s.asyncio.objects import ConfigMap, Deployment, Namespace, Pod, Secret
+from kr8s.asyncio.objects import Deployment, Pod, Secret
 
 from registry_provisioner import kube, status
 from registry_provisioner.config import load_settings
@@ -30,29 +28,21 @@ from scripts.benchmarks.cluster_pull import pause_binary, runnable_image
 from scripts.local_cluster import images, node_config, node_hosts
 from scripts.local_cluster.paths import LOG_DIR, STATE_DIR
 from scripts.local_cluster.pods import restricted
-from tests.cluster.helpers import decoded
+from tests.support.mirrors import (
+    MIRROR_PORT,
+    UPSTREAM_HOST,
+    UPSTREAM_NAME,
+    files_of,
+    mirror_namespace,
+    mirror_setting,
+    upstream_registry,
+)
 from tests.support.registries import Registry, RegistryFactory
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1500)]
 
 NODE = node_config.NodeLayout(STATE_DIR / "node")
-UPSTREAM_NAME = "upstream.test"
-UPSTREAM_HOST = f"{UPSTREAM_NAME}:5000"
-MIRROR_PORT = 5002
 WAIT = 240.0
-
-
-def mirror_setting(upstream: Registry, ttl: str) -> str:
-    """`mirrors` as --set takes it: the upstream by name, its login, its CA, its IP."""
-    mirror = {
-        "upstream": f"https://{UPSTREAM_HOST}",
-        "port": MIRROR_PORT,
-        "ttl": ttl,
-        "login_secret": "upstream-login",
-        "ca_config_map": "upstream-ca",
-        "upstream_ip": upstream.ip,
-    }
-    return json.dumps([mirror])
 
 
 async def until(what: str, check: Callable[[], Awaitable[object]], timeout: float = WAIT):
@@ -144,11 +134,6 @@ def skopeo_push(host: str, cert_dir) -> subprocess.CompletedProcess[str]:
     )
 
 
-def node_files(directory) -> dict[str, tuple[int, str]]:
-    """Each file's inode and text: equal before and after means never rewritten."""
-    return {p.name: (p.stat().st_ino, p.read_text()) for p in sorted(directory.glob("*"))}
-
-
 async def counts(api: kr8s.asyncio.Api, registry: Registry) -> dict[str, dict[str, int]]:
     settings = load_settings(overrides=registry.overrides)
     [mirror] = settings.mirrors
@@ -197,22 +182,19 @@ async def push_to(upstream: Registry, password: str, repo: str, image: Image) ->
 async def test_pull_through_mirror(
     api: kr8s.asyncio.Api, registries: RegistryFactory, tmp_path
 ) -> None:
-    upstream = await registries(
-        "mirror-upstream", tls__mode="self-signed", tls__extra_dns_names=f"[{UPSTREAM_NAME}]"
-    )
-    admin = await registries.password(upstream)
-    app = runnable_image(pause_binary(), layers=2, layer_bytes=256 * 1024)
-    await push_to(upstream, admin, "library/app", app)
-
+    upstream = await upstream_registry(registries, "mirror-upstream")
+    app = await pushed_app(registries, upstream)
     # The mirror's registry: its namespace, with the upstream's pull login and CA, first.
     main = await registries("mirror-main", provision=False)
-    namespace = await Namespace({"metadata": {"name": main.namespace}}, api=api)
-    await namespace.create()
-    try:
-        await _with_mirror(api, registries, upstream, main, app)
-    finally:
-        await namespace.delete()
-        await asyncio.wait_for(kube.wait_deleted(namespace), 180)
+    async with mirror_namespace(api, main, upstream) as pull_login:
+        await _with_mirror(api, registries, upstream, main, app, pull_login)
+
+
+async def pushed_app(registries: RegistryFactory, upstream: Registry) -> Image:
+    """A runnable image of two layers, pushed to the upstream as library/app:1."""
+    app = runnable_image(pause_binary(), layers=2, layer_bytes=256 * 1024)
+    await push_to(upstream, await registries.password(upstream), "library/app", app)
+    return app
 
 
 async def _with_mirror(
@@ -221,25 +203,9 @@ async def _with_mirror(
     upstream: Registry,
     main: Registry,
     app: Image,
+    pull_login: dict[str, str],
 ) -> None:
-    [auth] = await kube.get_all(
-        api, "secrets", "docker-registry-auth", namespace=upstream.namespace
-    )
-    pull_login = {
-        "username": decoded(auth.raw, "pull-username"),
-        "password": decoded(auth.raw, "pull-password"),
-    }
-    meta = {"namespace": main.namespace}
-    secret = await Secret(
-        {"metadata": {**meta, "name": "upstream-login"}, "stringData": pull_login}, api=api
-    )
-    await secret.create()
     ca_pem = upstream.ca_file.read_text()
-    config_map = await ConfigMap(
-        {"metadata": {**meta, "name": "upstream-ca"}, "data": {"ca.crt": ca_pem}}, api=api
-    )
-    await config_map.create()
-
     main.overrides["mirrors"] = mirror_setting(upstream, "168h")
     provisioned = main.invoke("provision")
     assert provisioned.returncode == 0, provisioned.stderr
@@ -330,14 +296,14 @@ async def _with_mirror(
     # 6. A mirror dropped from the settings: its objects and node files go, its claim
     # stays, the registry's own files stay; adding it again brings it back.
     mirror_dir = NODE.registry_certs_dir / UPSTREAM_HOST
-    registry_files = node_files(NODE.registry_certs_dir / main.host)
+    registry_files = files_of(NODE.registry_certs_dir / main.host)
     main.overrides["mirrors"] = "[]"
     dropped = main.invoke("provision")
     assert dropped.returncode == 0, dropped.stderr
     name = f"docker-registry-mirror-upstream-test-{UPSTREAM_HOST.rsplit(':', 1)[1]}"
     assert f"Deployment/{name} in {main.namespace}: deleted" in dropped.stdout, dropped.stdout
     assert not list(mirror_dir.glob("*"))
-    assert node_files(NODE.registry_certs_dir / main.host) == registry_files
+    assert files_of(NODE.registry_certs_dir / main.host) == registry_files
     ns = main.namespace
     assert not await kube.get_all(api, "deployments", name, namespace=ns)
     assert await kube.get_all(api, "persistentvolumeclaims", name, namespace=ns)
