@@ -12,6 +12,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import kr8s.asyncio
 import pytest
@@ -29,12 +30,14 @@ from scripts.local_cluster import images, node_config, node_hosts
 from scripts.local_cluster.paths import LOG_DIR, STATE_DIR
 from scripts.local_cluster.pods import restricted
 from tests.support.mirrors import (
+    K3S_HEADER,
     MIRROR_PORT,
     UPSTREAM_HOST,
     UPSTREAM_NAME,
     files_of,
     mirror_namespace,
     mirror_setting,
+    plant_foreign_hosts_toml,
     upstream_registry,
 )
 from tests.support.registries import Registry, RegistryFactory
@@ -317,3 +320,66 @@ async def _with_mirror(
     assert removed.returncode == 0, removed.stderr
     assert not list((NODE.registry_certs_dir / UPSTREAM_HOST).glob("*"))
     assert not list((NODE.registry_certs_dir / main.host).glob("*"))
+
+
+async def test_a_hosts_toml_not_ours_is_left_and_provision_says_how_to_proceed(
+    api: kr8s.asyncio.Api, registries: RegistryFactory
+) -> None:
+    """As when k3s's registries.yaml configures the upstream: its hosts.toml stays as it
+    is, provision fails at once naming node, file and fix; replace_node_config takes over."""
+    upstream = await upstream_registry(registries, "refusal-upstream")
+    app = await pushed_app(registries, upstream)
+    main = await registries("refusal-main", provision=False)
+    theirs = plant_foreign_hosts_toml(NODE.registry_certs_dir / UPSTREAM_HOST)
+    try:
+        async with mirror_namespace(api, main, upstream):
+            await _refused_then_replaced(api, upstream, main, theirs, app)
+    finally:
+        if theirs.exists() and theirs.read_text().startswith(K3S_HEADER):
+            theirs.unlink()
+
+
+async def _refused_then_replaced(
+    api: kr8s.asyncio.Api, upstream: Registry, main: Registry, theirs: Path, app: Image
+) -> None:
+    mirror_dir = theirs.parent
+    before = files_of(mirror_dir)
+    [node] = await kube.get_all(api, "nodes")
+
+    # 1. Refused, without waiting out --timeout: the node, the file, why and the fix.
+    main.overrides["mirrors"] = mirror_setting(upstream)
+    started = time.monotonic()
+    refused = main.invoke("provision", "--timeout", "240")
+    took = time.monotonic() - started
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    message = refused.stderr
+    print(f"provision refused after {took:.0f}s:\n{message}")  # shown by pytest -rP
+    assert "not ready after" not in message and took < 240, (took, message)
+    assert f"node {node.name}: refused to replace {theirs}: this tool did not write it" in message
+    for fix in ("registries.yaml", "restart k3s", "mirrors[0].replace_node_config: true"):
+        assert fix in message, message
+    assert files_of(mirror_dir) == before  # bytes, inode and mtime
+
+    # 2. Unprovision removes what it wrote, and leaves the file it did not write.
+    removed = main.invoke("unprovision")
+    assert removed.returncode == 0, removed.stderr
+    assert files_of(mirror_dir) == before
+    assert not list((NODE.registry_certs_dir / main.host).glob("*"))
+
+    # 3. Told to proceed, it replaces the file, and a pod pulls through the mirror.
+    main.overrides["mirrors"] = mirror_setting(upstream, replace_node_config=True)
+    replaced = main.invoke("provision")
+    assert replaced.returncode == 0, replaced.stderr
+    ours = theirs.read_text()
+    assert ours.startswith("# Managed by registry-provisioner"), ours
+    assert f'[host."https://{main.ip}:{MIRROR_PORT}"]' in ours
+    pulled_before = await counts(api, main)
+    await run_pod(api, main.namespace, f"{UPSTREAM_HOST}/library/app:1")
+    pulled = await counts(api, main)
+    misses = pulled["misses"]["blob"] - pulled_before["misses"].get("blob", 0)
+    assert misses >= len(app.layers), pulled
+
+    # 4. What it wrote, it removes.
+    removed = main.invoke("unprovision")
+    assert removed.returncode == 0, removed.stderr
+    assert not list(mirror_dir.glob("*"))
