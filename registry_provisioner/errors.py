@@ -88,8 +88,8 @@ class NodeConfigConflict(ProvisionError):
     def __init__(self, refusals: Iterable[str]) -> None:
         self.refusals = tuple(refusals)
         super().__init__(
-            "node trust left node files it did not write, so these nodes do not use the "
-            "mirror (nothing on them changed):\n" + "\n".join(f"  {r}" for r in self.refusals)
+            "node trust left files it did not write as they are, so these nodes do not use "
+            "the mirror:\n" + "\n".join(f"  {r}" for r in self.refusals)
         )
 
 
