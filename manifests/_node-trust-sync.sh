@@ -32,6 +32,12 @@ put() {
   fi
 }
 
+# foreign DIR: DIR holds a hosts.toml this tool did not write (k3s's, from
+# registries.yaml, another tool's or a person's). Nothing in DIR is ours then.
+foreign() {
+  [ -s "$1/hosts.toml" ] && ! head -n 1 "$1/hosts.toml" | grep -qF "$MARK"
+}
+
 # sync_dir DIR HOSTS_TOML HOSTS_TOML_SYSTEM_TRUST
 sync_dir() {
   # Older k3s releases delete certs.d at start: a deleted mount source has no links
@@ -55,13 +61,16 @@ sync_files() {
     dir="/host/mirror-$i"
     eval "node_dir=\$NODE_DIR_$i replace=\$REPLACE_$i toml=\$HOSTS_TOML_$i"
     eval "toml_system=\$HOSTS_TOML_SYSTEM_TRUST_$i"
-    # Someone else's hosts.toml (k3s's, from registries.yaml, or one made by hand)
-    # stays unless the settings say to replace it; this pod then stays unready, and
-    # provision names the node and the file.
-    if [ -s "$dir/hosts.toml" ] && ! head -n 1 "$dir/hosts.toml" | grep -qF "$MARK" \
-      && [ "$replace" != true ]; then
-      echo "left $node_dir/hosts.toml as it is: this tool did not write it (is the upstream in" \
-        "k3s's registries.yaml?); remove it there, or set mirrors[$i].replace_node_config: true" >&2
+    # Someone else's hosts.toml stays unless the settings say to replace it: this pod
+    # then stays unready and logs this line on every pass, which provision watches for
+    # (node_trust.REFUSAL) and reports with the node's name.
+    if foreign "$dir" && [ "$replace" != true ]; then
+      host="${node_dir##*/}"
+      echo "refused to replace $node_dir/hosts.toml: this tool did not write it (k3s writes" \
+        "it when its registries.yaml configures $host; else another tool or a person did)," \
+        "so this node does not use the mirror of $host. Either remove $host from" \
+        "registries.yaml (mirrors and configs) and restart k3s, or delete the file; or set" \
+        "mirrors[$i].replace_node_config: true to replace it" >&2
       continue
     fi
     sync_dir "$dir" "$toml" "$toml_system"
@@ -81,6 +90,11 @@ case "$1" in
     # KEEP_REGISTRY: only mirrors the settings dropped are emptied.
     for dir in $(test "${KEEP_REGISTRY:-}" = true || echo "$HOST_DIR") /host/mirror-*; do
       [ -d "$dir" ] || continue
+      # A hosts.toml not ours means sync never wrote in DIR: leave it all as it is.
+      if foreign "$dir"; then
+        echo "left $dir as it is: its hosts.toml is not this tool's"
+        continue
+      fi
       find "$dir" -mindepth 1 -maxdepth 1 -exec rm -rf {} +
       echo "removed this registry's files from $dir"
     done

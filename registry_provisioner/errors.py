@@ -81,6 +81,18 @@ class ReadinessTimeout(ProvisionError):
         super().__init__(f"{text}\n{diagnosis.rstrip()}" if diagnosis.strip() else text)
 
 
+class NodeConfigConflict(ProvisionError):
+    """Node trust found a hosts.toml it did not write where a mirror's belongs, and left
+    it: those nodes do not use the mirror. One line per node, with the file and the fix."""
+
+    def __init__(self, refusals: Iterable[str]) -> None:
+        self.refusals = tuple(refusals)
+        super().__init__(
+            "node trust left files it did not write as they are, so these nodes do not use "
+            "the mirror:\n" + "\n".join(f"  {r}" for r in self.refusals)
+        )
+
+
 class RegistryError(ProvisionError):
     """The registry answered badly; the status picks the hint (401 vs TLS vs 5xx)."""
 

@@ -15,7 +15,9 @@ provision retires that one once the new one holds the files on every node.
 
 from __future__ import annotations
 
+import math
 import re
+import time
 from dataclasses import dataclass
 
 import kr8s
@@ -24,13 +26,17 @@ from kr8s.asyncio.objects import DaemonSet
 
 from . import kube, ownership, render
 from .config import Settings
-from .errors import ReadinessTimeout
-from .waiting import wait_for
+from .errors import NodeConfigConflict, ReadinessTimeout
+from .waiting import first_of, poll, wait_for
 
 # How long unprovision waits for every node to drop the files before it goes on.
 REMOVE_TIMEOUT = 120.0
 IMAGE_PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
 _PSA_POLICY = re.compile(r'violates PodSecurity "([^"]+)"')
+# How the sync script's line starts when it leaves a hosts.toml it did not write.
+REFUSAL = "refused to replace "
+# How often provision looks for that line while it waits for every node.
+REFUSAL_POLL_SECONDS = 2.0
 
 
 def legacy_config_map(settings: Settings) -> dict:
@@ -105,12 +111,61 @@ async def wait_on_every_node(
         if removing
         else "every node to trust the registry's CA"
     )
+    started = time.monotonic()
+
+    async def condition() -> None:
+        ready = kube.wait_until(daemonset, on_every_node)
+        if removing:
+            return await ready
+        # A refusal is final until someone acts: fail on it now, not after `timeout`.
+        return await first_of(ready, _until_refused(api, settings, daemonset, started))
+
     await wait_for(
         f"{what} (DaemonSet {settings.node_trust_name})",
-        lambda: kube.wait_until(daemonset, on_every_node),
+        condition,
         timeout,
         lambda: diagnose(api, settings, removing=removing, namespace=namespace),
     )
+
+
+async def _until_refused(
+    api: kr8s.asyncio.Api, settings: Settings, daemonset: DaemonSet, started: float
+) -> None:
+    """Raise NodeConfigConflict once a pod of the current template logs, since `started`,
+    that it left someone else's hosts.toml (it does on every pass while that lasts)."""
+    found: list[str] = []
+
+    async def refused() -> bool:
+        found[:] = await refusals(api, settings, daemonset, time.monotonic() - started)
+        return bool(found)
+
+    await poll(refused, REFUSAL_POLL_SECONDS)
+    raise NodeConfigConflict(found)
+
+
+async def refusals(
+    api: kr8s.asyncio.Api, settings: Settings, daemonset: DaemonSet, seconds: float
+) -> list[str]:
+    """`node N: <the script's line>` for each refusal logged in the last `seconds` by a
+    pod running the DaemonSet's current template.
+
+    Only that recent: once the file is gone or replaceable, the next pass writes ours,
+    so an older line may be out of date. The window is measured on the node's clock."""
+    template = daemonset.raw["spec"]["template"]["spec"]["containers"][0].get("env")
+    selector = render.component_selector(settings, "node-trust")
+    pods = await kube.get_all(api, "pods", namespace=daemonset.namespace, label_selector=selector)
+    lines = []
+    for pod in pods:
+        current = pod.raw["spec"]["containers"][0].get("env") == template
+        if not current or pod.raw["metadata"].get("deletionTimestamp"):
+            continue
+        try:
+            log = [line async for line in pod.logs(since_seconds=math.ceil(seconds) + 1)]
+        except (kr8s.ServerError, ValueError):  # not started yet: nothing logged
+            continue
+        node = _node_of(pod.raw) or f"of pod {pod.name}"
+        lines += [f"node {node}: {line}" for line in dict.fromkeys(log) if line.startswith(REFUSAL)]
+    return lines
 
 
 async def diagnose(

@@ -98,3 +98,16 @@ async def alongside(main: Awaitable[T], side: Awaitable[U]) -> tuple[T, U]:
         await asyncio.gather(task, return_exceptions=True)
         raise
     return first, await task
+
+
+async def first_of(*waits: Awaitable[T]) -> T:
+    """Run waits at once; the first to end decides (its result, or its failure raised
+    as is), and the rest are stopped."""
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        return next(iter(done)).result()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

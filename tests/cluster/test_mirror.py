@@ -1,23 +1,22 @@
 """The pull-through mirror (issue 13) on the local cluster, fully offline.
 
-A second registry plays the upstream: its own CA (tls.mode self-signed) and the name
-upstream.test, which the mirror pod resolves through `upstream_ip` (hostAliases).
-Pods name `upstream.test:5000/...` and nothing else; node trust's hosts.toml sends
-the node's containerd to the mirror.
+A second registry plays the upstream (tests/support/mirrors.py). Pods name
+`upstream.test:5000/...` and nothing else; node trust's hosts.toml sends the node's
+containerd to the mirror.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import kr8s.asyncio
 import pytest
-from kr8s.asyncio.objects import ConfigMap, Deployment, Namespace, Pod, Secret
+from kr8s.asyncio.objects import Deployment, Pod, Secret
 
 from registry_provisioner import kube, status
 from registry_provisioner.config import load_settings
@@ -30,29 +29,23 @@ from scripts.benchmarks.cluster_pull import pause_binary, runnable_image
 from scripts.local_cluster import images, node_config, node_hosts
 from scripts.local_cluster.paths import LOG_DIR, STATE_DIR
 from scripts.local_cluster.pods import restricted
-from tests.cluster.helpers import decoded
+from tests.support.mirrors import (
+    K3S_HEADER,
+    MIRROR_PORT,
+    UPSTREAM_HOST,
+    UPSTREAM_NAME,
+    files_of,
+    mirror_namespace,
+    mirror_setting,
+    plant_foreign_hosts_toml,
+    upstream_registry,
+)
 from tests.support.registries import Registry, RegistryFactory
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1500)]
 
 NODE = node_config.NodeLayout(STATE_DIR / "node")
-UPSTREAM_NAME = "upstream.test"
-UPSTREAM_HOST = f"{UPSTREAM_NAME}:5000"
-MIRROR_PORT = 5002
 WAIT = 240.0
-
-
-def mirror_setting(upstream: Registry, ttl: str) -> str:
-    """`mirrors` as --set takes it: the upstream by name, its login, its CA, its IP."""
-    mirror = {
-        "upstream": f"https://{UPSTREAM_HOST}",
-        "port": MIRROR_PORT,
-        "ttl": ttl,
-        "login_secret": "upstream-login",
-        "ca_config_map": "upstream-ca",
-        "upstream_ip": upstream.ip,
-    }
-    return json.dumps([mirror])
 
 
 async def until(what: str, check: Callable[[], Awaitable[object]], timeout: float = WAIT):
@@ -144,11 +137,6 @@ def skopeo_push(host: str, cert_dir) -> subprocess.CompletedProcess[str]:
     )
 
 
-def node_files(directory) -> dict[str, tuple[int, str]]:
-    """Each file's inode and text: equal before and after means never rewritten."""
-    return {p.name: (p.stat().st_ino, p.read_text()) for p in sorted(directory.glob("*"))}
-
-
 async def counts(api: kr8s.asyncio.Api, registry: Registry) -> dict[str, dict[str, int]]:
     settings = load_settings(overrides=registry.overrides)
     [mirror] = settings.mirrors
@@ -197,22 +185,19 @@ async def push_to(upstream: Registry, password: str, repo: str, image: Image) ->
 async def test_pull_through_mirror(
     api: kr8s.asyncio.Api, registries: RegistryFactory, tmp_path
 ) -> None:
-    upstream = await registries(
-        "mirror-upstream", tls__mode="self-signed", tls__extra_dns_names=f"[{UPSTREAM_NAME}]"
-    )
-    admin = await registries.password(upstream)
-    app = runnable_image(pause_binary(), layers=2, layer_bytes=256 * 1024)
-    await push_to(upstream, admin, "library/app", app)
-
+    upstream = await upstream_registry(registries, "mirror-upstream")
+    app = await pushed_app(registries, upstream)
     # The mirror's registry: its namespace, with the upstream's pull login and CA, first.
     main = await registries("mirror-main", provision=False)
-    namespace = await Namespace({"metadata": {"name": main.namespace}}, api=api)
-    await namespace.create()
-    try:
-        await _with_mirror(api, registries, upstream, main, app)
-    finally:
-        await namespace.delete()
-        await asyncio.wait_for(kube.wait_deleted(namespace), 180)
+    async with mirror_namespace(api, main, upstream) as pull_login:
+        await _with_mirror(api, registries, upstream, main, app, pull_login)
+
+
+async def pushed_app(registries: RegistryFactory, upstream: Registry) -> Image:
+    """A runnable image of two layers, pushed to the upstream as library/app:1."""
+    app = runnable_image(pause_binary(), layers=2, layer_bytes=256 * 1024)
+    await push_to(upstream, await registries.password(upstream), "library/app", app)
+    return app
 
 
 async def _with_mirror(
@@ -221,25 +206,9 @@ async def _with_mirror(
     upstream: Registry,
     main: Registry,
     app: Image,
+    pull_login: dict[str, str],
 ) -> None:
-    [auth] = await kube.get_all(
-        api, "secrets", "docker-registry-auth", namespace=upstream.namespace
-    )
-    pull_login = {
-        "username": decoded(auth.raw, "pull-username"),
-        "password": decoded(auth.raw, "pull-password"),
-    }
-    meta = {"namespace": main.namespace}
-    secret = await Secret(
-        {"metadata": {**meta, "name": "upstream-login"}, "stringData": pull_login}, api=api
-    )
-    await secret.create()
     ca_pem = upstream.ca_file.read_text()
-    config_map = await ConfigMap(
-        {"metadata": {**meta, "name": "upstream-ca"}, "data": {"ca.crt": ca_pem}}, api=api
-    )
-    await config_map.create()
-
     main.overrides["mirrors"] = mirror_setting(upstream, "168h")
     provisioned = main.invoke("provision")
     assert provisioned.returncode == 0, provisioned.stderr
@@ -330,14 +299,14 @@ async def _with_mirror(
     # 6. A mirror dropped from the settings: its objects and node files go, its claim
     # stays, the registry's own files stay; adding it again brings it back.
     mirror_dir = NODE.registry_certs_dir / UPSTREAM_HOST
-    registry_files = node_files(NODE.registry_certs_dir / main.host)
+    registry_files = files_of(NODE.registry_certs_dir / main.host)
     main.overrides["mirrors"] = "[]"
     dropped = main.invoke("provision")
     assert dropped.returncode == 0, dropped.stderr
     name = f"docker-registry-mirror-upstream-test-{UPSTREAM_HOST.rsplit(':', 1)[1]}"
     assert f"Deployment/{name} in {main.namespace}: deleted" in dropped.stdout, dropped.stdout
     assert not list(mirror_dir.glob("*"))
-    assert node_files(NODE.registry_certs_dir / main.host) == registry_files
+    assert files_of(NODE.registry_certs_dir / main.host) == registry_files
     ns = main.namespace
     assert not await kube.get_all(api, "deployments", name, namespace=ns)
     assert await kube.get_all(api, "persistentvolumeclaims", name, namespace=ns)
@@ -351,3 +320,66 @@ async def _with_mirror(
     assert removed.returncode == 0, removed.stderr
     assert not list((NODE.registry_certs_dir / UPSTREAM_HOST).glob("*"))
     assert not list((NODE.registry_certs_dir / main.host).glob("*"))
+
+
+async def test_a_hosts_toml_not_ours_is_left_and_provision_says_how_to_proceed(
+    api: kr8s.asyncio.Api, registries: RegistryFactory
+) -> None:
+    """As when k3s's registries.yaml configures the upstream: its hosts.toml stays as it
+    is, provision fails at once naming node, file and fix; replace_node_config takes over."""
+    upstream = await upstream_registry(registries, "refusal-upstream")
+    app = await pushed_app(registries, upstream)
+    main = await registries("refusal-main", provision=False)
+    theirs = plant_foreign_hosts_toml(NODE.registry_certs_dir / UPSTREAM_HOST)
+    try:
+        async with mirror_namespace(api, main, upstream):
+            await _refused_then_replaced(api, upstream, main, theirs, app)
+    finally:
+        if theirs.exists() and theirs.read_text().startswith(K3S_HEADER):
+            theirs.unlink()
+
+
+async def _refused_then_replaced(
+    api: kr8s.asyncio.Api, upstream: Registry, main: Registry, theirs: Path, app: Image
+) -> None:
+    mirror_dir = theirs.parent
+    before = files_of(mirror_dir)
+    [node] = await kube.get_all(api, "nodes")
+
+    # 1. Refused, without waiting out --timeout: the node, the file, why and the fix.
+    main.overrides["mirrors"] = mirror_setting(upstream)
+    started = time.monotonic()
+    refused = main.invoke("provision", "--timeout", "240")
+    took = time.monotonic() - started
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    message = refused.stderr
+    print(f"provision refused after {took:.0f}s:\n{message}")  # shown by pytest -rP
+    assert "not ready after" not in message and took < 240, (took, message)
+    assert f"node {node.name}: refused to replace {theirs}: this tool did not write it" in message
+    for fix in ("registries.yaml", "restart k3s", "mirrors[0].replace_node_config: true"):
+        assert fix in message, message
+    assert files_of(mirror_dir) == before  # bytes, inode and mtime
+
+    # 2. Unprovision removes what it wrote, and leaves the file it did not write.
+    removed = main.invoke("unprovision")
+    assert removed.returncode == 0, removed.stderr
+    assert files_of(mirror_dir) == before
+    assert not list((NODE.registry_certs_dir / main.host).glob("*"))
+
+    # 3. Told to proceed, it replaces the file, and a pod pulls through the mirror.
+    main.overrides["mirrors"] = mirror_setting(upstream, replace_node_config=True)
+    replaced = main.invoke("provision")
+    assert replaced.returncode == 0, replaced.stderr
+    ours = theirs.read_text()
+    assert ours.startswith("# Managed by registry-provisioner"), ours
+    assert f'[host."https://{main.ip}:{MIRROR_PORT}"]' in ours
+    pulled_before = await counts(api, main)
+    await run_pod(api, main.namespace, f"{UPSTREAM_HOST}/library/app:1")
+    pulled = await counts(api, main)
+    misses = pulled["misses"]["blob"] - pulled_before["misses"].get("blob", 0)
+    assert misses >= len(app.layers), pulled
+
+    # 4. What it wrote, it removes.
+    removed = main.invoke("unprovision")
+    assert removed.returncode == 0, removed.stderr
+    assert not list(mirror_dir.glob("*"))

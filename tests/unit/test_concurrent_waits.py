@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from registry_provisioner.errors import ReadinessTimeout
-from registry_provisioner.waiting import all_of, alongside
+from registry_provisioner.waiting import all_of, alongside, first_of
 
 
 async def test_waits_overlap_and_all_finish() -> None:
@@ -75,3 +75,29 @@ async def test_alongside_raises_mains_failure_and_stops_the_side() -> None:
     with pytest.raises(ReadinessTimeout):
         await asyncio.wait_for(alongside(main(), side()), 5)
     assert side_stopped.is_set()
+
+
+async def test_first_of_returns_the_first_to_end_and_stops_the_rest() -> None:
+    slow_stopped = asyncio.Event()
+
+    async def quick() -> str:
+        return "quick"
+
+    async def slow() -> str:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            slow_stopped.set()
+            raise
+        return "slow"
+
+    assert await asyncio.wait_for(first_of(slow(), quick()), 5) == "quick"
+    assert slow_stopped.is_set()
+
+
+async def test_first_of_raises_the_first_failure_as_is() -> None:
+    async def fails() -> str:
+        raise ReadinessTimeout("node trust", 1.0, "refused")
+
+    with pytest.raises(ReadinessTimeout):
+        await asyncio.wait_for(first_of(fails(), asyncio.Event().wait()), 5)
