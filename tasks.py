@@ -300,7 +300,12 @@ def demo(c):
     _run(local_demo.demo_command(settings, str(KUBECONFIG), Path("certs")))
 
 
-@task(help={"keep_cluster": "leave the local cluster running afterwards"})
+@task(
+    help={
+        "keep_cluster": "leave the last lane's cluster running afterwards: k3s's when the "
+        "k3s lane ran, else the home-built one"
+    }
+)
 def test(c, keep_cluster=False):
     """Lint, then every test: unit, loopback registry, the local cluster, then the k3s lane.
 
