@@ -22,6 +22,7 @@ from kr8s.asyncio.objects import Namespace, Pod
 from registry_provisioner import kube
 from registry_provisioner.errors import RegistryError
 from registry_provisioner.oci_client import RegistryClient
+from scripts.local_cluster import object_store
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -293,3 +294,15 @@ async def fresh_namespace(api: kr8s.asyncio.Api, name: str) -> Namespace:
 async def namespace_gone(namespace: Namespace) -> None:
     await namespace.delete()
     await asyncio.wait_for(kube.wait_deleted(namespace), 180)
+
+
+@asynccontextmanager
+async def object_store_in(
+    api: kr8s.asyncio.Api, namespace: str
+) -> AsyncIterator[object_store.Store]:
+    """versitygw and redis in `namespace`, made anew, and gone with it afterwards."""
+    made = await fresh_namespace(api, namespace)
+    try:
+        yield await object_store.start(api, namespace)
+    finally:
+        await namespace_gone(made)

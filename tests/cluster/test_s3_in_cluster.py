@@ -22,7 +22,7 @@ from registry_provisioner.config import S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY
 from registry_provisioner.images import push_image, random_image
 from registry_provisioner.oci_client import RegistryClient
 from scripts.local_cluster import object_store
-from tests.cluster.helpers import fresh_namespace, namespace_gone, set_args
+from tests.cluster.helpers import fresh_namespace, namespace_gone, object_store_in, set_args
 from tests.support.registries import Registry, RegistryFactory, snapshot
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
@@ -38,11 +38,8 @@ WRONG_LOGIN = "wrong-s3-login"
 
 @pytest.fixture(scope="module")
 async def store(api: kr8s.asyncio.Api) -> AsyncIterator[object_store.Store]:
-    namespace = await fresh_namespace(api, STORE_NAMESPACE)
-    try:
-        yield await object_store.start(api, STORE_NAMESPACE)
-    finally:
-        await namespace_gone(namespace)
+    async with object_store_in(api, STORE_NAMESPACE) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")

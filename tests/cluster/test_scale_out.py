@@ -27,7 +27,7 @@ from registry_provisioner.waiting import diagnose_pods, wait_for
 from scripts.benchmarks import skopeo
 from scripts.benchmarks.data_plane import Endpoint
 from scripts.local_cluster import object_store
-from tests.cluster.helpers import Started, fresh_namespace, namespace_gone
+from tests.cluster.helpers import Started, fresh_namespace, namespace_gone, object_store_in
 from tests.support.chunked_client import ChunkedClient
 from tests.support.oci_layout import read_oci_layout
 from tests.support.registries import Registry, RegistryFactory
@@ -49,11 +49,8 @@ _PATCH = re.compile(r'"PATCH /v2/(\S+)/blobs/uploads/')
 @pytest.fixture(scope="module")
 async def store(api: kr8s.asyncio.Api) -> AsyncIterator[object_store.Store]:
     """versitygw and redis, in a namespace of their own."""
-    namespace = await fresh_namespace(api, STORE_NAMESPACE)
-    try:
-        yield await object_store.start(api, STORE_NAMESPACE)
-    finally:
-        await namespace_gone(namespace)
+    async with object_store_in(api, STORE_NAMESPACE) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
