@@ -233,6 +233,17 @@ def skopeo(*args: str, authfile: Path, cert_dir: Path) -> str:
 
 
 RBAC = "rbac.authorization.k8s.io"
+# The cluster-wide reads a provision's preflight makes: the storage class, the MetalLB
+# pools and cert-manager's CRD. Every restricted ServiceAccount of the tests gets them.
+PREFLIGHT_CLUSTER_READS = [
+    {"apiGroups": ["storage.k8s.io"], "resources": ["storageclasses"], "verbs": ["get"]},
+    {"apiGroups": ["metallb.io"], "resources": ["ipaddresspools"], "verbs": ["list"]},
+    {
+        "apiGroups": ["apiextensions.k8s.io"],
+        "resources": ["customresourcedefinitions"],
+        "verbs": ["get"],
+    },
+]
 
 
 @asynccontextmanager

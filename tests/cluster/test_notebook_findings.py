@@ -37,7 +37,7 @@ from registry_provisioner.notebook import SCHEMA1_TYPES
 from registry_provisioner.oci_client import DOCKER_MANIFEST, OCI_MANIFEST, RegistryClient
 from registry_provisioner.references import sha256_digest
 from scripts.local_cluster.addresses import OVERLAY_IP
-from tests.cluster.helpers import service_account_kubeconfig
+from tests.cluster.helpers import PREFLIGHT_CLUSTER_READS, service_account_kubeconfig
 from tests.support import notebook
 from tests.support.registries import registry_password, snapshot
 
@@ -196,13 +196,7 @@ TAKEOVER_RULES = [
         "resources": ["certificates", "issuers", "clusterissuers"],
         "verbs": ["*"],
     },
-    {"apiGroups": ["storage.k8s.io"], "resources": ["storageclasses"], "verbs": ["get"]},
-    {"apiGroups": ["metallb.io"], "resources": ["ipaddresspools"], "verbs": ["list"]},
-    {
-        "apiGroups": ["apiextensions.k8s.io"],
-        "resources": ["customresourcedefinitions"],
-        "verbs": ["get"],
-    },
+    *PREFLIGHT_CLUSTER_READS,
 ]
 
 

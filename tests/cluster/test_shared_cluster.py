@@ -20,7 +20,7 @@ from scripts.kinds import KINDS
 from scripts.local_cluster import images
 from scripts.local_cluster.demo import demo_deployment, skopeo_push
 from tests.cluster.fault_proxy import Fault, fault_proxy
-from tests.cluster.helpers import decoded, service_account_kubeconfig
+from tests.cluster.helpers import PREFLIGHT_CLUSTER_READS, decoded, service_account_kubeconfig
 from tests.support.registries import Registry, RegistryFactory, registry_password, snapshot
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
@@ -275,13 +275,7 @@ _RULES = [
         ],
         "verbs": ["*"],
     },
-    {"apiGroups": ["storage.k8s.io"], "resources": ["storageclasses"], "verbs": ["get"]},
-    {"apiGroups": ["metallb.io"], "resources": ["ipaddresspools"], "verbs": ["list"]},
-    {
-        "apiGroups": ["apiextensions.k8s.io"],
-        "resources": ["customresourcedefinitions"],
-        "verbs": ["get"],
-    },
+    *PREFLIGHT_CLUSTER_READS,
 ]
 
 
