@@ -13,7 +13,7 @@ import json
 
 import kr8s.asyncio
 
-from . import render
+from . import bucket, render
 from .config import Settings
 
 AUTHORIZATION = "authorization.k8s.io/v1"
@@ -59,11 +59,27 @@ def required_rights(settings: Settings, manifests: list[dict]) -> list[Right]:
     if settings.node_trust.enabled:
         trust = settings.node_trust_namespace
         needed |= {(trust, "", "pods", "list"), (trust, "", "events", "list")}
+    needed |= _object_store_rights(settings)
     if settings.tls.mode == "cert-manager":
         needed.add(("", "apiextensions.k8s.io", "customresourcedefinitions", "get"))
         issuers = "clusterissuers" if settings.tls.issuer_kind == "ClusterIssuer" else "issuers"
         needed.add(("" if issuers == "clusterissuers" else ns, "cert-manager.io", issuers, "get"))
     return sorted(needed)
+
+
+def _object_store_rights(settings: Settings) -> set[Right]:
+    """An S3 endpoint named `<svc>.<ns>.svc` is asked through a port-forward to a ready
+    pod behind that Service (bucket.route): the bucket check and `--purge` need it."""
+    s3 = settings.storage.s3
+    named = bucket.service_name(bucket.endpoint_url(s3)) if s3.endpoint else None
+    if settings.storage.backend != "s3" or named is None:
+        return set()
+    ns = named.namespace
+    return {
+        (ns, "", "services", "list"),
+        (ns, "", "pods", "list"),
+        (ns, "", "pods/portforward", "create"),
+    }
 
 
 async def _review(api: kr8s.asyncio.Api, kind: str, spec: dict) -> dict:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from registry_provisioner import bucket
+from registry_provisioner import access, bucket, render
+from registry_provisioner.config import load_settings
 
 
 @pytest.mark.parametrize(
@@ -53,3 +54,29 @@ def test_a_direct_route_changes_nothing() -> None:
     way = bucket.Route("http://10.0.0.5:7070", "10.0.0.5:7070")
     assert way.wire("http://10.0.0.5:7070/images/k") == "http://10.0.0.5:7070/images/k"
     assert way.extensions() == {}
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "forwarded"),
+    [("https://versitygw.store.svc:7070", True), ("https://minio.lan:9000", False)],
+)
+def test_preflight_asks_for_the_port_forward_an_in_cluster_store_needs(
+    endpoint: str, forwarded: bool
+) -> None:
+    settings = load_settings(
+        None,
+        {
+            "storage.backend": "s3",
+            "storage.s3.endpoint": endpoint,
+            "storage.s3.bucket": "registry-images",
+            "storage.s3.credentials_secret": "s3-login",
+        },
+    )
+    rights = set(access.required_rights(settings, render.render_manifests(settings, None)))
+    forward = {
+        ("store", "", "pods/portforward", "create"),
+        ("store", "", "pods", "list"),
+        ("store", "", "services", "list"),
+    }
+    assert (forward <= rights) is forwarded
+    assert any(resource == "pods/portforward" for _, _, resource, _ in rights) is forwarded
