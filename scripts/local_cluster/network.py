@@ -68,8 +68,16 @@ def delete_namespace() -> None:
     """Deleting the namespace takes its veth pair, routes and iptables rules with it."""
     if namespace_exists():
         _ip("netns", "delete", NETNS)
-    if _ip("link", "show", HOST_VETH, check=False).returncode == 0:
-        _ip("link", "delete", HOST_VETH)
+    # The kernel removes the pair a moment after the namespace: it may go between the
+    # two commands. Gone is what counts.
+    if _ip("link", "delete", HOST_VETH, check=False).returncode != 0 and _link_exists(HOST_VETH):
+        raise RuntimeError(
+            f"could not delete the host's link {HOST_VETH}: ip link delete {HOST_VETH}"
+        )
+
+
+def _link_exists(name: str) -> bool:
+    return _ip("link", "show", name, check=False).returncode == 0
 
 
 def route_device(address: str) -> str:
