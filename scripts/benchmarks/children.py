@@ -134,7 +134,15 @@ def _run(
     readers = [threading.Thread(target=f, daemon=True) for f in (read_stdout, read_stderr)]
     for reader in readers:
         reader.start()
-    timer = threading.Timer(timeout, _kill_tree, [process])
+    # Set by the timer itself: whether the child or GNU time dies first, and so what
+    # GNU time's exit status says, is a race.
+    killed = threading.Event()
+
+    def kill_at_deadline() -> None:
+        killed.set()
+        _kill_tree(process)
+
+    timer = threading.Timer(timeout, kill_at_deadline)
     timer.start()
     try:
         # wait4 rather than Popen.wait: it also gives the rusage used when GNU time is absent.
@@ -150,7 +158,7 @@ def _run(
         reader.join()
     process.stdout.close()
     process.stderr.close()
-    if returncode == -signal.SIGKILL and seconds >= timeout:
+    if killed.is_set():
         raise BenchError(f"{' '.join(shown[:6])} ... timed out after {timeout:.0f}s")
     return ChildRun(
         argv=tuple(argv),
