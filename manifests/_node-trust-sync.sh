@@ -4,6 +4,8 @@
 # `sync` keeps containerd's hosts.toml and the registry's CA there; `remove` (only
 # unprovision switches to it) empties them. containerd rereads both files on every
 # pull, so nothing restarts; they carry no k3s header, so k3s leaves them.
+# `probe` runs in provision's one-off pod on each node before anything changes: it
+# sees <certs_dir> read-only at /host/certs, and only reports.
 set -eu
 MARK="# Managed by registry-provisioner"
 
@@ -38,6 +40,17 @@ foreign() {
   [ -s "$1/hosts.toml" ] && ! head -n 1 "$1/hosts.toml" | grep -qF "$MARK"
 }
 
+# refuse I NODE_DIR: the line provision reports (node_trust.REFUSAL starts it) when
+# mirror I's hosts.toml, at NODE_DIR on the node, is someone else's.
+refuse() {
+  host="${2##*/}"
+  echo "refused to replace $2/hosts.toml: this tool did not write it (k3s writes" \
+    "it when its registries.yaml configures $host; else another tool or a person did)," \
+    "so this node does not use the mirror of $host. Either remove $host from" \
+    "registries.yaml (mirrors and configs) and restart k3s, or delete the file; or set" \
+    "mirrors[$1].replace_node_config: true to replace it" >&2
+}
+
 # sync_dir DIR HOSTS_TOML HOSTS_TOML_SYSTEM_TRUST
 sync_dir() {
   # Older k3s releases delete certs.d at start: a deleted mount source has no links
@@ -62,15 +75,11 @@ sync_files() {
     eval "node_dir=\$NODE_DIR_$i replace=\$REPLACE_$i toml=\$HOSTS_TOML_$i"
     eval "toml_system=\$HOSTS_TOML_SYSTEM_TRUST_$i"
     # Someone else's hosts.toml stays unless the settings say to replace it: this pod
-    # then stays unready and logs this line on every pass, which provision watches for
-    # (node_trust.REFUSAL) and reports with the node's name.
+    # then stays unready and logs the refusal on every pass, which provision watches
+    # for and reports with the node's name. (Provision's probe normally finds such a
+    # file first; this covers one written since, e.g. by k3s at a restart.)
     if foreign "$dir" && [ "$replace" != true ]; then
-      host="${node_dir##*/}"
-      echo "refused to replace $node_dir/hosts.toml: this tool did not write it (k3s writes" \
-        "it when its registries.yaml configures $host; else another tool or a person did)," \
-        "so this node does not use the mirror of $host. Either remove $host from" \
-        "registries.yaml (mirrors and configs) and restart k3s, or delete the file; or set" \
-        "mirrors[$i].replace_node_config: true to replace it" >&2
+      refuse "$i" "$node_dir"
       continue
     fi
     sync_dir "$dir" "$toml" "$toml_system"
@@ -82,6 +91,14 @@ sync_files() {
 }
 
 case "$1" in
+  probe)
+    for i in ${MIRRORS:-}; do
+      eval "node_dir=\$NODE_DIR_$i replace=\$REPLACE_$i"
+      if foreign "/host/certs/${node_dir##*/}" && [ "$replace" != true ]; then
+        refuse "$i" "$node_dir"
+      fi
+    done
+    ;;
   sync)
     sync_files
     idle sync_files

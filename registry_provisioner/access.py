@@ -59,6 +59,10 @@ def required_rights(settings: Settings, manifests: list[dict]) -> list[Right]:
     if settings.node_trust.enabled:
         trust = settings.node_trust_namespace
         needed |= {(trust, "", "pods", "list"), (trust, "", "events", "list")}
+    if settings.probes_nodes:
+        # One read-only pod per node, before any change (node_probe.py).
+        needed |= {(trust, "", "pods", verb) for verb in ("create", "get", "watch", "delete")}
+        needed |= {(trust, "", "pods/log", "get"), ("", "", "nodes", "list")}
     needed |= _object_store_rights(settings)
     if settings.tls.mode == "cert-manager":
         needed.add(("", "apiextensions.k8s.io", "customresourcedefinitions", "get"))

@@ -880,6 +880,15 @@ class Settings(_Section):
         return str(PurePosixPath(self.node_trust.certs_dir) / mirror.host)
 
     @property
+    def probes_nodes(self) -> bool:
+        """Whether provision first reads each node's hosts directories (node_probe.py):
+        only node trust's mirrors can meet someone else's hosts.toml, and only those not
+        told to replace it."""
+        return self.node_trust.enabled and any(
+            not mirror.replace_node_config for mirror in self.mirrors
+        )
+
+    @property
     def ip_sharing_key(self) -> str:
         """MetalLB's allow-shared-ip key: the registry and its mirrors share one IP."""
         return f"{self.namespace}/{self.name}"

@@ -285,7 +285,7 @@ class LiveDirs:
         return (self.registry, *self.mirrors)
 
 
-def _live_dirs(raw: dict) -> LiveDirs | None:
+def live_dirs(raw: dict) -> LiveDirs | None:
     """The live DaemonSet's host directories (the registry's, then the mirrors' in
     order) and image; None for a release before issue 11, whose pods still delete the
     files themselves as they stop."""
@@ -305,7 +305,7 @@ def _live_dirs(raw: dict) -> LiveDirs | None:
 def keeps_files(raw: dict) -> bool:
     """Whether the live DaemonSet's pods leave the files as they stop (issue 11 on);
     before that, each pod deleted them."""
-    return _live_dirs(raw) is not None
+    return live_dirs(raw) is not None
 
 
 def _mirror_dirs(settings: Settings) -> tuple[str, ...]:
@@ -332,7 +332,7 @@ async def remove_files(
     raw = await ownership.live(api, daemonset_ref(settings, namespace))
     if raw is None or ownership.foreign(raw, settings) is not None:
         return []
-    found = _live_dirs(raw)
+    found = live_dirs(raw)
     if found is None:
         return []
     mirrors = tuple(dict.fromkeys((*found.mirrors, *_mirror_dirs(settings))))
@@ -349,7 +349,7 @@ async def remove_dropped_mirror_files(
     raw = await ownership.live(api, daemonset_ref(settings))
     if raw is None or ownership.foreign(raw, settings) is not None:
         return []
-    found = _live_dirs(raw)
+    found = live_dirs(raw)
     if found is None:
         return []
     dropped = tuple(d for d in found.mirrors if d not in _mirror_dirs(settings))

@@ -10,7 +10,18 @@ from pathlib import Path
 
 import kr8s.asyncio
 
-from . import access, kube, lease, maintenance, node_trust, notebook, ownership, render, unprovision
+from . import (
+    access,
+    kube,
+    lease,
+    maintenance,
+    node_probe,
+    node_trust,
+    notebook,
+    ownership,
+    render,
+    unprovision,
+)
 from .config import Settings
 from .credentials import Credentials, credentials_for, tls_secret_value, write_client_ca
 from .errors import ProvisionError, RegistryError
@@ -76,6 +87,8 @@ async def provision(
         credentials_for(api, settings, rotate_password, rotate_pull_password),
     )
     manifests = await _ours_to_apply(api, settings, render.render_manifests(settings, credentials))
+    # The last check before any change: it starts a pod on each node, so not in a dry run.
+    probed = [] if dry_run else await node_probe.check_nodes(api, settings, manifests, timeout)
     # Node trust's CA copy and DaemonSet wait for the CA, which cert-manager issues
     # only after the Certificate is applied.
     later = _node_trust_workload(settings, manifests)
@@ -94,7 +107,7 @@ async def provision(
         adopted = await ownership.adopt(api, settings, objects, dry_run=dry_run) if adopt else []
         return await kube.apply_manifests(api, objects, dry_run=dry_run) + adopted
 
-    changes = await apply(manifests) + taking_over
+    changes = _made_before(await apply(manifests), probed) + taking_over
     if released:
         action = "made writable again (an interrupted `invoke gc` had left it read-only)"
         changes.append(
@@ -164,6 +177,13 @@ async def provision(
         changes += await _drop_legacy_node_trust_config(api, settings)
     changes += taken_over
     return ProvisionResult(changes, ca_file, time.monotonic() - started)
+
+
+def _made_before(changes: list[kube.Change], made: list[kube.Change]) -> list[kube.Change]:
+    """`changes`, saying "created" for what the node probe created just before (which
+    applying again found unchanged)."""
+    first = {(c.kind, c.namespace, c.name): c for c in made}
+    return [first.get((c.kind, c.namespace, c.name), c) for c in changes]
 
 
 def _taking_over(

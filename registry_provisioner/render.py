@@ -421,6 +421,22 @@ def node_trust_removal(
     return ownership.stamp(daemonset, settings)
 
 
+def node_probe_name(settings: Settings, node: str) -> str:
+    """One node's probe pod: named by a digest, as node names may be long."""
+    digest = hashlib.sha256(node.encode("utf-8")).hexdigest()[:10]
+    return f"{settings.node_trust_name}-probe-{digest}"
+
+
+def node_probe(settings: Settings, node: str) -> dict[str, Any]:
+    """The one-off pod that reads `node`'s containerd hosts directory before provision
+    changes anything (node-probe.yaml.j2 says why)."""
+    context = {**_context(settings, None), "node": node}
+    context["probe_name"] = node_probe_name(settings, node)
+    text = _environment().get_template("node-probe.yaml.j2").render(context)
+    [pod] = [doc for doc in yaml.load_all(text, Loader=_LOADER) if doc]
+    return ownership.stamp(pod, settings)
+
+
 class _BlockDumper(yaml.SafeDumper):
     """Multi-line strings (config.yml, scripts, PEM) print as literal blocks."""
 

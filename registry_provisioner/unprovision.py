@@ -12,7 +12,7 @@ import base64
 import kr8s
 import kr8s.asyncio
 
-from . import bucket, kube, node_trust, ownership, render
+from . import bucket, kube, node_probe, node_trust, ownership, render
 from .config import S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY, Settings
 from .credentials import ca_secret_name
 
@@ -93,6 +93,8 @@ async def unprovision(
     for namespace in daemonsets:
         # The pods keep the node files when they stop; they empty them before they go.
         report += await node_trust.remove_files(api, settings, namespace=namespace)
+    if settings.probes_nodes:  # a killed provision's probe pods
+        deleted += await node_probe.remove_probes(api, settings)
     deleted += await kube.delete_manifests(api, ours)
     if purge and settings.storage.backend == "s3":
         report.append(await _empty_bucket_prefix(api, settings))

@@ -18,7 +18,7 @@ import kr8s.asyncio
 import pytest
 from kr8s.asyncio.objects import Deployment, Pod, Secret
 
-from registry_provisioner import kube, status
+from registry_provisioner import kube, node_probe, render, status
 from registry_provisioner.config import load_settings
 from registry_provisioner.errors import RegistryError
 from registry_provisioner.images import Image, push_image, random_image
@@ -27,7 +27,7 @@ from registry_provisioner.oci_client import RegistryClient
 from registry_provisioner.references import sha256_digest
 from scripts.benchmarks.cluster_pull import pause_binary, runnable_image
 from scripts.local_cluster import images, node_config, node_hosts
-from scripts.local_cluster.paths import LOG_DIR, STATE_DIR
+from scripts.local_cluster.paths import LOCAL_OVERLAY, LOG_DIR, STATE_DIR
 from scripts.local_cluster.pods import restricted
 from tests.support.mirrors import (
     K3S_HEADER,
@@ -40,7 +40,7 @@ from tests.support.mirrors import (
     plant_foreign_hosts_toml,
     upstream_registry,
 )
-from tests.support.registries import Registry, RegistryFactory
+from tests.support.registries import Registry, RegistryFactory, snapshot
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1500)]
 
@@ -346,19 +346,25 @@ async def _refused_then_replaced(
     before = files_of(mirror_dir)
     [node] = await kube.get_all(api, "nodes")
 
-    # 1. Refused, without waiting out --timeout: the node, the file, why and the fix.
+    # 1. Refused before any change: the node, the file, why and the fix.
     main.overrides["mirrors"] = mirror_setting(upstream)
+    settings = load_settings(LOCAL_OVERLAY, main.overrides)
+    objects_before = await snapshot(api)
     started = time.monotonic()
     refused = main.invoke("provision", "--timeout", "240")
     took = time.monotonic() - started
     assert refused.returncode == 1, refused.stdout + refused.stderr
     message = refused.stderr
     print(f"provision refused after {took:.0f}s:\n{message}")  # shown by pytest -rP
-    assert "not ready after" not in message and took < 240, (took, message)
+    assert "preflight failed, nothing was changed" in message, message
     assert f"node {node.name}: refused to replace {theirs}: this tool did not write it" in message
     for fix in ("registries.yaml", "restart k3s", "mirrors[0].replace_node_config: true"):
         assert fix in message, message
     assert files_of(mirror_dir) == before  # bytes, inode and mtime
+    # The probe's pods and the namespace it made for them are gone again.
+    assert await snapshot(api) == objects_before
+    assert await kube.read(api, f"namespaces/{settings.node_trust_namespace}") is None
+    assert not list((NODE.registry_certs_dir / main.host).glob("*"))
 
     # 2. Unprovision removes what it wrote, and leaves the file it did not write.
     removed = main.invoke("unprovision")
@@ -379,7 +385,50 @@ async def _refused_then_replaced(
     misses = pulled["misses"]["blob"] - pulled_before["misses"].get("blob", 0)
     assert misses >= len(app.layers), pulled
 
-    # 4. What it wrote, it removes.
+    # 4. Once node trust holds the file on every node, a re-provision asks the nodes
+    # nothing (no probe pod), even with replace_node_config false again.
+    main.overrides["mirrors"] = mirror_setting(upstream)
+    again = main.invoke("provision")
+    assert again.returncode == 0, again.stderr
+    probe = render.node_probe_name(settings, node.name)
+    assert not await kube.events_about(api, settings.node_trust_namespace, probe, "Pod")
+    assert theirs.read_text() == ours
+
+    # 5. What it wrote, it removes.
     removed = main.invoke("unprovision")
     assert removed.returncode == 0, removed.stderr
     assert not list(mirror_dir.glob("*"))
+
+
+async def test_the_node_probe_creates_no_certs_directory_where_there_is_none(
+    api: kr8s.asyncio.Api, registries: RegistryFactory
+) -> None:
+    """A node without <certs_dir> holds no hosts.toml to conflict with: the probe says
+    so from kubelet's report, without waiting out its timeout, and makes no directory."""
+    upstream = await upstream_registry(registries, "probe-upstream")
+    main = await registries("probe-main", provision=False)
+    absent = NODE.registry_certs_dir.parent / f"absent-{uuid.uuid4().hex[:8]}"
+    missing = absent / "certs.d"
+    overrides = {
+        **main.overrides,
+        "mirrors": mirror_setting(upstream),
+        "node_trust.certs_dir": str(missing),
+    }
+    settings = load_settings(LOCAL_OVERLAY, overrides)
+    manifests = render.render_manifests(settings, None)
+    try:
+        made = await node_probe.check_nodes(api, settings, manifests, timeout=WAIT)
+        assert [(c.kind, c.name, c.action) for c in made] == [
+            ("Namespace", settings.node_trust_namespace, "created")
+        ]
+        assert not absent.exists()
+        selector = render.component_selector(settings, node_probe.COMPONENT)
+        left = await kube.get_all(
+            api, "pods", namespace=settings.node_trust_namespace, label_selector=selector
+        )
+        assert not left
+    finally:
+        [namespace] = [
+            m for m in manifests if m["metadata"]["name"] == settings.node_trust_namespace
+        ]
+        await kube.delete_manifests(api, [namespace])

@@ -33,7 +33,7 @@ from tests.support.mirrors import (
     mirror_namespace,
     mirror_setting,
 )
-from tests.support.registries import Registry, RegistryFactory
+from tests.support.registries import Registry, RegistryFactory, snapshot
 
 pytestmark = [pytest.mark.cluster, pytest.mark.k3s, pytest.mark.timeout(1500)]
 
@@ -209,7 +209,8 @@ async def test_a_mirror_whose_upstream_registries_yaml_configures_is_refused(
     api: kr8s.asyncio.Api, story: Story, module_registries: RegistryFactory
 ) -> None:
     """k3s writes the upstream's hosts.toml from registries.yaml; provision with a mirror
-    of that upstream fails naming the node, the file and the fix, and leaves the file.
+    of that upstream fails before any change, naming the node, the file and the fix,
+    and leaves the file.
 
     The mirror never has to pull, so the registry of the story stands in for its
     upstream (its login and CA fill the mirror's Secret and ConfigMap)."""
@@ -229,8 +230,11 @@ async def test_a_mirror_whose_upstream_registries_yaml_configures_is_refused(
         main = await module_registries(MIRROR_MAIN, provision=False)
         async with mirror_namespace(api, main, story.registry):
             main.overrides["mirrors"] = mirror_setting(story.registry)
+            objects_before = await snapshot(api)
             refused = main.invoke("provision", "--timeout", "240")
             assert refused.returncode == 1, refused.stdout + refused.stderr
+            assert "preflight failed, nothing was changed" in refused.stderr, refused.stderr
+            assert await snapshot(api) == objects_before
             [node] = await kube.get_all(api, "nodes")
             node_file = k3s.CERTS_DIR / UPSTREAM_HOST / "hosts.toml"
             expected = f"node {node.name}: refused to replace {node_file}"
