@@ -35,6 +35,7 @@ COMMON_HELP = {
     "set": "override one setting, e.g. --set service.ip=10.0.0.5 (repeatable)",
     "local": "target the local cluster from `invoke cluster.up` with its config overlay",
 }
+TEST_LANES = ("all", "home", "k3s")
 K3S_HELP = {"k3s": "the k3s lane: k3s built from its source tree, with its embedded containerd"}
 
 
@@ -303,10 +304,13 @@ def demo(c):
 @task(
     help={
         "keep_cluster": "leave the last lane's cluster running afterwards: k3s's when the "
-        "k3s lane ran, else the home-built one"
+        "k3s lane ran, else the home-built one",
+        "lane": "all (the default): both lanes, one after the other; home: lint and every "
+        "test on the home-built cluster; k3s: lint and tests/k3s on k3s. Two CI jobs, one "
+        "per lane, split the cold run's time",
     }
 )
-def test(c, keep_cluster=False):
+def test(c, keep_cluster=False, lane="all"):
     """Lint, then every test: unit, loopback registry, the local cluster, then the k3s lane.
 
     The k3s lane (tests/k3s on a k3s cluster) runs when the k3s source tree is present;
@@ -315,21 +319,26 @@ def test(c, keep_cluster=False):
     from scripts.local_cluster import k3s_build
     from scripts.local_cluster.paths import CACHE_DIR
 
+    if lane not in TEST_LANES:
+        raise Exit(f"--lane: {lane!r} is not one of {', '.join(TEST_LANES)}", code=2)
     c.run("ruff check .")
     c.run("ruff format --check .")
     lanes = {}
     build_log = CACHE_DIR / "logs" / "k3s-build.log"  # the cluster's state and logs go at down
-    build = k3s_build.start_background_build(build_log)
+    # Beside the home-built lane, the k3s build takes only the CPU its tests leave idle.
+    build = k3s_build.start_background_build(build_log) if lane == "all" else None
     try:
-        cluster_up(c)
-        lanes["local cluster"] = c.run("pytest -p no:cacheprovider -ra", warn=True).ok
-        cluster_down(c)  # one cluster at a time: they share addresses and the namespace
-        if build is not None:
-            k3s_build.finish_background_build(build, build_log)
-            build = None
-        if not k3s_build.source_missing_reason():
-            cluster_up(c, k3s=True)
-        lanes["k3s"] = c.run("pytest -p no:cacheprovider -ra --k3s tests/k3s", warn=True).ok
+        if lane in ("all", "home"):
+            cluster_up(c)
+            lanes["local cluster"] = c.run("pytest -p no:cacheprovider -ra", warn=True).ok
+            cluster_down(c)  # one cluster at a time: they share addresses and the namespace
+        if lane in ("all", "k3s"):
+            if build is not None:
+                k3s_build.finish_background_build(build, build_log)
+                build = None
+            if not k3s_build.source_missing_reason():
+                cluster_up(c, k3s=True)
+            lanes["k3s"] = c.run("pytest -p no:cacheprovider -ra --k3s tests/k3s", warn=True).ok
     except k3s_build.K3sBuildFailed as error:
         raise Exit(str(error), code=1) from error
     finally:

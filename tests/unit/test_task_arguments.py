@@ -23,3 +23,16 @@ def test_a_timeout_that_is_no_positive_number_is_refused_by_name(value: str) -> 
     assert result.returncode == 2, result.stderr
     assert f"--timeout {value}: expected a number of seconds above 0" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_unknown_test_lane_is_refused_before_lint_or_any_cluster() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "invoke", "test", "--lane", "kind"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "--lane: 'kind' is not one of all, home, k3s" in result.stderr
+    assert "All checks passed" not in result.stdout  # ruff did not run
