@@ -25,7 +25,7 @@ from pathlib import Path
 from registry_provisioner.progress import step
 
 from . import versions
-from .paths import CACHE_DIR, K3S_SOURCE
+from .paths import CACHE_DIR, K3S_SOURCE, REPO_ROOT
 
 # The tags k3s's scripts/build uses on Linux; the shim gets netgo instead of netcgo.
 TAGS = (
@@ -116,17 +116,20 @@ def is_built(go: str | None = None) -> bool:
 
 
 def start_background_build(log: Path) -> subprocess.Popen | None:
-    """Start `invoke cluster.build --k3s` at the lowest priority, or None when nothing is to build.
+    """Start building k3s and its shim at the lowest priority, or None when nothing is to build.
 
     `invoke test` runs it beside the home-built lane: a cold k3s build (about 18 min)
     then takes only the CPU those tests leave idle, instead of adding its whole time.
+    Only k3s: the images and add-ons the k3s lane shares are the home-built lane's,
+    which builds them first (building them here too did the same work twice).
     """
     if source_missing_reason() or is_built():
         return None
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:
         return subprocess.Popen(
-            ["nice", "-n", "19", sys.executable, "-m", "invoke", "cluster.build", "--k3s"],
+            ["nice", "-n", "19", sys.executable, "-m", "scripts.local_cluster.k3s_build"],
+            cwd=REPO_ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stop_background_build ends go too
@@ -229,3 +232,7 @@ def build_k3s(source: Path = K3S_SOURCE) -> K3sBinaries:
         shutil.rmtree(tree.parent, ignore_errors=True)
     print(f"built k3s in {time.monotonic() - started:.0f}s -> {target.k3s}", flush=True)
     return target
+
+
+if __name__ == "__main__":  # what start_background_build runs
+    build_k3s()
