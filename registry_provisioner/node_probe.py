@@ -21,7 +21,7 @@ from kr8s.asyncio.objects import Pod
 from . import kube, render
 from .config import Settings
 from .errors import ProvisionError
-from .node_trust import REFUSAL, live_dirs, on_every_node
+from .node_trust import REFUSAL, live_dirs, on_every_node, pod_log
 from .preflight import refuse
 from .waiting import all_of, diagnose_pods, first_of, poll, wait_for
 
@@ -98,7 +98,7 @@ async def _probe(api: kr8s.asyncio.Api, settings: Settings, node: str, timeout: 
     )
     if missing:
         return []
-    log = await _log(pod)
+    log = await pod_log(pod)
     if pod.raw["status"].get("phase") != "Succeeded":
         # The pod goes with this run: its last words go into the message.
         raise ProvisionError(
@@ -106,14 +106,6 @@ async def _probe(api: kr8s.asyncio.Api, settings: Settings, node: str, timeout: 
             f"failed: {' / '.join(log[-5:]) or 'it logged nothing'}"
         )
     return [f"node {node}: {line}" for line in log if line.startswith(REFUSAL)]
-
-
-async def _log(pod: Pod) -> list[str]:
-    """What the pod logged; nothing when it never ran (kubelet rejected it)."""
-    try:
-        return [line async for line in pod.logs()]
-    except (kr8s.ServerError, ValueError):
-        return []
 
 
 async def _finished(pod: Pod) -> bool:

@@ -194,7 +194,7 @@ async def diagnose(
         reason = _pod_reason(pod.raw, settings, removing=removing)
         if reason:
             lines.append(f"  node {node}: {reason} (pod {pod.name})")
-            lines += [f"    | {line}" for line in await _log_tail(pod)]
+            lines += [f"    | {line}" for line in await pod_log(pod, 5)]
     if not lines and rejected:
         lines.append(f"  {rejected}")
     return "\n".join(lines)
@@ -265,9 +265,10 @@ def _pod_reason(raw: dict, settings: Settings, *, removing: bool) -> str:
     return ""
 
 
-async def _log_tail(pod) -> list[str]:
+async def pod_log(pod, tail_lines: int | None = None) -> list[str]:
+    """What the pod logged (its last `tail_lines`); nothing when it never ran."""
     try:
-        return [line async for line in pod.logs(tail_lines=5)]
+        return [line async for line in pod.logs(tail_lines=tail_lines)]
     except (kr8s.ServerError, ValueError):
         return []
 
