@@ -8,18 +8,23 @@ placeholder, which is what ``invoke render`` prints.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import json
+import os
+import stat
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import yaml
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import Environment, FileSystemBytecodeCache, FileSystemLoader, StrictUndefined
+from jinja2.bccache import Bucket
 
 from . import ownership, proxy
 from .config import (
@@ -174,10 +179,45 @@ def _quote(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+class _CompiledTemplates(FileSystemBytecodeCache):
+    """Compiled templates kept between runs: compiling is most of a task's first render.
+
+    Jinja checks each entry against its template's source, so an edited template is
+    compiled afresh. Keeping them is only a saving: when the cache cannot be written,
+    every run compiles, as it would without one.
+    """
+
+    def dump_bytecode(self, bucket: Bucket) -> None:
+        with contextlib.suppress(OSError):
+            super().dump_bytecode(bucket)
+
+
+def template_cache_dir() -> Path:
+    """Per Jinja version, since the cached code calls into Jinja's runtime."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "registry-provisioner" / f"jinja2-{jinja2.__version__}"
+
+
+def _template_cache() -> FileSystemBytecodeCache | None:
+    """The cache, only in a directory of ours that nobody else can write: its entries
+    are code that this process runs."""
+    try:
+        directory = template_cache_dir()
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        found = directory.lstat()
+    except (OSError, RuntimeError):  # RuntimeError: no home directory to be found
+        return None
+    writable_by_others = found.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or writable_by_others:
+        return None
+    return _CompiledTemplates(str(directory))
+
+
 @functools.cache
 def _environment() -> Environment:
     env = Environment(
         loader=FileSystemLoader(MANIFESTS_DIR),
+        bytecode_cache=_template_cache(),
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
