@@ -106,6 +106,30 @@ SPECS: tuple[Spec, ...] = (
         "skopeo_pull_vs_loopback", THROUGHPUT, "skopeo pull: cluster / loopback", "x", (">=", 0.9)
     ),
     Spec(
+        "skopeo_server_cpu_cluster",
+        THROUGHPUT,
+        "registry pod CPU per GiB skopeo moves (push and pull) through the LoadBalancer IP",
+        "s/GiB",
+    ),
+    Spec(
+        "skopeo_server_cpu_loopback",
+        THROUGHPUT,
+        "the loopback pair's CPU per GiB skopeo moves (push and pull)",
+        "s/GiB",
+    ),
+    Spec(
+        "skopeo_server_cpu_vs_loopback",
+        THROUGHPUT,
+        "registry CPU per GiB: cluster / loopback (the kernel's work on the pod's path)",
+        "x",
+    ),
+    Spec(
+        "skopeo_client_cpu_vs_loopback",
+        THROUGHPUT,
+        "skopeo's own CPU per GiB: cluster / loopback",
+        "x",
+    ),
+    Spec(
         "docker_push_cluster",
         THROUGHPUT,
         "docker push {size} MiB through the LoadBalancer IP",

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 from registry_provisioner.images import Image
 from registry_provisioner.oci_client import OCI_INDEX
@@ -96,10 +97,16 @@ def copy_argv(source: str, dest: str, *, authfile: Path, certs: Path, push: bool
     ]
 
 
-def push_pull_seconds(
-    endpoint: Endpoint, layout: Path, repo: str, work_dir: Path
-) -> tuple[float, float]:
-    """Seconds for skopeo to push the layout's image to `repo`, then to pull it back."""
+class Copies(NamedTuple):
+    """One push and pull: their seconds, and the CPU skopeo itself spent on both."""
+
+    push_seconds: float
+    pull_seconds: float
+    cpu_seconds: float
+
+
+def push_pull(endpoint: Endpoint, layout: Path, repo: str, work_dir: Path) -> Copies:
+    """skopeo pushes the layout's image to `repo`, then pulls it back."""
     authfile = auth_file(endpoint, work_dir / "auth")
     certs = cert_dir(endpoint, work_dir / "certs")
     reference = f"docker://{host_of(endpoint.url)}/{repo}:v1"
@@ -118,4 +125,4 @@ def push_pull_seconds(
         raise BenchError(f"skopeo pulled nothing into {pulled}")
     shutil.rmtree(pulled, ignore_errors=True)
     shutil.rmtree(work_dir / "auth", ignore_errors=True)
-    return push.seconds, pull.seconds
+    return Copies(push.seconds, pull.seconds, push.cpu_seconds + pull.cpu_seconds)
