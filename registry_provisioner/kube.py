@@ -30,6 +30,9 @@ from .errors import ClusterUnreachable, ReadFailed
 warnings.filterwarnings("ignore", category=UserWarning, module=r"kr8s\._api")
 
 FIELD_MANAGER = "registry-provisioner"
+# What a read found shortly before applying: each object's resourceVersion, None where
+# it was absent. Keyed by kind, namespace and name (see `version_key`).
+Versions = dict[tuple[str, str | None, str], str | None]
 # Kinds kr8s has no class for, which this tool reads, writes or waits on. Known here, they
 # skip kr8s's API discovery: one request per API group the server serves, on every run.
 # kr8s finds classes among APIObject's subclasses, a weak list: this tuple keeps them.
@@ -215,18 +218,22 @@ async def _server_side_apply(
     dry_run: bool,
     field_manager: str = FIELD_MANAGER,
     force: bool = True,
-) -> dict:
+) -> tuple[bool, dict]:
+    """Whether the apply created the object (201), and the object as it now is."""
     params = {"fieldManager": field_manager, "force": "true" if force else "false"}
     if dry_run:
         params["dryRun"] = "All"
     apply_patch = {"Content-Type": "application/apply-patch+yaml"}
-    return await _send(api, where, "PATCH", manifest, params=params, headers=apply_patch)
+    status, answer = await _exchange(
+        api, where, "PATCH", manifest, params=params, headers=apply_patch
+    )
+    return status == 201, answer
 
 
-async def _send(
+async def _exchange(
     api: kr8s.asyncio.Api, where: Location, method: str, body: dict, **options: Any
-) -> dict:
-    """One request on the object's own URL with a JSON body; the answer's JSON."""
+) -> tuple[int, dict]:
+    """One request on the object's own URL with a JSON body; the answer's status and JSON."""
     async with api.call_api(
         method,
         version=where.version,
@@ -235,7 +242,14 @@ async def _send(
         content=json.dumps(body),
         **options,
     ) as response:
-        return response.json()
+        return response.status_code, response.json()
+
+
+async def _send(
+    api: kr8s.asyncio.Api, where: Location, method: str, body: dict, **options: Any
+) -> dict:
+    """One request on the object's own URL with a JSON body; the answer's JSON."""
+    return (await _exchange(api, where, method, body, **options))[1]
 
 
 def _comparable(obj: dict) -> dict:
@@ -246,26 +260,47 @@ def _comparable(obj: dict) -> dict:
     return clean
 
 
-async def apply_object(api: kr8s.asyncio.Api, manifest: dict, dry_run: bool = False) -> Change:
+def version_key(manifest: dict) -> tuple[str, str | None, str]:
+    metadata = manifest["metadata"]
+    return manifest["kind"], metadata.get("namespace"), metadata["name"]
+
+
+async def apply_object(
+    api: kr8s.asyncio.Api, manifest: dict, dry_run: bool = False, versions: Versions | None = None
+) -> Change:
+    """Server-side apply, saying whether that created, changed or left the object.
+
+    `versions` saves the read before the apply for objects read moments ago (the
+    preflight's ownership check): only the answer's resourceVersion is then compared.
+    A dry run always reads, since it compares the objects themselves.
+    """
     where = await locate(api, manifest)
-    before = await read(api, where.path, version=where.version, namespace=where.namespace)
+    key = version_key(manifest)
+    before: dict | None = None
+    if dry_run or versions is None or key not in versions:
+        before = await read(api, where.path, version=where.version, namespace=where.namespace)
+        before_version = before["metadata"]["resourceVersion"] if before else None
+    else:
+        before_version = versions[key]
     try:
-        after = await _server_side_apply(api, where, manifest, dry_run)
+        created, after = await _server_side_apply(api, where, manifest, dry_run)
     except kr8s.ServerError as error:
         # A dry run cannot place objects in a namespace that is itself only dry-run created.
         missing_namespace = error.response is not None and error.response.status_code == 404
         if dry_run and before is None and missing_namespace:
             return Change(where.kind, where.name, where.namespace, "would be created")
         raise
-    if before is None:
-        action = "created"
-    elif dry_run:
-        action = "unchanged" if _comparable(before) == _comparable(after) else "configured"
-    else:
-        same = before["metadata"]["resourceVersion"] == after["metadata"]["resourceVersion"]
-        action = "unchanged" if same else "configured"
     if dry_run:
-        action = f"would be {action}" if action != "unchanged" else action
+        if before is None:
+            action = "would be created"
+        else:
+            same = _comparable(before) == _comparable(after)
+            action = "unchanged" if same else "would be configured"
+    elif created:
+        action = "created"
+    else:
+        same = before_version == after["metadata"]["resourceVersion"]
+        action = "unchanged" if same else "configured"
     return Change(where.kind, where.name, where.namespace, action)
 
 
@@ -291,7 +326,8 @@ async def apply_fields(
     an overwrite.
     """
     where = await locate(api, manifest)
-    return await _server_side_apply(api, where, manifest, dry_run, field_manager, force=False)
+    _, answer = await _server_side_apply(api, where, manifest, dry_run, field_manager, force=False)
+    return answer
 
 
 def managed_by(raw: dict, field_manager: str) -> bool:
@@ -303,12 +339,15 @@ def managed_by(raw: dict, field_manager: str) -> bool:
 
 
 async def apply_manifests(
-    api: kr8s.asyncio.Api, manifests: Sequence[dict], dry_run: bool = False
+    api: kr8s.asyncio.Api,
+    manifests: Sequence[dict],
+    dry_run: bool = False,
+    versions: Versions | None = None,
 ) -> list[Change]:
     """Apply stage by stage; the objects inside a stage are independent and go at once."""
     changes: list[Change] = []
     for number, stage in enumerate(stages(manifests)):
-        changes += await asyncio.gather(*(apply_object(api, m, dry_run) for m in stage))
+        changes += await asyncio.gather(*(apply_object(api, m, dry_run, versions) for m in stage))
         progress.note("apply", f"{len(changes)} of {len(manifests)} objects applied")
         if not dry_run:
             failpoints.reached(f"applied-stage-{number}")

@@ -121,16 +121,26 @@ def cert_manager_secret(settings: Settings) -> dict:
 
 
 async def takeover_problems(
-    api: kr8s.asyncio.Api, settings: Settings, manifests: list[dict], *, adopt: bool
+    api: kr8s.asyncio.Api,
+    settings: Settings,
+    manifests: list[dict],
+    *,
+    adopt: bool,
+    versions: kube.Versions | None = None,
 ) -> list[str]:
     """Existing objects provision would overwrite though this install did not create them.
 
     With `adopt`, objects nobody of ours made are taken over; another install's never are.
+    `versions`, if given, receives what each read found, so the apply need not read again.
     """
     checked = [m for m in manifests if m["kind"] != "Namespace"]
     if settings.tls.mode == "cert-manager":
         checked.append(cert_manager_secret(settings))
     found = await asyncio.gather(*(live(api, m) for m in checked))
+    if versions is not None:
+        for manifest, raw in zip(checked, found, strict=True):
+            version = raw["metadata"]["resourceVersion"] if raw else None
+            versions[kube.version_key(manifest)] = version
     problems = []
     for manifest, raw in zip(checked, found, strict=True):
         other = foreign(raw, settings) if raw else None

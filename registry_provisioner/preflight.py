@@ -364,12 +364,14 @@ async def run_preflight(
     *,
     adopt: bool = False,
     settle: Callable[[Settings], Awaitable[Settings]] | None = None,
+    versions: kube.Versions | None = None,
 ) -> Settings:
     """Raise one PreflightError listing every problem, or return the settings checked.
 
     Missing rights come first and alone: the other checks read with those rights.
     `settle`, run right after them, may complete the settings from what is on the
-    cluster (the notebook's storage.sub_path) or refuse.
+    cluster (the notebook's storage.sub_path) or refuse. `versions` receives what the
+    ownership check read of each object.
     """
     await kube.check_reachable(api)
     # One preview render serves the rights, Pod Security and ownership checks alike.
@@ -394,7 +396,7 @@ async def run_preflight(
     found = await asyncio.gather(
         *(check(api, settings) for check in checks),
         _pod_security_problems(api, settings, manifests),
-        ownership.takeover_problems(api, settings, manifests, adopt=adopt),
+        ownership.takeover_problems(api, settings, manifests, adopt=adopt, versions=versions),
     )
     refuse([problem for problems in found for problem in problems])
     return settings

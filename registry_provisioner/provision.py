@@ -82,8 +82,10 @@ async def provision(
 
     # The credentials need only reads (and, on a first run, hashing): they overlap the
     # preflight, whose refusal still comes first. Its settling changes only sub_path.
+    # What the preflight read of each object spares the apply a second read.
+    read_versions: kube.Versions = {}
     settings, (credentials, renewal) = await alongside(
-        run_preflight(api, settings, adopt=adopt, settle=settle),
+        run_preflight(api, settings, adopt=adopt, settle=settle, versions=read_versions),
         credentials_for(api, settings, rotate_password, rotate_pull_password),
     )
     manifests = await _ours_to_apply(api, settings, render.render_manifests(settings, credentials))
@@ -105,7 +107,10 @@ async def provision(
 
     async def apply(objects: list[dict]) -> list[kube.Change]:
         adopted = await ownership.adopt(api, settings, objects, dry_run=dry_run) if adopt else []
-        return await kube.apply_manifests(api, objects, dry_run=dry_run) + adopted
+        # Adopting replaces objects, so their versions from the preflight are stale.
+        versions = None if adopt else read_versions
+        applied = await kube.apply_manifests(api, objects, dry_run=dry_run, versions=versions)
+        return applied + adopted
 
     changes = _made_before(await apply(manifests), probed) + taking_over
     if released:
