@@ -29,6 +29,12 @@ from .oci_client import RegistryClient
 from .preflight import refuse, run_preflight
 from .waiting import READY_TIMEOUT, all_of, alongside, diagnose_pods, poll, wait_for
 
+# Asking whether the registry answers: each request's bound, the first connect's
+# shorter one, and the pause between tries.
+ANSWER_TIMEOUT = 5.0
+FIRST_CONNECT_TIMEOUT = 0.25
+ANSWER_POLL_INTERVAL = 0.1
+
 
 @dataclass(frozen=True)
 class ProvisionResult:
@@ -157,7 +163,7 @@ async def provision(
         for what, url, login in endpoints:
             await wait_for(
                 f"{what} to answer on {url}",
-                lambda url=url, login=login: poll(lambda: _answers(url, ca_file, *login)),
+                lambda url=url, login=login: _until_answers(url, ca_file, *login),
                 timeout,
             )
         return ca_file
@@ -253,12 +259,13 @@ async def _ours_to_apply(
 ) -> list[dict]:
     """The manifests without the Namespaces that existed before us: we put our objects
     in them, but never label (Pod Security included) or delete them."""
-    foreign = set()
-    for manifest in manifests:
-        if manifest["kind"] == "Namespace":
-            raw = await ownership.live(api, manifest)
-            if raw is not None and ownership.foreign(raw, settings) is not None:
-                foreign.add(manifest["metadata"]["name"])
+    namespaces = [m for m in manifests if m["kind"] == "Namespace"]
+    found = await asyncio.gather(*(ownership.live(api, m) for m in namespaces))
+    foreign = {
+        m["metadata"]["name"]
+        for m, raw in zip(namespaces, found, strict=True)
+        if raw is not None and ownership.foreign(raw, settings) is not None
+    }
     return [
         m for m in manifests if not (m["kind"] == "Namespace" and m["metadata"]["name"] in foreign)
     ]
@@ -377,15 +384,42 @@ def _renewed(change: kube.Change, settings: Settings, renewal: str) -> kube.Chan
 
 
 async def _answers(
-    url: str, ca_file: Path, username: str | None = None, password: str | None = None
+    url: str,
+    ca_file: Path,
+    username: str | None = None,
+    password: str | None = None,
+    connect_timeout: float = ANSWER_TIMEOUT,
 ) -> bool:
     """Whether a registry answers at `url` (with the login, if given)."""
-    async with RegistryClient(url, username, password, ca_file, timeout=5) as client:
+    async with RegistryClient(
+        url, username, password, ca_file, timeout=ANSWER_TIMEOUT, connect_timeout=connect_timeout
+    ) as client:
         try:
             await client.ping()
         except RegistryError:
             return False
     return True
+
+
+async def _until_answers(
+    url: str, ca_file: Path, username: str | None, password: str | None
+) -> None:
+    """Ask again and again; a connect that timed out is given longer the next time.
+
+    Right after a rollout, kube-proxy first refuses connections to the address, and
+    for a moment while it programs the new endpoint, drops them; the kernel would
+    resend a dropped one only after a second. A short first connect notices the open
+    path within a fraction of that; across a slow network the connects that time
+    out grow, by half each time, up to the usual bound.
+    """
+    connect_timeout = FIRST_CONNECT_TIMEOUT
+    while True:
+        started = time.monotonic()
+        if await _answers(url, ca_file, username, password, connect_timeout):
+            return
+        if time.monotonic() - started >= connect_timeout:
+            connect_timeout = min(connect_timeout * 1.5, ANSWER_TIMEOUT)
+        await asyncio.sleep(ANSWER_POLL_INTERVAL)
 
 
 CERTIFICATES = "certificates.cert-manager.io"
