@@ -32,6 +32,7 @@ from .config import (
     S3_ACCESS_KEY_ID,
     S3_SECRET_ACCESS_KEY,
     UPSTREAM_PORT,
+    YAML_LOADER,
     MirrorSettings,
     Settings,
 )
@@ -49,8 +50,6 @@ CHECKSUM_ANNOTATION = "registry-provisioner/config-checksum"
 PSA_LABEL_PREFIX = "pod-security.kubernetes.io/"
 # Which upstream a mirror's objects serve (its slug, e.g. docker-io).
 MIRROR_LABEL = "registry-provisioner/mirror"
-# libyaml's loader when present: same safe semantics, many times faster.
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _always(_: Settings) -> bool:
@@ -423,7 +422,7 @@ def render_manifests(
     for name in templates_for(settings):
         text = env.get_template(name).render(context)
         try:
-            docs = list(yaml.load_all(text, Loader=_LOADER))
+            docs = list(yaml.load_all(text, Loader=YAML_LOADER))
         except yaml.YAMLError as e:  # a template bug, not a user error
             raise ProvisionError(f"template {name} rendered invalid YAML: {e}") from e
         objects.extend(ownership.stamp(doc, settings) for doc in docs if doc)
@@ -457,7 +456,7 @@ def node_trust_removal(
         ],
     }
     text = _environment().get_template("node-trust.yaml.j2").render(context)
-    [daemonset] = [doc for doc in yaml.load_all(text, Loader=_LOADER) if doc]
+    [daemonset] = [doc for doc in yaml.load_all(text, Loader=YAML_LOADER) if doc]
     return ownership.stamp(daemonset, settings)
 
 
@@ -473,7 +472,7 @@ def node_probe(settings: Settings, node: str) -> dict[str, Any]:
     context = {**_context(settings, None), "node": node}
     context["probe_name"] = node_probe_name(settings, node)
     text = _environment().get_template("node-probe.yaml.j2").render(context)
-    [pod] = [doc for doc in yaml.load_all(text, Loader=_LOADER) if doc]
+    [pod] = [doc for doc in yaml.load_all(text, Loader=YAML_LOADER) if doc]
     return ownership.stamp(pod, settings)
 
 
