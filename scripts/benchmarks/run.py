@@ -581,19 +581,27 @@ _CPU_PER_BYTE = (
 )
 MISSED: dict[str, str] = {
     "provision_vs_floor": (
-        "provision / floor missed: compare the phase table. Provision's own start-up "
-        "(interpreter, imports, preflight's reads and access reviews, render, apply) runs "
-        "before its first wait; the floor's kubectl apply does no preflight. Its extra "
-        "waits (PVC Bound, node trust on every node, the registry answering) overlap the "
-        "rollout but end after it."
+        "provision / floor missed: both apply the same manifests, so the cluster's side "
+        "is alike; compare the phase table's first rows, the client's side before the "
+        "Deployment goes out. Provision's start-up (interpreter, imports, settings, "
+        "preflight's reads and access reviews, render, apply) runs before its first wait; "
+        "the floor's kubectl apply does no preflight. On this machine, about 0.2 s of "
+        "provision's imports are optional packages that are installed here though "
+        "requirements.txt does not ask for them (trio, which httpcore imports when "
+        "present, and regex, which python-jsonpath imports when present)."
     ),
     "provision_vs_helm": (
         "provision / helm missed: provision does more before it calls the registry ready: "
         "node trust's pod on every node (the helm path has none), the proxy container of "
-        "the pull-only login in the registry pod, and a preflight of rights and ownership. "
-        "Its interpreter, imports, preflight, render and apply take about 1.9 s, against "
-        "about 1.2 s for the helm path's kubectl and helm clients (see the phases). The "
-        "volume bind, local-path's helper pod, weighs most on both paths and varies most."
+        "the pull-only login in the registry pod, and a preflight of rights and ownership "
+        "(see the phases for the clients' share). The registry pod also turns Ready about "
+        "a second after its proxy's startup probe passes (watched on the pod): kubelet "
+        "runs the readiness probe once it has recorded the container as started, at the "
+        "pod's next sync. The chart has no startup probe, so its readiness probe runs as "
+        "the container starts. A "
+        "one-second readiness period would close that second at the cost of an access-log "
+        "line every second. The volume bind, local-path's helper pod, weighs most on both "
+        "paths and varies most."
     ),
     "noop_provision": (
         "no-op re-provision missed: it is interpreter start-up, imports, preflight's reads "
