@@ -19,6 +19,7 @@ from . import (
     node_trust,
     notebook,
     ownership,
+    progress,
     render,
     unprovision,
 )
@@ -29,6 +30,7 @@ from .oci_client import RegistryClient
 from .preflight import refuse, run_preflight
 from .waiting import READY_TIMEOUT, all_of, alongside, diagnose_pods, poll, wait_for
 
+PREFLIGHT_STEP = "checking the cluster before any change (rights, ownership, settings)"
 # Asking whether the registry answers: each request's bound, the first connect's
 # shorter one, and the pause between tries.
 ANSWER_TIMEOUT = 5.0
@@ -90,10 +92,11 @@ async def provision(
     # preflight, whose refusal still comes first. Its settling changes only sub_path.
     # What the preflight read of each object spares the apply a second read.
     read_versions: kube.Versions = {}
-    settings, (credentials, renewal) = await alongside(
-        run_preflight(api, settings, adopt=adopt, settle=settle, versions=read_versions),
-        credentials_for(api, settings, rotate_password, rotate_pull_password),
-    )
+    with progress.step(PREFLIGHT_STEP):
+        settings, (credentials, renewal) = await alongside(
+            run_preflight(api, settings, adopt=adopt, settle=settle, versions=read_versions),
+            credentials_for(api, settings, rotate_password, rotate_pull_password),
+        )
     manifests = await _ours_to_apply(api, settings, render.render_manifests(settings, credentials))
     # The last check before any change: it starts a pod on each node, so not in a dry run.
     probed = [] if dry_run else await node_probe.check_nodes(api, settings, manifests, timeout)

@@ -24,6 +24,7 @@ from registry_provisioner import kube, render
 from registry_provisioner.config import Settings
 from registry_provisioner.credentials import Credentials, existing_credentials, generate_credentials
 from registry_provisioner.images import Image
+from registry_provisioner.provision import PREFLIGHT_STEP
 from scripts.kinds import KINDS
 from scripts.local_cluster.paths import CACHE_DIR
 
@@ -81,10 +82,15 @@ async def child(argv: Sequence[str], what: str, secrets: Sequence[str] = ()) -> 
 
 
 def provision_phases(run: ChildRun) -> dict[str, float]:
-    """Split a provision run by its progress lines: before the first wait, each wait, after."""
+    """Split a provision run by its progress lines: start-up, the preflight, then render
+    and apply until the first wait, each wait, and what comes after."""
     phases: dict[str, float] = {}
-    first_wait = last_done = None
+    preflight_start = preflight_end = first_wait = last_done = None
     for at, line in run.stderr_lines:
+        if line == f"==> {PREFLIGHT_STEP}":
+            preflight_start = at
+        elif line.endswith(f": {PREFLIGHT_STEP}") and "done in" in line:
+            preflight_end = at
         if line.startswith("==> waiting for "):
             first_wait = at if first_wait is None else first_wait
         done = re.match(r"^\s+done in ([\d.]+)s: waiting for (.*?) \(up to", line)
@@ -93,8 +99,16 @@ def provision_phases(run: ChildRun) -> dict[str, float]:
             name = next((n for pattern, n in _WAIT_NAMES if pattern.search(what)), f"wait: {what}")
             phases[name] = phases.get(name, 0.0) + seconds
             last_done = at
-    if first_wait is not None:
-        phases = {"interpreter and imports, preflight, render, apply": first_wait, **phases}
+    before: dict[str, float] = {}
+    if preflight_start is not None and preflight_end is not None and first_wait is not None:
+        before = {
+            "interpreter, imports, settings, connect": preflight_start,
+            "preflight (and the logins, alongside)": preflight_end - preflight_start,
+            "render, node probe, apply": first_wait - preflight_end,
+        }
+    elif first_wait is not None:
+        before = {"interpreter and imports, preflight, render, apply": first_wait}
+    phases = {**before, **phases}
     if last_done is not None:
         phases["after the waits (CA file, summary, exit)"] = max(0.0, run.seconds - last_done)
     return phases

@@ -13,6 +13,7 @@ import pytest
 
 from registry_provisioner.config import load_settings
 from registry_provisioner.images import random_image
+from registry_provisioner.provision import PREFLIGHT_STEP
 from scripts.benchmarks import children, data_plane, loopback, pod_cost, report
 from scripts.benchmarks.children import BenchError, ChildRun, redact, run_child
 from scripts.benchmarks.lifecycle import Target, provision_phases
@@ -68,27 +69,44 @@ def _run_with(lines: list[tuple[float, str]], seconds: float) -> ChildRun:
     return ChildRun(("invoke",), seconds, 0, "", tuple(lines), 0, 0.0)
 
 
+_WAITS = [
+    (2.0, "==> waiting for Certificate r to be Ready (up to 300s)"),
+    (2.5, "    done in 0.5s: waiting for Certificate r to be Ready (up to 300s)"),
+    (2.5, "==> waiting for Deployment r to roll out (up to 300s)"),
+    (6.5, "    ... still waiting for Deployment r to roll out (4s)"),
+    (7.0, "    done in 4.5s: waiting for Deployment r to roll out (up to 300s)"),
+    (7.0, "==> waiting for Service s to get LoadBalancer IP 10.0.0.1 (up to 9s)"),
+    (7.0, "    done in 0.0s: waiting for Service s to get LoadBalancer IP 10.0.0.1 (up to 9s)"),
+    (7.0, "==> waiting for the registry to answer on https://x (up to 300s)"),
+    (8.0, "    done in 1.0s: waiting for the registry to answer on https://x (up to 300s)"),
+]
+_WAIT_PHASES = {
+    "wait: Certificate Ready": 0.5,
+    "wait: Deployment rolled out": 4.5,
+    "wait: LoadBalancer IP": 0.0,
+    "wait: registry answers on the IP": 1.0,
+    "after the waits (CA file, summary, exit)": 0.25,
+}
+
+
 def test_provision_phases_come_from_its_progress_lines() -> None:
     lines = [
-        (2.0, "==> waiting for Certificate r to be Ready (up to 300s)"),
-        (2.5, "    done in 0.5s: waiting for Certificate r to be Ready (up to 300s)"),
-        (2.5, "==> waiting for Deployment r to roll out (up to 300s)"),
-        (6.5, "    ... still waiting for Deployment r to roll out (4s)"),
-        (7.0, "    done in 4.5s: waiting for Deployment r to roll out (up to 300s)"),
-        (7.0, "==> waiting for Service s to get LoadBalancer IP 10.0.0.1 (up to 9s)"),
-        (7.0, "    done in 0.0s: waiting for Service s to get LoadBalancer IP 10.0.0.1 (up to 9s)"),
-        (7.0, "==> waiting for the registry to answer on https://x (up to 300s)"),
-        (8.0, "    done in 1.0s: waiting for the registry to answer on https://x (up to 300s)"),
+        (0.75, f"==> {PREFLIGHT_STEP}"),
+        (1.5, f"    done in 0.7s: {PREFLIGHT_STEP}"),
+        *_WAITS,
     ]
     phases = provision_phases(_run_with(lines, 8.25))
     assert phases == {
-        "interpreter and imports, preflight, render, apply": 2.0,
-        "wait: Certificate Ready": 0.5,
-        "wait: Deployment rolled out": 4.5,
-        "wait: LoadBalancer IP": 0.0,
-        "wait: registry answers on the IP": 1.0,
-        "after the waits (CA file, summary, exit)": 0.25,
+        "interpreter, imports, settings, connect": 0.75,
+        "preflight (and the logins, alongside)": 0.75,
+        "render, node probe, apply": 0.5,
+        **_WAIT_PHASES,
     }
+
+
+def test_provision_phases_without_the_preflight_line_keep_start_up_whole() -> None:
+    phases = provision_phases(_run_with(_WAITS, 8.25))
+    assert phases == {"interpreter and imports, preflight, render, apply": 2.0, **_WAIT_PHASES}
 
 
 def test_targets_are_judged_on_the_median_or_on_every_run() -> None:
