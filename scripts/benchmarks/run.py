@@ -572,8 +572,9 @@ _RULED_OUT = (
     "externalTrafficPolicy (Local against Cluster, no SNAT: alike)."
 )
 _CPU_PER_BYTE = (
-    "See the CPU rows: per GiB, the registry pod spends more CPU than the same pair on "
-    "loopback, and skopeo more than on loopback. The difference is the kernel's work on "
+    "see the CPU rows: per GiB moved, the registry pod spends more CPU than the same two "
+    "programs on loopback, while skopeo's own CPU is alike. The difference is the kernel's "
+    "work on "
     "the pod's path (the node's veth, kube-proxy's NAT and conntrack, the bridge, the "
     "pod's veth): measured by hand from the pod's cgroup, its system time is about 1.4x "
     "the loopback pair's and its user time alike. On two cores shared by client and "
@@ -614,8 +615,9 @@ MISSED: dict[str, str] = {
     ),
     "push_vs_loopback": (
         "push / loopback missed: the cluster path adds kube-proxy, the pod network, the "
-        "container's cgroup and the volume; at small --size-mib the per-blob round trips "
-        "weigh more than the bytes."
+        "container's cgroup and the volume; the skopeo CPU rows show that path costing the "
+        "registry pod more CPU per byte, on two cores the client shares. At small "
+        "--size-mib the per-blob round trips weigh more than the bytes."
     ),
     "pull_vs_loopback": (
         "pull / loopback missed: the cluster path adds kube-proxy, the pod network and "
