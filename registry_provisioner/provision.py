@@ -416,13 +416,17 @@ async def _until_answers(
     out grow, by half each time, up to the usual bound.
     """
     connect_timeout = FIRST_CONNECT_TIMEOUT
-    while True:
+
+    async def answers() -> bool:
+        nonlocal connect_timeout
         started = time.monotonic()
         if await _answers(url, ca_file, username, password, connect_timeout):
-            return
+            return True
         if time.monotonic() - started >= connect_timeout:
             connect_timeout = min(connect_timeout * 1.5, ANSWER_TIMEOUT)
-        await asyncio.sleep(ANSWER_POLL_INTERVAL)
+        return False
+
+    await poll(answers, ANSWER_POLL_INTERVAL)
 
 
 CERTIFICATES = "certificates.cert-manager.io"

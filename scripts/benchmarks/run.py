@@ -574,9 +574,8 @@ _RULED_OUT = (
 _CPU_PER_BYTE = (
     "see the CPU rows: per GiB moved, the registry pod spends more CPU than the same two "
     "programs on loopback, while skopeo's own CPU is alike. The difference is the kernel's "
-    "work on "
-    "the pod's path (the node's veth, kube-proxy's NAT and conntrack, the bridge, the "
-    "pod's veth): measured by hand from the pod's cgroup, its system time is about 1.4x "
+    "work on the pod's path (the node's veth, kube-proxy's NAT and conntrack, the bridge, "
+    "the pod's veth): measured by hand from the pod's cgroup, its system time is about 1.4x "
     "the loopback pair's and its user time alike. On two cores shared by client and "
     "servers, more CPU per byte means fewer bytes per second. "
 )
@@ -599,10 +598,9 @@ MISSED: dict[str, str] = {
         "a second after its proxy's startup probe passes (watched on the pod): kubelet "
         "runs the readiness probe once it has recorded the container as started, at the "
         "pod's next sync. The chart has no startup probe, so its readiness probe runs as "
-        "the container starts. A "
-        "one-second readiness period would close that second at the cost of an access-log "
-        "line every second. The volume bind, local-path's helper pod, weighs most on both "
-        "paths and varies most."
+        "the container starts. A one-second readiness period would close that second at "
+        "the cost of an access-log line every second. The volume bind, local-path's helper "
+        "pod, weighs most on both paths and varies most."
     ),
     "noop_provision": (
         "no-op re-provision missed: it is interpreter start-up, imports, preflight's reads "
