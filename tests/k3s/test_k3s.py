@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import kr8s.asyncio
@@ -19,7 +21,7 @@ import pytest
 import yaml
 from kr8s.asyncio.objects import Deployment, Pod
 
-from registry_provisioner import kube
+from registry_provisioner import kube, render
 from registry_provisioner.config import Settings, load_settings
 from registry_provisioner.oci_client import RegistryClient
 from registry_provisioner.waiting import diagnose_pods, wait_for
@@ -95,18 +97,50 @@ async def deploy(api: kr8s.asyncio.Api, name: str, image: str, pull_secret: str 
     return pod
 
 
-async def restart_k3s(*logins: tuple[Registry, str]) -> None:
-    """Restart k3s, then wait until each registry answers on its address again.
+async def restart_k3s(api: kr8s.asyncio.Api, *logins: tuple[Registry, str]) -> None:
+    """Restart k3s, then wait until each registry is Ready again and answers.
 
-    The restarted kubelet reports every pod unready until its readiness probe passes
-    again; meanwhile the Service has no endpoint and the address refuses connections.
+    The restarted kubelet reports every pod unready until its probes pass again
+    (they start after a random part of their period); meanwhile the Service has no
+    endpoint and the address refuses connections. Until that report, kube-proxy's old
+    rules still answer, so an answer alone comes too early: first a Ready that the
+    restarted kubelet set, then the answer once kube-proxy has caught up.
     """
+    restarted_at = datetime.now(UTC).replace(microsecond=0)
     await asyncio.to_thread(k3s.restart_server)
     for registry, password in logins:
+        await until_ready_again(api, registry, restarted_at)
         async with RegistryClient(registry.url, "registry", password, registry.ca_file) as client:
             await wait_for(
                 f"{registry.host} to answer after the restart", lambda: until_answers(client), 120
             )
+
+
+async def until_ready_again(api: kr8s.asyncio.Api, registry: Registry, since: datetime) -> None:
+    settings = load_settings(None, {"namespace": registry.namespace})
+    selector = render.component_selector(settings, "registry")
+    for pod in await kube.running_pods(api, registry.namespace, selector):
+        await wait_for(
+            f"pod {pod.namespace}/{pod.name} to turn Ready after the restart",
+            lambda pod=pod: kube.wait_until(pod, ready_since(since)),
+            120,
+            lambda: diagnose_pods(api, registry.namespace, selector),
+        )
+
+
+def ready_since(moment: datetime) -> Callable[[dict], bool]:
+    """A pod predicate: Ready, by a transition at or after `moment` (whole seconds)."""
+
+    def check(raw: dict) -> bool:
+        conditions = (raw.get("status") or {}).get("conditions") or []
+        return any(
+            c.get("type") == "Ready"
+            and c.get("status") == "True"
+            and datetime.fromisoformat(c["lastTransitionTime"]) >= moment
+            for c in conditions
+        )
+
+    return check
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +186,7 @@ async def test_a_k3s_restart_keeps_node_trust_and_a_new_pod_pulls(
     )
     assert node_trust, "no node-trust pod runs"
 
-    await restart_k3s((story.registry, story.password))
+    await restart_k3s(api, (story.registry, story.password))
 
     # The files are the very same: k3s did not remove them, and nobody wrote them again.
     assert files_of(ours) == before
@@ -188,7 +222,7 @@ async def test_registries_yaml_k3s_manages_its_directory_and_leaves_ours(
     theirs = k3s.certs_dir_on_host() / other.host
     logins = (story.registry, story.password), (other, other_password)
     try:
-        await restart_k3s(*logins)
+        await restart_k3s(api, *logins)
 
         assert (theirs / "hosts.toml").read_text().startswith(K3S_HEADER)
         assert files_of(ours) == before
@@ -199,7 +233,7 @@ async def test_registries_yaml_k3s_manages_its_directory_and_leaves_ours(
     finally:
         registries_yaml.unlink(missing_ok=True)
         k3s.host_path(ca_file).unlink(missing_ok=True)
-        await restart_k3s(*logins)
+        await restart_k3s(api, *logins)
     # Without registries.yaml, k3s removes the directory it made, and only that one.
     assert not theirs.exists()
     assert files_of(ours) == before
@@ -224,7 +258,7 @@ async def test_a_mirror_whose_upstream_registries_yaml_configures_is_refused(
     theirs = k3s.certs_dir_on_host() / UPSTREAM_HOST
     login = (story.registry, story.password)
     try:
-        await restart_k3s(login)
+        await restart_k3s(api, login)
         assert (theirs / "hosts.toml").read_text().startswith(K3S_HEADER)
         before = files_of(theirs)
         main = await module_registries(MIRROR_MAIN, provision=False)
@@ -246,7 +280,7 @@ async def test_a_mirror_whose_upstream_registries_yaml_configures_is_refused(
             assert files_of(theirs) == before
     finally:
         registries_yaml.unlink(missing_ok=True)
-        await restart_k3s(login)
+        await restart_k3s(api, login)
     assert not theirs.exists()
 
 
