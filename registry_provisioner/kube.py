@@ -98,8 +98,12 @@ def stages(manifests: Sequence[dict]) -> list[list[dict]]:
     """Group manifests into apply stages, keeping the rendered order inside each."""
     grouped: dict[int, list[dict]] = {}
     for manifest in manifests:
-        grouped.setdefault(_STAGE_OF_KIND.get(manifest["kind"], 1), []).append(manifest)
+        grouped.setdefault(stage_of(manifest), []).append(manifest)
     return [grouped[stage] for stage in sorted(grouped)]
+
+
+def stage_of(manifest: dict) -> int:
+    return _STAGE_OF_KIND.get(manifest["kind"], 1)
 
 
 async def _class_for(api: kr8s.asyncio.Api, manifest: dict) -> type[APIObject]:
@@ -343,14 +347,19 @@ async def apply_manifests(
     manifests: Sequence[dict],
     dry_run: bool = False,
     versions: Versions | None = None,
+    failpoint: str = "applied-stage",
 ) -> list[Change]:
-    """Apply stage by stage; the objects inside a stage are independent and go at once."""
+    """Apply stage by stage; the objects inside a stage are independent and go at once.
+
+    After each stage, the failpoint `<failpoint>-<stage>` (0 namespaces, 1 most, 2
+    workloads), which the workloads reach also when they are applied on their own.
+    """
     changes: list[Change] = []
-    for number, stage in enumerate(stages(manifests)):
+    for stage in stages(manifests):
         changes += await asyncio.gather(*(apply_object(api, m, dry_run, versions) for m in stage))
         progress.note("apply", f"{len(changes)} of {len(manifests)} objects applied")
         if not dry_run:
-            failpoints.reached(f"applied-stage-{number}")
+            failpoints.reached(f"{failpoint}-{stage_of(stage[0])}")
     return changes
 
 

@@ -114,14 +114,22 @@ async def provision(
             print("\n".join(await notebook.preview_inventory(api, found)), flush=True)
         manifests, taking_over = _taking_over(settings, manifests, found)
 
-    async def apply(objects: list[dict]) -> list[kube.Change]:
+    async def apply(objects: list[dict], failpoint: str = "applied-stage") -> list[kube.Change]:
         adopted = await ownership.adopt(api, settings, objects, dry_run=dry_run) if adopt else []
         # Adopting replaces objects, so their versions from the preflight are stale.
         versions = None if adopt else read_versions
-        applied = await kube.apply_manifests(api, objects, dry_run=dry_run, versions=versions)
+        applied = await kube.apply_manifests(
+            api, objects, dry_run=dry_run, versions=versions, failpoint=failpoint
+        )
         return applied + adopted
 
-    changes = _made_before(await apply(manifests), probed) + taking_over
+    held, held_claims = (
+        ([], [])
+        if dry_run or found is not None
+        else await _held_for_claims(api, settings, manifests)
+    )
+    changes = _made_before(await apply([m for m in manifests if m not in held]), probed)
+    changes += taking_over
     if released:
         action = "made writable again (an interrupted `invoke gc` had left it read-only)"
         changes.append(
@@ -147,10 +155,17 @@ async def provision(
     started = time.monotonic()
     certificate, rest = _split_certificate(_readiness(api, settings))
     taken_over: list[kube.Change] = []
+    applied_once_bound: list[kube.Change] = []
     await wait_ready(api, settings, certificate, timeout)
 
     async def registry_answers() -> Path:
-        await wait_ready(api, settings, rest, timeout)
+        if held:
+            await wait_ready(api, settings, [_claim_bound(c) for c in held_claims], timeout)
+            applied_once_bound.extend(await apply(held))
+        waited = {("persistentvolumeclaims", claim) for claim in held_claims}
+        await wait_ready(
+            api, settings, [s for s in rest if (s.kind, s.name) not in waited], timeout
+        )
         ca_file = await write_client_ca(api, settings, ca_dir)
         if found is not None:
             # Read-only until every tag of the notebook's registry is seen served.
@@ -178,7 +193,9 @@ async def provision(
         applied = await _retire_previous_node_trust(api, settings, deleting_files=True)
         # The new DaemonSet no longer mounts a dropped mirror's directory: empty it first.
         applied += await node_trust.remove_dropped_mirror_files(api, settings, timeout)
-        applied += await apply(await _with_ca(api, settings, credentials, later, ca))
+        applied += await apply(
+            await _with_ca(api, settings, credentials, later, ca), "applied-node-trust-stage"
+        )
         await node_trust.wait_on_every_node(api, settings, timeout)
         return applied
 
@@ -189,7 +206,7 @@ async def provision(
         changes += applied
         changes += await _retire_previous_node_trust(api, settings, deleting_files=False)
         changes += await _drop_legacy_node_trust_config(api, settings)
-    changes += taken_over
+    changes += applied_once_bound + taken_over
     return ProvisionResult(changes, ca_file, time.monotonic() - started)
 
 
@@ -457,14 +474,7 @@ def _readiness(api: kr8s.asyncio.Api, settings: Settings) -> list[_Readiness]:
             )
         )
     if settings.storage.on_claim:  # on S3 there is no claim to wait for
-        steps.append(
-            _Readiness(
-                f"PersistentVolumeClaim {settings.storage.claim_name} to be Bound",
-                "persistentvolumeclaims",
-                settings.storage.claim_name,
-                kube.field_is("status.phase", "Bound"),
-            )
-        )
+        steps.append(_claim_bound(settings.storage.claim_name))
     return [
         *steps,
         _Readiness(
@@ -489,6 +499,52 @@ def _split_certificate(steps: list[_Readiness]) -> tuple[list[_Readiness], list[
     """The Certificate's wait (what node trust needs) apart from the registry's own."""
     certificate = [step for step in steps if step.kind == CERTIFICATES]
     return certificate, [step for step in steps if step.kind != CERTIFICATES]
+
+
+async def _held_for_claims(
+    api: kr8s.asyncio.Api, settings: Settings, manifests: list[dict]
+) -> tuple[list[dict], list[str]]:
+    """The Deployments to create once their claims are Bound, and those claims.
+
+    On a class that binds at once (Longhorn's default), a pod created before its claim
+    is Bound is unschedulable; the scheduler tries it again only after a backoff that
+    grows with each try, seconds after the claim binds. Created once the claim is
+    Bound, the pod is scheduled at once. A claim bound already holds nothing back, nor
+    does the cluster's default class, whose binding mode provision does not look up.
+    """
+    claims = [m["metadata"]["name"] for m in manifests if m["kind"] == "PersistentVolumeClaim"]
+    storage_class = settings.storage.storage_class
+    if not claims or not storage_class:
+        return [], []
+    binds_now, *live = await asyncio.gather(
+        _binds_immediately(api, storage_class),
+        *(
+            kube.read(api, f"persistentvolumeclaims/{name}", namespace=settings.namespace)
+            for name in claims
+        ),
+    )
+    if not binds_now:
+        return [], []
+    bound = kube.field_is("status.phase", "Bound")
+    unbound = {name for name, raw in zip(claims, live, strict=True) if not bound(raw or {})}
+    held = [m for m in manifests if m["kind"] == "Deployment" and _claims_of(m) & unbound]
+    return held, sorted({claim for m in held for claim in _claims_of(m)} & unbound)
+
+
+def _claims_of(deployment: dict) -> set[str]:
+    volumes = deployment["spec"]["template"]["spec"].get("volumes") or []
+    return {
+        v["persistentVolumeClaim"]["claimName"] for v in volumes if "persistentVolumeClaim" in v
+    }
+
+
+def _claim_bound(name: str) -> _Readiness:
+    return _Readiness(
+        f"PersistentVolumeClaim {name} to be Bound",
+        "persistentvolumeclaims",
+        name,
+        kube.field_is("status.phase", "Bound"),
+    )
 
 
 def _mirror_readiness(api: kr8s.asyncio.Api, settings: Settings) -> list[_Readiness]:

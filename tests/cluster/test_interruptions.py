@@ -25,8 +25,12 @@ pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1200)]
 
 AUTH_SECRET = "docker-registry-auth"
 WAITING = "==> waiting for"
-# While a run waits on readiness: after every apply stage, before the registry answers.
-DURING_THE_WAITS = "waits"
+# Kills while a run waits: for the claim to bind, before the Deployment that mounts it
+# goes out; and for the rollout, after every apply, before the registry answers.
+KILLED_WAITING_FOR = {
+    "waits-claim": f"{WAITING} PersistentVolumeClaim",
+    "waits-rollout": f"{WAITING} Deployment",
+}
 # How long a line of a healthy run may take to come on this (slow, shared) machine.
 LINE_TIMEOUT = 600
 # Tags pushed before a gc that a push should meet: gc checks each of them read-only.
@@ -90,12 +94,13 @@ async def _state_after_kill(api: kr8s.asyncio.Api, namespace: str) -> tuple[bool
 
 
 # What each kill point leaves: stage 0 the Namespace, 1 the Secrets and the rest, 2 the
-# workloads; the waits come after all of it.
+# workloads; the Deployment waits for the claim to bind.
 LEFT_BY = {
     "applied-stage-0": (True, False, False),
     "applied-stage-1": (True, True, False),
+    "waits-claim": (True, True, False),
     "applied-stage-2": (True, True, True),
-    DURING_THE_WAITS: (True, True, True),
+    "waits-rollout": (True, True, True),
 }
 
 
@@ -104,10 +109,11 @@ async def test_provision_killed_then_rerun_converges_with_the_same_credentials(
     api: kr8s.asyncio.Api, registries: RegistryFactory, kill_point: str
 ) -> None:
     registry = await registries(f"killed-{kill_point}", provision=False)
-    if kill_point == DURING_THE_WAITS:
+    if kill_point in KILLED_WAITING_FOR:
+        prefix = KILLED_WAITING_FOR[kill_point]
         with registry.start("provision") as started:
             await asyncio.to_thread(
-                started.wait_for_line, lambda line: line.startswith(WAITING), LINE_TIMEOUT
+                started.wait_for_line, lambda line: line.startswith(prefix), LINE_TIMEOUT
             )
             _signal(started, signal.SIGKILL)
             killed = await asyncio.to_thread(started.finish, 60)

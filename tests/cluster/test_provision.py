@@ -13,6 +13,7 @@ from tests.support.registries import KINDS, Registry, RegistryFactory
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 
 LABEL = "app.kubernetes.io/managed-by=registry-provisioner"
+REGISTRY_POD = "app.kubernetes.io/component=registry"
 
 
 async def _objects_of(api: kr8s.asyncio.Api, namespace: str) -> list[str]:
@@ -92,3 +93,37 @@ async def test_lifecycle(
     nothing = registry.invoke("unprovision")
     assert nothing.returncode == 0, nothing.stderr
     assert "nothing to remove" in nothing.stdout
+
+
+@pytest.mark.parametrize("storage_class", ["longhorn", "local-path"])
+async def test_the_registry_pod_is_created_when_its_claim_can_bind(
+    api: kr8s.asyncio.Api, registries: RegistryFactory, storage_class: str
+) -> None:
+    """The local cluster's longhorn class binds at once: the pod comes after the volume,
+    so the scheduler never sets it aside for an unbound claim. local-path waits for the
+    first consumer: there the pod is what makes the claim bind, so it goes out at once."""
+    registry = await registries("claim-order", storage__storage_class=storage_class)
+    [claim] = await kube.get_all(
+        api, "persistentvolumeclaims", "docker-registry-pvc", namespace=registry.namespace
+    )
+    [volume] = await kube.get_all(api, "persistentvolumes", claim.raw["spec"]["volumeName"])
+    [pod] = await kube.get_all(
+        api, "pods", namespace=registry.namespace, label_selector=REGISTRY_POD
+    )
+    [binding_mode] = [
+        sc.raw.get("volumeBindingMode")
+        for sc in await kube.get_all(api, "storageclasses", storage_class)
+    ]
+    created = {obj.kind: obj.metadata.creationTimestamp for obj in (volume, pod)}
+    events = await kube.get_all(api, "events", namespace=registry.namespace)
+    set_aside = [
+        e.raw["message"]
+        for e in events
+        if e.raw["involvedObject"].get("name") == pod.name and e.raw["reason"] == "FailedScheduling"
+    ]
+    if binding_mode == "Immediate":
+        assert created["Pod"] >= created["PersistentVolume"], created
+        assert set_aside == []
+    else:
+        assert binding_mode == "WaitForFirstConsumer"
+        assert created["Pod"] <= created["PersistentVolume"], created
