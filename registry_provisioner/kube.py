@@ -355,9 +355,10 @@ async def apply_manifests(
     workloads), which the workloads reach also when they are applied on their own.
     """
     changes: list[Change] = []
+    progress.tally("objects applied", planned=map(version_key, manifests))
     for stage in stages(manifests):
         changes += await asyncio.gather(*(apply_object(api, m, dry_run, versions) for m in stage))
-        progress.note("apply", f"{len(changes)} of {len(manifests)} objects applied")
+        progress.tally("objects applied", done=map(version_key, stage))
         if not dry_run:
             failpoints.reached(f"{failpoint}-{stage_of(stage[0])}")
     return changes

@@ -5,24 +5,32 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from contextlib import contextmanager
 
 # Steps a failure or Ctrl-C cut short, innermost first: what the one-line error names.
 _cut_short: list[str] = []
-# What has been done so far, for that same line (e.g. "6 of 11 objects applied").
-_done: dict[str, str] = {}
+# How far each count got, for that same line: {"objects applied": (done, planned)}.
+_tallies: dict[str, tuple[set[Hashable], set[Hashable]]] = {}
 
 
-def note(topic: str, done: str) -> None:
-    """Record how far `topic` got, for the line printed if the run is cut short."""
-    _done[topic] = done
+def tally(counted: str, *, planned: Iterable[Hashable] = (), done: Iterable[Hashable] = ()) -> None:
+    """Add items to a count for the line printed if the run is cut short ("10 of 11
+    objects applied"). Steps that run at once, like the registry's and node trust's
+    applies, add to the same count; an item named twice counts once, so a step may
+    plan what a later one applies."""
+    done_so_far, planned_so_far = _tallies.setdefault(counted, (set(), set()))
+    planned_so_far.update(planned)
+    done_so_far.update(done)
 
 
 def cut_short() -> str:
     """Where the run stopped and how far it got, in one clause ("" if nothing ran)."""
-    where = f"while {_cut_short[0]}" if _cut_short else ""
-    return "; ".join(part for part in (where, *_done.values()) if part)
+    where = [f"while {_cut_short[0]}"] if _cut_short else []
+    counts = [
+        f"{len(done)} of {len(planned)} {counted}" for counted, (done, planned) in _tallies.items()
+    ]
+    return "; ".join(where + counts)
 
 
 @contextmanager

@@ -128,6 +128,8 @@ async def provision(
         if dry_run or found is not None
         else await _held_for_claims(api, settings, manifests)
     )
+    # Counted from the start, so a run cut short says that the held ones are still to go.
+    progress.tally("objects applied", planned=map(kube.version_key, held))
     changes = _made_before(await apply([m for m in manifests if m not in held]), probed)
     changes += taking_over
     if released:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import re
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import kr8s.asyncio
@@ -141,13 +143,26 @@ async def test_provision_killed_then_rerun_converges_with_the_same_credentials(
 # --- Ctrl-C ---------------------------------------------------------------------
 
 
+@pytest.fixture
+def ctrl_c_reaches_children() -> Iterator[None]:
+    """Ctrl-C as a terminal sends it. A job started in the background by a shell without
+    job control ignores SIGINT, and its children inherit that: the task would never see it."""
+    previous = signal.getsignal(signal.SIGINT)
+    if previous == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 async def test_ctrl_c_says_what_was_left_in_one_line_and_a_rerun_converges(
-    api: kr8s.asyncio.Api, registries: RegistryFactory
+    api: kr8s.asyncio.Api, registries: RegistryFactory, ctrl_c_reaches_children: None
 ) -> None:
     registry = await registries("interrupted-ctrl-c", provision=False)
     with registry.start("provision") as started:
+        # The claim's bind is a wait of seconds, with the registry's Deployment held back.
+        claim_wait = KILLED_WAITING_FOR["waits-claim"]
         await asyncio.to_thread(
-            started.wait_for_line, lambda line: line.startswith(WAITING), LINE_TIMEOUT
+            started.wait_for_line, lambda line: line.startswith(claim_wait), LINE_TIMEOUT
         )
         _signal(started, signal.SIGINT)
         interrupted = await asyncio.to_thread(started.finish, 120)
@@ -157,8 +172,11 @@ async def test_ctrl_c_says_what_was_left_in_one_line_and_a_rerun_converges(
     last = interrupted.stderr.strip().splitlines()[-1]
     assert last.startswith("interrupted"), interrupted.stderr
     assert "running the same command again is safe" in last, last
-    assert "while waiting for" in last, last  # where it stopped
-    assert "objects applied" in last, last  # and what it had left behind
+    assert f"while {claim_wait.removeprefix('==> ')}" in last, last  # where it stopped
+    # What it had left behind, the held Deployment among what is still to go.
+    counted = re.search(r"(\d+) of (\d+) objects applied", last)
+    assert counted is not None, last
+    assert 0 < int(counted[1]) < int(counted[2]), last
     assert "registry ready" not in interrupted.stdout
 
     secret = await _auth_secret(api, registry.namespace)
