@@ -581,9 +581,13 @@ _CPU_PER_BYTE = (
 )
 MISSED: dict[str, str] = {
     "provision_vs_floor": (
-        "provision / floor missed: both apply the same manifests, so the cluster's side "
-        "is alike; compare the phase table's first rows, the client's side before the "
-        "Deployment goes out. Provision's start-up (interpreter, imports, settings, "
+        "provision / floor missed: both apply the same manifests (provision holds the "
+        "Deployment until its claim is Bound), so the cluster's side is alike, but it "
+        "steps by whole seconds: local-path checks its helper pod once a second, and "
+        "kube-proxy programs a Service at most once a second, so one path can land a "
+        "second later than the other within a run; see the runs of each. Compare the "
+        "phase table's first rows, the client's side before the Deployment goes out. "
+        "Provision's start-up (interpreter, imports, settings, "
         "preflight's reads and access reviews, render, apply) runs before its first wait; "
         "the floor's kubectl apply does no preflight. On this machine, about 0.2 s of "
         "provision's imports are optional packages that are installed here though "
@@ -594,13 +598,10 @@ MISSED: dict[str, str] = {
         "provision / helm missed: provision does more before it calls the registry ready: "
         "node trust's pod on every node (the helm path has none), the proxy container of "
         "the pull-only login in the registry pod, and a preflight of rights and ownership "
-        "(see the phases for the clients' share). The registry pod also turns Ready about "
-        "a second after its proxy's startup probe passes (watched on the pod): kubelet "
-        "runs the readiness probe once it has recorded the container as started, at the "
-        "pod's next sync. The chart has no startup probe, so its readiness probe runs as "
-        "the container starts. A one-second readiness period would close that second at "
-        "the cost of an access-log line every second. The volume bind, local-path's helper "
-        "pod, weighs most on both paths and varies most."
+        "(see the phases for the clients' share). The volume bind, local-path's helper "
+        "pod, weighs most on both paths and varies most: it checks its helper pod once a "
+        "second. Provision holds the registry's Deployment until its claim is Bound, so "
+        "the scheduler has nothing to retry; helm's --wait polls every 2 s."
     ),
     "noop_provision": (
         "no-op re-provision missed: it is interpreter start-up, imports, preflight's reads "
