@@ -503,6 +503,9 @@ def _split_certificate(steps: list[_Readiness]) -> tuple[list[_Readiness], list[
     return certificate, [step for step in steps if step.kind != CERTIFICATES]
 
 
+_BOUND = kube.field_is("status.phase", "Bound")
+
+
 async def _held_for_claims(
     api: kr8s.asyncio.Api, settings: Settings, manifests: list[dict]
 ) -> tuple[list[dict], list[str]]:
@@ -527,8 +530,7 @@ async def _held_for_claims(
     )
     if not binds_now:
         return [], []
-    bound = kube.field_is("status.phase", "Bound")
-    unbound = {name for name, raw in zip(claims, live, strict=True) if not bound(raw or {})}
+    unbound = {name for name, raw in zip(claims, live, strict=True) if not _BOUND(raw or {})}
     held = [m for m in manifests if m["kind"] == "Deployment" and _claims_of(m) & unbound]
     return held, sorted({claim for m in held for claim in _claims_of(m)} & unbound)
 
@@ -542,10 +544,7 @@ def _claims_of(deployment: dict) -> set[str]:
 
 def _claim_bound(name: str) -> _Readiness:
     return _Readiness(
-        f"PersistentVolumeClaim {name} to be Bound",
-        "persistentvolumeclaims",
-        name,
-        kube.field_is("status.phase", "Bound"),
+        f"PersistentVolumeClaim {name} to be Bound", "persistentvolumeclaims", name, _BOUND
     )
 
 
