@@ -24,6 +24,12 @@ def tally(counted: str, *, planned: Iterable[Hashable] = (), done: Iterable[Hash
     done_so_far.update(done)
 
 
+def count_afresh(counted: str) -> None:
+    """Start a count from nothing: a task counts its own work, not what a task before
+    it applied in the same process (`invoke demo` applies the cluster's add-ons first)."""
+    _tallies.pop(counted, None)
+
+
 def cut_short() -> str:
     """Where the run stopped and how far it got, in one clause ("" if nothing ran)."""
     where = [f"while {_cut_short[0]}"] if _cut_short else []

@@ -129,6 +129,7 @@ async def provision(
         else await _held_for_claims(api, settings, manifests)
     )
     # Counted from the start, so a run cut short says that the held ones are still to go.
+    progress.count_afresh("objects applied")
     progress.tally("objects applied", planned=map(kube.version_key, held))
     changes = _made_before(await apply([m for m in manifests if m not in held]), probed)
     changes += taking_over

@@ -34,6 +34,13 @@ def test_applies_at_once_add_up_and_held_objects_stay_planned() -> None:
     assert progress.cut_short() == "13 of 13 objects applied"
 
 
+def test_a_count_afresh_leaves_out_what_an_earlier_task_applied() -> None:
+    progress.tally("objects applied", planned=["add-on-1", "add-on-2"], done=["add-on-1"])
+    progress.count_afresh("objects applied")
+    progress.tally("objects applied", planned=["registry", "claim"], done=["claim"])
+    assert progress.cut_short() == "1 of 2 objects applied"
+
+
 def test_the_innermost_step_cut_short_comes_first() -> None:
     progress.tally("objects applied", planned=["a", "b"], done=["a"])
     with (
