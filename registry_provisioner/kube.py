@@ -50,6 +50,9 @@ WATCH_WINDOW = 10.0
 # Workloads go last, so their pods start with every volume they mount in place
 # instead of backing off on a missing Secret or claim.
 _STAGE_OF_KIND = {"Namespace": 0, "Deployment": 2, "DaemonSet": 2, "StatefulSet": 2}
+# Inside a stage a claim is sent first: it is bound by a provisioner outside the API
+# server, seconds that every pod mounting it waits, so that wait starts earliest.
+_FIRST_IN_STAGE = frozenset({"PersistentVolumeClaim"})
 # Fields the server owns; a dry run's answer is compared without them.
 _SERVER_FIELDS = ("resourceVersion", "managedFields", "generation", "creationTimestamp", "uid")
 
@@ -95,11 +98,14 @@ def unreachable(error: BaseException, kubeconfig: str | None = None) -> ClusterU
 
 
 def stages(manifests: Sequence[dict]) -> list[list[dict]]:
-    """Group manifests into apply stages, keeping the rendered order inside each."""
+    """Group manifests into apply stages: claims first inside each, then the rendered order."""
     grouped: dict[int, list[dict]] = {}
     for manifest in manifests:
         grouped.setdefault(stage_of(manifest), []).append(manifest)
-    return [grouped[stage] for stage in sorted(grouped)]
+    return [
+        sorted(grouped[stage], key=lambda m: m["kind"] not in _FIRST_IN_STAGE)
+        for stage in sorted(grouped)
+    ]
 
 
 def stage_of(manifest: dict) -> int:
@@ -267,6 +273,14 @@ def _comparable(obj: dict) -> dict:
 def version_key(manifest: dict) -> tuple[str, str | None, str]:
     metadata = manifest["metadata"]
     return manifest["kind"], metadata.get("namespace"), metadata["name"]
+
+
+def record_versions(
+    versions: Versions, manifests: Iterable[dict], found: Iterable[dict | None]
+) -> None:
+    """Note what a read of each manifest's object found, for the apply that follows."""
+    for manifest, raw in zip(manifests, found, strict=True):
+        versions[version_key(manifest)] = raw["metadata"]["resourceVersion"] if raw else None
 
 
 async def apply_object(

@@ -138,9 +138,7 @@ async def takeover_problems(
         checked.append(cert_manager_secret(settings))
     found = await asyncio.gather(*(live(api, m) for m in checked))
     if versions is not None:
-        for manifest, raw in zip(checked, found, strict=True):
-            version = raw["metadata"]["resourceVersion"] if raw else None
-            versions[kube.version_key(manifest)] = version
+        kube.record_versions(versions, checked, found)
     problems = []
     for manifest, raw in zip(checked, found, strict=True):
         other = foreign(raw, settings) if raw else None

@@ -97,7 +97,9 @@ async def provision(
             run_preflight(api, settings, adopt=adopt, settle=settle, versions=read_versions),
             credentials_for(api, settings, rotate_password, rotate_pull_password),
         )
-    manifests = await _ours_to_apply(api, settings, render.render_manifests(settings, credentials))
+    manifests = await _ours_to_apply(
+        api, settings, render.render_manifests(settings, credentials), read_versions
+    )
     # The last check before any change: it starts a pod on each node, so not in a dry run.
     probed = [] if dry_run else await node_probe.check_nodes(api, settings, manifests, timeout)
     # Node trust's CA copy and DaemonSet wait for the CA, which cert-manager issues
@@ -278,12 +280,16 @@ async def _accepts_pushes(client: RegistryClient) -> bool:
 
 
 async def _ours_to_apply(
-    api: kr8s.asyncio.Api, settings: Settings, manifests: list[dict]
+    api: kr8s.asyncio.Api, settings: Settings, manifests: list[dict], versions: kube.Versions
 ) -> list[dict]:
     """The manifests without the Namespaces that existed before us: we put our objects
-    in them, but never label (Pod Security included) or delete them."""
+    in them, but never label (Pod Security included) or delete them.
+
+    `versions` receives what each read found, so the apply need not read them again.
+    """
     namespaces = [m for m in manifests if m["kind"] == "Namespace"]
     found = await asyncio.gather(*(ownership.live(api, m) for m in namespaces))
+    kube.record_versions(versions, namespaces, found)
     foreign = {
         m["metadata"]["name"]
         for m, raw in zip(namespaces, found, strict=True)
