@@ -5,6 +5,7 @@ No figure is asserted here: benchmarks print figures and ratios, they are not ti
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -17,8 +18,9 @@ from registry_provisioner.provision import PREFLIGHT_STEP
 from scripts.benchmarks import children, data_plane, loopback, pod_cost, report
 from scripts.benchmarks.children import BenchError, ChildRun, redact, run_child
 from scripts.benchmarks.lifecycle import Target, provision_phases
-from scripts.benchmarks.run import at_address, bench_set_args, given_address
+from scripts.benchmarks.run import at_address, bench_set_args, byte_compile, given_address
 from scripts.local_cluster.addresses import OVERLAY_IP, pool_addresses
+from scripts.local_cluster.paths import REPO_ROOT
 from scripts.loopback_proxy import relocate
 from scripts.loopback_registry import on_loopback
 
@@ -238,3 +240,10 @@ def test_a_childs_peak_memory_is_its_own_not_the_benchs() -> None:
     run = run_child([sys.executable, "-c", "pass"], timeout=60)
     assert 0 < run.max_rss_bytes < 200 * 1024 * 1024
     del ballast
+
+
+def test_the_bench_times_tasks_from_bytecode_of_the_current_sources() -> None:
+    byte_compile()
+    for source in (REPO_ROOT / "tasks.py", REPO_ROOT / "registry_provisioner" / "provision.py"):
+        cached = Path(importlib.util.cache_from_source(str(source)))
+        assert cached.stat().st_mtime >= source.stat().st_mtime, cached
