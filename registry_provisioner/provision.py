@@ -593,8 +593,11 @@ async def wait_ready(
 
     if all(await asyncio.gather(*(holds(step) for step in steps))):
         return  # a re-run: one round of reads at once, not a wait on each in turn
-    binds_now = settings.storage.on_claim and await _binds_immediately(
-        api, settings.storage.storage_class
+    claims = any(step.kind == "persistentvolumeclaims" for step in steps)
+    binds_now = (
+        claims
+        and settings.storage.on_claim
+        and await _binds_immediately(api, settings.storage.storage_class)
     )
     for step in steps:
         if step.kind == "persistentvolumeclaims" and not binds_now:
