@@ -517,6 +517,18 @@ def _try(containerd_socket: Path, *args: str) -> None:
     subprocess.run(command, check=False, capture_output=True)
 
 
+def _holders(containerd_socket: Path, held: Sequence[str]) -> str:
+    """containerd's leases and containers, and the held items' own lines, for a human."""
+    lines = []
+    for kind in ("leases", "containers"):
+        listed = _ctr(containerd_socket, kind, "ls").splitlines()
+        lines += [f"  ctr {kind} ls:"] + [f"    {line}" for line in listed]
+    for kind in ("content", "snapshots"):
+        listed = _ctr(containerd_socket, kind, "ls").splitlines()
+        lines += [f"  {kind}: {line}" for line in listed if any(h in line for h in held)]
+    return "\n".join(lines)
+
+
 def remove_image(
     containerd_socket: Path, reference: str, image: Image, timeout: float = 90
 ) -> None:
@@ -554,6 +566,7 @@ def remove_image(
         if time.monotonic() > deadline:
             raise RuntimeError(
                 f"the node's containerd still holds {left} {timeout:g}s after removing "
-                f"{', '.join(names) or reference}"
+                f"{', '.join(names) or reference}; what may hold them:\n"
+                + _holders(containerd_socket, left)
             )
         time.sleep(1)
