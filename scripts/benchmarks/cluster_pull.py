@@ -58,8 +58,12 @@ def _layer(files: dict[str, tuple[bytes, int]]) -> tuple[bytes, str]:
 
 
 def runnable_image(pause: bytes, layers: int = LAYERS, layer_bytes: int = LAYER_BYTES) -> Image:
-    """A linux/amd64 image of `layers` layers whose entrypoint is /pause, run as nobody."""
-    made = [_layer({"pause": (pause, 0o755)})]
+    """A linux/amd64 image of `layers` layers whose entrypoint is /pause, run as nobody.
+
+    No layer is shared with another image, the first (pause's) included: containerd
+    skips fetching a layer it holds for any image, and keeps it while any image uses it.
+    """
+    made = [_layer({"pause": (pause, 0o755), "image-id": (os.urandom(16), 0o644)})]
     made += [_layer({f"data/{i}.bin": (os.urandom(layer_bytes), 0o644)}) for i in range(layers - 1)]
 
     def compact(document: dict[str, Any]) -> bytes:

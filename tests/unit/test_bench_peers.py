@@ -135,6 +135,11 @@ def test_cluster_pull_images_run_pause_as_nobody_with_true_diff_ids() -> None:
         assert tar.getmember("pause").mode == 0o755
 
 
+def test_runnable_images_share_no_layer_not_even_pause() -> None:
+    first, second = (cluster_pull.runnable_image(b"\x7fELF-pause", 2, 4096) for _ in range(2))
+    assert not set(first.layers) & set(second.layers)
+
+
 def test_cluster_pull_pods_meet_restricted_and_use_the_pull_secret() -> None:
     pod = cluster_pull.pod_manifest("p", "bench-registry", f"{IP}:5000/r:v1", "pull")
     spec = pod["spec"]
