@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 # The tasks run on asyncio. httpcore (under kr8s and httpx) imports trio merely because
 # it is installed, at about 0.2 s per task; marked absent, it is never loaded.
 sys.modules.setdefault("trio", None)  # type: ignore[arg-type]
+# Likewise httpx's command-line client: httpx imports it to offer `httpx.main`, loading
+# click and pygments whenever they are installed (and giving up without rich).
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 LOCAL_CONFIG = Path(__file__).parent / "scripts" / "local_cluster" / "registry-config.yaml"
 # `--local`'s overlay while the k3s lane's cluster runs (`invoke cluster.up --k3s`).

@@ -36,3 +36,18 @@ def test_an_unknown_test_lane_is_refused_before_lint_or_any_cluster() -> None:
     assert result.returncode == 2, result.stderr
     assert "--lane: 'kind' is not one of all, home, k3s" in result.stderr
     assert "All checks passed" not in result.stdout  # ruff did not run
+
+
+def test_a_task_loads_no_package_it_never_uses() -> None:
+    # Everything provision imports, then which of httpx's and httpcore's optional
+    # companions came along: each costs start-up on every task where it is installed.
+    probe = (
+        "import sys, tasks; tasks._settings(None, [], False); "
+        "import registry_provisioner.commands; "
+        "print(' '.join(m for m in ('trio', 'click', 'pygments', 'rich') if sys.modules.get(m)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == []
