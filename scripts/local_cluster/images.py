@@ -490,9 +490,10 @@ def import_images(containerd_socket: Path, archives: Sequence[Path]) -> None:
         )
 
 
-def _ctr(containerd_socket: Path, *args: str) -> str:
+def _ctr(containerd_socket: Path, *args: str, check: bool = True) -> str:
+    """`ctr` in the CRI's namespace; with check=False a refusal (already gone) is fine."""
     command = ["ctr", "--address", str(containerd_socket), "-n", "k8s.io", *args]
-    return subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return subprocess.run(command, check=check, capture_output=True, text=True).stdout
 
 
 def chain_ids(diff_ids: Sequence[str]) -> list[str]:
@@ -510,11 +511,6 @@ def _snapshots(containerd_socket: Path) -> dict[str, str]:
     """Every snapshot of the default snapshotter: key -> parent."""
     lines = _ctr(containerd_socket, "snapshots", "ls").splitlines()[1:]
     return {fields[0]: (fields[1] if len(fields) > 2 else "") for fields in map(str.split, lines)}
-
-
-def _try(containerd_socket: Path, *args: str) -> None:
-    command = ["ctr", "--address", str(containerd_socket), "-n", "k8s.io", *args]
-    subprocess.run(command, check=False, capture_output=True)
 
 
 def _holders(containerd_socket: Path, held: Sequence[str]) -> str:
@@ -552,11 +548,11 @@ def remove_image(
         snapshots = _snapshots(containerd_socket)
         for key, parent in snapshots.items():
             if parent == layers[-1]:  # a container's root filesystem on the image
-                _try(containerd_socket, "containers", "rm", key)
-                _try(containerd_socket, "snapshots", "rm", key)
+                _ctr(containerd_socket, "containers", "rm", key, check=False)
+                _ctr(containerd_socket, "snapshots", "rm", key, check=False)
         for key in reversed(layers):
             if key in snapshots:
-                _try(containerd_socket, "snapshots", "rm", key)
+                _ctr(containerd_socket, "snapshots", "rm", key, check=False)
         held = set(_ctr(containerd_socket, "content", "ls", "-q").split())
         left = [d for d in digests if d in held] + [
             k for k in layers if k in _snapshots(containerd_socket)
