@@ -41,8 +41,5 @@ fi
 echo "==> installing Python packages from requirements.txt"
 python3 -m pip install -q --disable-pip-version-check -r "$(dirname "$0")/../requirements.txt"
 
-# Byte-compile the project as pip does installed packages: every task then starts from
-# cached bytecode, even where PYTHONDONTWRITEBYTECODE keeps Python from writing it.
 echo "==> byte-compiling the project"
-root="$(cd "$(dirname "$0")/.." && pwd)"
-python3 -m compileall -q -x '/(\.git|\.venv)/' "$root/tasks.py" "$root/registry_provisioner" "$root/scripts"
+python3 "$(dirname "$0")/byte_compile.py"

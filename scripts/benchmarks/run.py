@@ -9,7 +9,6 @@ loopback registry and onto the raw disk.
 from __future__ import annotations
 
 import asyncio
-import compileall
 import contextlib
 import dataclasses
 import datetime as dt
@@ -26,9 +25,9 @@ from pathlib import Path
 from registry_provisioner import kube
 from registry_provisioner.config import Settings
 from registry_provisioner.images import Image, random_image
+from scripts.byte_compile import byte_compile
 from scripts.docker_daemon import DockerDaemon
 from scripts.local_cluster.addresses import AddressPool
-from scripts.local_cluster.paths import REPO_ROOT
 from scripts.loopback_proxy import run_proxied_registry
 
 from . import (
@@ -116,14 +115,6 @@ class Loopback:
     skopeo: bool
     docker: DockerDaemon | None  # the private dockerd, None when docker is not measured
     pull_images: list[Image]  # one per pod of the cluster pull
-
-
-def byte_compile() -> None:
-    """Timed tasks start from cached bytecode, as after install-prerequisites.sh, and not
-    from sources edited since (PYTHONDONTWRITEBYTECODE keeps Python from caching them)."""
-    compileall.compile_file(REPO_ROOT / "tasks.py", quiet=1)
-    for package in ("registry_provisioner", "scripts"):
-        compileall.compile_dir(REPO_ROOT / package, quiet=1)
 
 
 def log(message: str) -> None:

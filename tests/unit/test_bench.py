@@ -18,7 +18,8 @@ from registry_provisioner.provision import PREFLIGHT_STEP
 from scripts.benchmarks import children, data_plane, loopback, pod_cost, report
 from scripts.benchmarks.children import BenchError, ChildRun, redact, run_child
 from scripts.benchmarks.lifecycle import Target, provision_phases
-from scripts.benchmarks.run import at_address, bench_set_args, byte_compile, given_address
+from scripts.benchmarks.run import at_address, bench_set_args, given_address
+from scripts.byte_compile import byte_compile
 from scripts.local_cluster.addresses import OVERLAY_IP, pool_addresses
 from scripts.local_cluster.paths import REPO_ROOT
 from scripts.loopback_proxy import relocate
