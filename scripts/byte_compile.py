@@ -8,9 +8,9 @@ before its clock, so sources edited since the install are timed from bytecode to
 from __future__ import annotations
 
 import compileall
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from scripts.local_cluster.paths import REPO_ROOT
+
 SOURCES = ("tasks.py", "registry_provisioner", "scripts")
 
 

@@ -42,4 +42,4 @@ echo "==> installing Python packages from requirements.txt"
 python3 -m pip install -q --disable-pip-version-check -r "$(dirname "$0")/../requirements.txt"
 
 echo "==> byte-compiling the project"
-python3 "$(dirname "$0")/byte_compile.py"
+(cd "$(dirname "$0")/.." && python3 -m scripts.byte_compile)
