@@ -10,8 +10,10 @@ import kr8s.asyncio
 import pytest
 
 from registry_provisioner import kube
+from registry_provisioner.config import Settings
 from scripts.local_cluster.demo import DEMO_NAMESPACE
 from tests.cluster.helpers import invoke
+from tests.support.registries import skip_unless_free
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 
@@ -21,8 +23,12 @@ DEMO_SETTINGS = ["--set", f"pull_secret.namespaces=[default, {DEMO_NAMESPACE}]"]
 
 
 @pytest.fixture
-def demo_cleanup(kubeconfig: str):
-    """Whatever an earlier demo left goes first; the demo's registry goes afterwards."""
+async def demo_cleanup(api: kr8s.asyncio.Api, kubeconfig: str):
+    """Whatever an earlier demo left goes first; the demo's registry goes afterwards.
+
+    A demo install already on the cluster is the user's: the test is skipped instead.
+    """
+    await skip_unless_free(api, Settings().namespace)
     purge = ["unprovision", *DEMO_SETTINGS, "--purge"]
     assert invoke(*purge, kubeconfig=kubeconfig).returncode == 0
     yield

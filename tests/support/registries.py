@@ -29,9 +29,28 @@ from tests.cluster.helpers import (
     start,
 )
 
-__all__ = ["ADDRESSES", "KINDS", "Registry", "RegistryFactory", "registry_password", "snapshot"]
+__all__ = [
+    "ADDRESSES",
+    "KINDS",
+    "Registry",
+    "RegistryFactory",
+    "registry_password",
+    "skip_unless_free",
+    "snapshot",
+]
 
 ADDRESSES = AddressPool()
+
+
+async def skip_unless_free(api: kr8s.asyncio.Api, namespace: str) -> None:
+    """Skip, saying why, when `namespace` is on the cluster already: a test that would
+    purge whatever is there never does so to an install it did not make."""
+    if await kube.get_all(api, "namespaces", namespace):
+        pytest.skip(
+            f"namespace {namespace} is on the cluster already (`invoke demo`'s install, or "
+            "a killed test run's): this test would purge it. Free it with "
+            "`invoke unprovision --local --purge`, or run the suite on a fresh cluster"
+        )
 
 
 async def registry_password(api: kr8s.asyncio.Api, namespace: str, key: str = "password") -> str:
@@ -139,11 +158,14 @@ class RegistryFactory:
 
     async def local_defaults(self, *, provision: bool = True) -> Registry:
         """The registry `--local` makes with no --set at all: the default namespace at the
-        overlay's own address (OVERLAY_IP, which the pool never hands out), as the demo."""
-        registry = Registry(
-            Settings().namespace, OVERLAY_IP, self.kubeconfig, self.tmp.mktemp("certs"), {}
-        )
-        self._purged_first(registry)
+        overlay's own address (OVERLAY_IP, which the pool never hands out), as the demo.
+
+        That is also where `invoke demo` puts its registry: a test never purges one it
+        did not make, so with that namespace present it is skipped, saying why.
+        """
+        namespace = Settings().namespace
+        await skip_unless_free(self.api, namespace)
+        registry = Registry(namespace, OVERLAY_IP, self.kubeconfig, self.tmp.mktemp("certs"), {})
         return self._made(registry, provision)
 
     @staticmethod
