@@ -49,7 +49,8 @@ async def skip_unless_free(api: kr8s.asyncio.Api, namespace: str) -> None:
         pytest.skip(
             f"namespace {namespace} is on the cluster already (`invoke demo`'s install, or "
             "a killed test run's): this test would purge it. Free it with "
-            "`invoke unprovision --local --purge`, or run the suite on a fresh cluster"
+            f"`invoke unprovision --local --set namespace={namespace} --purge`, or run the "
+            "suite on a fresh cluster"
         )
 
 
@@ -166,6 +167,7 @@ class RegistryFactory:
         namespace = Settings().namespace
         await skip_unless_free(self.api, namespace)
         registry = Registry(namespace, OVERLAY_IP, self.kubeconfig, self.tmp.mktemp("certs"), {})
+        self._purged_first(registry)  # what a killed run left outside the namespace
         return self._made(registry, provision)
 
     @staticmethod
