@@ -8,9 +8,11 @@ builder at all.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import shlex
 import sys
 import time
+import types
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +28,26 @@ sys.modules.setdefault("trio", None)  # type: ignore[arg-type]
 # Likewise httpx's command-line client: httpx imports it to offer `httpx.main`, loading
 # click and pygments whenever they are installed (and giving up without rich).
 sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
+
+class _LoadedOnFirstUse(types.ModuleType):
+    """Stands in for a module until one of its attributes is read, then imports it.
+
+    kr8s imports python-jsonpath (for editing kubeconfigs) and httpx-ws (for exec and
+    port-forward) at its top; most tasks use neither. importlib's LazyLoader does not
+    help here: `import` itself reads the module's `__spec__`, which loads it.
+    """
+
+    def __getattr__(self, attribute: str) -> Any:
+        real = sys.modules.get(self.__name__)
+        if real is None or real is self:
+            del sys.modules[self.__name__]
+            real = importlib.import_module(self.__name__)
+        return getattr(real, attribute)
+
+
+for _name in ("jsonpath", "httpx_ws"):
+    sys.modules.setdefault(_name, _LoadedOnFirstUse(_name))
 
 LOCAL_CONFIG = Path(__file__).parent / "scripts" / "local_cluster" / "registry-config.yaml"
 # `--local`'s overlay while the k3s lane's cluster runs (`invoke cluster.up --k3s`).

@@ -40,14 +40,30 @@ def test_an_unknown_test_lane_is_refused_before_lint_or_any_cluster() -> None:
 
 def test_a_task_loads_no_package_it_never_uses() -> None:
     # Everything provision imports, then which of httpx's and httpcore's optional
-    # companions came along: each costs start-up on every task where it is installed.
+    # companions came along, and whether kr8s's jsonpath (its own submodule) and
+    # httpx-ws (wsproto under it) were loaded: each costs start-up on every task.
+    unused = ("trio", "click", "pygments", "rich", "jsonpath.env", "wsproto")
     probe = (
         "import sys, tasks; tasks._settings(None, [], False); "
         "import registry_provisioner.commands; "
-        "print(' '.join(m for m in ('trio', 'click', 'pygments', 'rich') if sys.modules.get(m)))"
+        f"print(' '.join(m for m in {unused!r} if sys.modules.get(m)))"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == []
+
+
+def test_a_module_kept_for_first_use_works_once_used() -> None:
+    probe = (
+        "import sys, tasks, kr8s._config, kr8s._api; "
+        "config = kr8s._config.KubeConfig({'contexts': [{'name': 'a'}]}); "
+        "print(config.get('$.contexts[0].name'), "
+        "sys.modules['kr8s._api'].httpx_ws.aconnect_ws.__name__)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["['a']", "aconnect_ws"]
