@@ -24,16 +24,21 @@ DEMO_SETTINGS = ["--set", f"pull_secret.namespaces=[default, {DEMO_NAMESPACE}]"]
 
 @pytest.fixture
 async def demo_cleanup(api: kr8s.asyncio.Api, kubeconfig: str):
-    """Whatever an earlier demo left goes first; the demo's registry goes afterwards.
+    """Whatever an earlier demo left goes first; the demo's registry goes afterwards, and
+    its app's namespace too when the demo made it.
 
     A demo install already on the cluster is the user's: the test is skipped instead.
     """
     await skip_unless_free(api, Settings().namespace)
     purge = ["unprovision", *DEMO_SETTINGS, "--purge"]
     assert invoke(*purge, kubeconfig=kubeconfig).returncode == 0
+    app_namespace_before = await kube.get_all(api, "namespaces", DEMO_NAMESPACE)
     yield
     result = invoke(*purge, kubeconfig=kubeconfig)
     assert result.returncode == 0, result.stderr
+    if not app_namespace_before:
+        for namespace in await kube.get_all(api, "namespaces", DEMO_NAMESPACE):
+            await namespace.delete()
 
 
 def run_demo() -> subprocess.CompletedProcess[str]:
