@@ -306,6 +306,10 @@ async def test_preflight_lists_missing_rights_and_changes_nothing(
     missing = f"not allowed to get, list, watch secrets in namespace {registry.namespace}"
     assert missing in refused.stderr, refused.stderr
     assert "nothing was changed" in refused.stderr
+    # The other checks would meet 403s: the refusal names the rights alone.
+    assert "Traceback" not in refused.stderr
+    problems = refused.stderr.split("nothing was changed:", 1)[1].strip().splitlines()
+    assert all(line.strip().startswith("not allowed to ") for line in problems), problems
     assert await snapshot_of(api, *touched) == before
 
 
