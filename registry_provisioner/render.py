@@ -13,8 +13,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import os
-import stat
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ from jinja2 import Environment, FileSystemBytecodeCache, FileSystemLoader, Stric
 from jinja2.bccache import Bucket
 
 from . import ownership, proxy
+from .cache_dir import cache_root, private_cache_dir
 from .config import (
     REDIS_PASSWORD_KEY,
     S3_ACCESS_KEY_ID,
@@ -193,23 +192,12 @@ class _CompiledTemplates(FileSystemBytecodeCache):
 
 def template_cache_dir() -> Path:
     """Per Jinja version, since the cached code calls into Jinja's runtime."""
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "registry-provisioner" / f"jinja2-{jinja2.__version__}"
+    return cache_root() / f"jinja2-{jinja2.__version__}"
 
 
 def _template_cache() -> FileSystemBytecodeCache | None:
-    """The cache, only in a directory of ours that nobody else can write: its entries
-    are code that this process runs."""
-    try:
-        directory = template_cache_dir()
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        found = directory.lstat()
-    except (OSError, RuntimeError):  # RuntimeError: no home directory to be found
-        return None
-    writable_by_others = found.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or writable_by_others:
-        return None
-    return _CompiledTemplates(str(directory))
+    directory = private_cache_dir(template_cache_dir())
+    return None if directory is None else _CompiledTemplates(str(directory))
 
 
 @functools.cache
