@@ -1220,6 +1220,22 @@ def _adapter() -> TypeAdapter[Settings]:
 
 
 def _validate(data: Mapping[str, Any], problems: list[ConfigProblem]) -> Settings:
+    """Settings from the same input's last validation, else from pydantic (kept if they
+    passed), every problem added to ``problems``."""
+    from . import settings_cache
+
+    known = settings_cache.recall(data)
+    if isinstance(known, Settings):
+        return known
+    found: list[ConfigProblem] = []
+    settings = _validated(data, found)
+    if not found:
+        settings_cache.remember(data, settings)
+    problems.extend(found)
+    return settings
+
+
+def _validated(data: Mapping[str, Any], problems: list[ConfigProblem]) -> Settings:
     """Settings from pydantic, every problem added to ``problems``.
 
     After errors, the mistyped and unknown keys are dropped and the rest is validated
