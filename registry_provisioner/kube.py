@@ -108,6 +108,14 @@ def stages(manifests: Sequence[dict]) -> list[list[dict]]:
     ]
 
 
+def _claims_alone_first(stage: list[dict]) -> list[list[dict]]:
+    """A stage's claims on their own, then the rest: sent among a dozen others, a claim
+    waits its turn in a busy API server (100 ms against 20 ms alone, on 2 cores)."""
+    claims = [m for m in stage if m["kind"] in _FIRST_IN_STAGE]
+    rest = [m for m in stage if m["kind"] not in _FIRST_IN_STAGE]
+    return [group for group in (claims, rest) if group]
+
+
 def stage_of(manifest: dict) -> int:
     return _STAGE_OF_KIND.get(manifest["kind"], 1)
 
@@ -371,7 +379,10 @@ async def apply_manifests(
     changes: list[Change] = []
     progress.tally("objects applied", planned=map(version_key, manifests))
     for stage in stages(manifests):
-        changes += await asyncio.gather(*(apply_object(api, m, dry_run, versions) for m in stage))
+        for group in _claims_alone_first(stage):
+            changes += await asyncio.gather(
+                *(apply_object(api, m, dry_run, versions) for m in group)
+            )
         progress.tally("objects applied", done=map(version_key, stage))
         if not dry_run:
             failpoints.reached(f"{failpoint}-{stage_of(stage[0])}")

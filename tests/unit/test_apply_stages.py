@@ -1,5 +1,5 @@
 """The order objects are applied in: what others mount goes in an earlier stage, and a
-claim leads its stage, since its binding is the longest wait of a provision."""
+claim leads its stage, on its own, since its binding is the longest wait of a provision."""
 
 from __future__ import annotations
 
@@ -40,3 +40,15 @@ def test_a_claim_leads_its_stage_and_the_rest_keep_their_order() -> None:
         _manifest("PersistentVolumeClaim", "cache"),
     ]
     assert _names(kube.stages(rendered))[1] == ["data", "cache", "cert", "auth", "svc"]
+
+
+def test_a_stage_sends_its_claims_on_their_own_before_the_rest() -> None:
+    rendered = [
+        _manifest("Secret", "auth"),
+        _manifest("PersistentVolumeClaim", "data"),
+        _manifest("Service", "svc"),
+    ]
+    [stage] = kube.stages(rendered)
+    assert _names(kube._claims_alone_first(stage)) == [["data"], ["auth", "svc"]]
+    without_claims = [_manifest("Secret", "auth")]
+    assert _names(kube._claims_alone_first(without_claims)) == [["auth"]]
