@@ -1224,13 +1224,14 @@ def _validate(data: Mapping[str, Any], problems: list[ConfigProblem]) -> Setting
     passed), every problem added to ``problems``."""
     from . import settings_cache
 
-    known = settings_cache.recall(data)
+    entry = settings_cache.entry_for(data)
+    known = None if entry is None else settings_cache.recall(entry)
     if isinstance(known, Settings):
         return known
     found: list[ConfigProblem] = []
     settings = _validated(data, found)
-    if not found:
-        settings_cache.remember(data, settings)
+    if entry is not None and not found:
+        settings_cache.remember(entry, settings)
     problems.extend(found)
     return settings
 

@@ -48,7 +48,8 @@ def _code_fingerprint() -> bytes:
     return digest.digest()
 
 
-def _entry(data: Any) -> Path | None:
+def entry_for(data: Any) -> Path | None:
+    """Where what `data` validates to is kept; None when nothing may be kept."""
     directory = private_cache_dir(settings_cache_dir())
     if directory is None:
         return None
@@ -59,11 +60,8 @@ def _entry(data: Any) -> Path | None:
     return directory / f"{key}.pickle"
 
 
-def recall(data: Any) -> Any | None:
-    """What validating `data` gave before, or None."""
-    entry = _entry(data)
-    if entry is None:
-        return None
+def recall(entry: Path) -> Any | None:
+    """What validating the input named by `entry` gave before, or None."""
     try:
         return pickle.loads(entry.read_bytes())
     except (
@@ -79,16 +77,19 @@ def recall(data: Any) -> Any | None:
         return None  # none yet, or damaged: a miss, and the entry is written afresh
 
 
-def remember(data: Any, settings: Any) -> None:
-    """Keep `settings` as what `data` validates to; failing to is only a lost saving."""
-    entry = _entry(data)
-    if entry is None:
-        return
+def remember(entry: Path, settings: Any) -> None:
+    """Keep `settings` at `entry`; failing to is only a lost saving, and leaves no
+    partial file behind."""
     with contextlib.suppress(OSError, pickle.PicklingError, TypeError, AttributeError):
         payload = pickle.dumps(settings)
         with tempfile.NamedTemporaryFile(dir=entry.parent, delete=False) as file:
-            file.write(payload)
-        os.replace(file.name, entry)
+            try:
+                file.write(payload)
+                file.close()
+                os.replace(file.name, entry)
+            except OSError:
+                Path(file.name).unlink(missing_ok=True)
+                raise
         _prune(entry.parent)
 
 
