@@ -93,3 +93,13 @@ def test_a_directory_others_can_write_is_not_used(cache_home: Path) -> None:
     directory.chmod(0o777)
     load_settings(None, {"service.ip": "10.0.0.2"})
     assert _entries() == []
+
+
+def test_a_failed_write_leaves_no_partial_file(cache_home: Path) -> None:
+    first = load_settings(None, {"service.ip": "10.0.0.2"})
+    [entry] = _entries()
+    entry.unlink()
+    entry.mkdir()  # the rename onto the entry now fails
+    (entry / "keep").write_text("")
+    assert load_settings(None, {"service.ip": "10.0.0.2"}) == first
+    assert [path.name for path in settings_cache_dir().iterdir()] == [entry.name]
