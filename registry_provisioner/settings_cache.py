@@ -82,14 +82,14 @@ def remember(entry: Path, settings: Any) -> None:
     partial file behind."""
     with contextlib.suppress(OSError, pickle.PicklingError, TypeError, AttributeError):
         payload = pickle.dumps(settings)
-        with tempfile.NamedTemporaryFile(dir=entry.parent, delete=False) as file:
-            try:
+        descriptor, temporary = tempfile.mkstemp(dir=entry.parent)
+        try:
+            with os.fdopen(descriptor, "wb") as file:
                 file.write(payload)
-                file.close()
-                os.replace(file.name, entry)
-            except OSError:
-                Path(file.name).unlink(missing_ok=True)
-                raise
+            os.replace(temporary, entry)
+        except OSError:
+            Path(temporary).unlink(missing_ok=True)
+            raise
         _prune(entry.parent)
 
 
