@@ -22,6 +22,7 @@ from kr8s.asyncio.objects import Namespace, Pod
 from registry_provisioner import kube
 from registry_provisioner.errors import RegistryError
 from registry_provisioner.oci_client import RegistryClient
+from registry_provisioner.waiting import poll
 from scripts.local_cluster import object_store
 
 REPO = Path(__file__).resolve().parents[2]
@@ -293,12 +294,19 @@ async def service_account_kubeconfig(
 
 
 async def fresh_namespace(api: kr8s.asyncio.Api, name: str) -> Namespace:
-    """`name` created anew: whatever an earlier run left there goes first."""
+    """`name` created anew and settled: whatever an earlier run left there goes first."""
     for old in await kube.get_all(api, "namespaces", name):
         await old.delete()
         await asyncio.wait_for(kube.wait_deleted(old), 180)
     namespace = await Namespace({"metadata": {"name": name}}, api=api)
     await namespace.create()
+
+    async def root_ca_published() -> bool:
+        return bool(await kube.get_all(api, "configmaps", "kube-root-ca.crt", namespace=name))
+
+    # kube-controller-manager adds kube-root-ca.crt to every new namespace a moment
+    # later: a snapshot taken before that would count it as a change a test made.
+    await asyncio.wait_for(poll(root_ca_published, interval=0.1), 60)
     return namespace
 
 

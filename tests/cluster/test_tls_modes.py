@@ -11,13 +11,13 @@ from collections.abc import AsyncIterator
 
 import kr8s.asyncio
 import pytest
-from kr8s.asyncio.objects import Namespace, Secret
+from kr8s.asyncio.objects import Secret
 
 from registry_provisioner import kube
 from registry_provisioner.certificates import self_signed_ca_and_server_cert
 from registry_provisioner.errors import RegistryError
 from registry_provisioner.oci_client import RegistryClient
-from tests.cluster.helpers import decoded
+from tests.cluster.helpers import decoded, fresh_namespace, namespace_gone
 from tests.support.registries import Registry, RegistryFactory, snapshot
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
@@ -108,12 +108,6 @@ async def byo(registries: RegistryFactory) -> Registry:
     )
 
 
-async def _gone(ns: Namespace) -> None:
-    if await ns.exists():
-        await ns.delete()
-        await asyncio.wait_for(kube.wait_deleted(ns), 120)
-
-
 @pytest.fixture
 async def byo_secret(api: kr8s.asyncio.Api, byo: Registry) -> AsyncIterator[Secret]:
     """The user's own TLS Secret, made before provisioning as that mode expects.
@@ -121,9 +115,7 @@ async def byo_secret(api: kr8s.asyncio.Api, byo: Registry) -> AsyncIterator[Secr
     Its namespace is the user's too, so no purge deletes it: this fixture does,
     and one an interrupted run left behind as well.
     """
-    ns = await Namespace({"metadata": {"name": BYO_NAMESPACE}}, api=api)
-    await _gone(ns)
-    await ns.create()
+    ns = await fresh_namespace(api, BYO_NAMESPACE)
     try:
         pems = self_signed_ca_and_server_cert(BYO_HOSTS, [byo.ip])
         secret = await Secret(
@@ -137,7 +129,7 @@ async def byo_secret(api: kr8s.asyncio.Api, byo: Registry) -> AsyncIterator[Secr
         await secret.create()
         yield secret
     finally:
-        await _gone(ns)
+        await namespace_gone(ns)
 
 
 async def test_expired_existing_secret_is_refused_before_any_change(
